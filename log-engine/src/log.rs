@@ -1,0 +1,853 @@
+//! The log: the ordered segments of one partition, one writer, many readers.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use event_listener::{Event, Listener};
+
+use crate::batch::{BatchRef, RecordBatch};
+use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, RecoveryPoint};
+use crate::clock::{Clock, SystemClock};
+use crate::config::LogConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::offset::{Offset, TimestampMs};
+use crate::record::{Record, RecordRef};
+use crate::retention::{self, SegmentSummary};
+use crate::segment::{self, Segment};
+
+/// The name of the lock file that keeps a second process out of a log directory.
+const LOCK_FILE: &str = ".lock";
+
+/// Which watermark bounds a read or a wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBound {
+    /// Everything appended so far.
+    LogEnd,
+    /// Everything below the high watermark the caller set (the replicated part).
+    HighWatermark,
+    /// Everything that is fsynced.
+    Durable,
+    /// Everything below this offset (and below the log end).
+    Offset(Offset),
+}
+
+/// Where an append put its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// The offset of the first record.
+    pub base_offset: Offset,
+    /// The offset of the last record.
+    pub last_offset: Offset,
+}
+
+impl AppendInfo {
+    /// The offset after the last record: the log end right after this append.
+    pub fn next_offset(&self) -> Offset {
+        Offset(self.last_offset.0 + 1)
+    }
+}
+
+/// Whole batches read from the log.
+#[derive(Clone, Debug, Default)]
+pub struct ReadBatches {
+    bytes: Vec<u8>,
+    from: Offset,
+    next_offset: Offset,
+}
+
+impl ReadBatches {
+    /// The batches as they are on disk, back to back.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The bytes, consuming the result.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// True when nothing was read.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Where the next read should start: after the last record returned, or the
+    /// requested offset when nothing was read.
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+
+    /// The batches. The first may start before the requested offset.
+    pub fn batches(&self) -> Batches<'_> {
+        Batches { rest: &self.bytes }
+    }
+
+    /// The records at or after the requested offset.
+    pub fn records(&self) -> impl Iterator<Item = Result<RecordRef<'_>>> + '_ {
+        let from = self.from;
+        self.batches()
+            .flat_map(|batch| -> Box<dyn Iterator<Item = Result<RecordRef<'_>>>> {
+                match batch {
+                    Ok(batch) => Box::new(batch.records()),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                }
+            })
+            .filter(move |r| r.as_ref().map_or(true, |r| r.offset >= from))
+    }
+}
+
+/// An iterator over batches laid back to back.
+#[derive(Clone, Debug)]
+pub struct Batches<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Batches<'a> {
+    type Item = Result<BatchRef<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        match BatchRef::parse(self.rest, false) {
+            Ok((batch, rest)) => {
+                self.rest = rest;
+                Some(Ok(batch))
+            }
+            Err(e) => {
+                self.rest = &[];
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// What a retention pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub segments_deleted: usize,
+    /// Bytes freed.
+    pub bytes_deleted: u64,
+    /// The log start offset afterwards.
+    pub log_start_offset: Offset,
+}
+
+/// The state only the writer touches, behind the writer lock.
+#[derive(Debug)]
+struct Writer {
+    /// The segment appends go to; always the last of `segments`.
+    active: Arc<Segment>,
+    /// Bytes appended to the active segment since its last index entry.
+    since_index: u64,
+    /// When the active segment was opened, for rolling by age.
+    active_opened_ms: TimestampMs,
+}
+
+/// A segmented, append-only commit log in one directory.
+///
+/// `Log` is `Send + Sync`: share it in an `Arc`. Appends are serialised by an
+/// internal writer lock; reads take no lock the writer holds and run concurrently
+/// with appends and with each other.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    clock: Arc<dyn Clock>,
+    /// The segments in offset order. Readers clone the `Arc` and let go of the lock at
+    /// once; the writer replaces the list when it rolls, truncates or deletes.
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    writer: Mutex<Writer>,
+    /// Serialises fsyncs: the appenders that queue here while one syncs find their
+    /// data already durable when their turn comes (group commit).
+    sync_lock: Mutex<()>,
+    recovery_point: RecoveryPoint,
+    log_start: AtomicU64,
+    log_end: AtomicU64,
+    high_watermark: AtomicU64,
+    durable: AtomicU64,
+    /// Messages appended since the last sync, for the flush policy.
+    unflushed_messages: AtomicU64,
+    last_sync_ms: AtomicI64,
+    /// Set when a write or fsync failed; the message is in `failure`.
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+    closed: AtomicBool,
+    /// Woken on every change of a watermark.
+    changed: Event,
+    /// Held for the life of the log: the directory's lock.
+    _lock: File,
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating the directory and an empty log if needed,
+    /// and recovering from an unclean shutdown.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        Self::open_with_clock(dir, config, Arc::new(SystemClock))
+    }
+
+    /// [`Log::open`] with a clock of the caller's (tests move time by hand).
+    pub fn open_with_clock(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Log> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let lock = lock_dir(&dir)?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let (recovery_point, point) = RecoveryPoint::open(&dir)?;
+        let trusted_below = if clean {
+            Offset(u64::MAX)
+        } else {
+            point.unwrap_or(Offset::ZERO)
+        };
+        let segments = crate::recovery::open_segments(&dir, &config, trusted_below)?;
+        if clean {
+            std::fs::remove_file(&marker).at(&marker)?;
+        }
+        checkpoint::sync_dir(&dir)?;
+        let (Some(first), Some(active)) = (segments.first(), segments.last()) else {
+            return Err(Error::InvalidConfig("no segment after recovery".into()));
+        };
+        let start = first.base();
+        let end = active.next_offset();
+        // What recovery kept is on disk from now on, so the durable offset is honest.
+        active.sync()?;
+        recovery_point.store(end)?;
+        let now = clock.now_ms();
+        let writer = Writer {
+            active: Arc::clone(active),
+            since_index: active
+                .size()
+                .saturating_sub(active.last_index_entry().map_or(0, |e| e.position.as_u64())),
+            active_opened_ms: now,
+        };
+        tracing::debug!(dir = %dir.display(), %start, %end, clean, "log opened");
+        Ok(Log {
+            dir,
+            config,
+            clock,
+            segments: RwLock::new(Arc::new(segments)),
+            writer: Mutex::new(writer),
+            sync_lock: Mutex::new(()),
+            recovery_point,
+            log_start: AtomicU64::new(start.0),
+            log_end: AtomicU64::new(end.0),
+            high_watermark: AtomicU64::new(end.0),
+            durable: AtomicU64::new(end.0),
+            unflushed_messages: AtomicU64::new(0),
+            last_sync_ms: AtomicI64::new(now),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            changed: Event::new(),
+            _lock: lock,
+        })
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.log_start.load(Ordering::Acquire))
+    }
+
+    /// The offset the next appended record gets.
+    pub fn log_end_offset(&self) -> Offset {
+        Offset(self.log_end.load(Ordering::Acquire))
+    }
+
+    /// The high watermark: records below it are replicated (as the caller judges).
+    /// Starts at the log end when the log opens.
+    pub fn high_watermark(&self) -> Offset {
+        Offset(self.high_watermark.load(Ordering::Acquire))
+    }
+
+    /// Records below this offset are fsynced.
+    pub fn durable_offset(&self) -> Offset {
+        Offset(self.durable.load(Ordering::Acquire))
+    }
+
+    /// The offset that `bound` stands for now.
+    pub fn watermark(&self, bound: ReadBound) -> Offset {
+        let end = self.log_end_offset();
+        match bound {
+            ReadBound::LogEnd => end,
+            ReadBound::HighWatermark => self.high_watermark().min(end),
+            ReadBound::Durable => self.durable_offset().min(end),
+            ReadBound::Offset(offset) => offset.min(end),
+        }
+    }
+
+    /// Sets the high watermark, clamped to the log end, and wakes waiting readers.
+    pub fn set_high_watermark(&self, offset: Offset) {
+        let clamped = offset.min(self.log_end_offset());
+        self.high_watermark.store(clamped.0, Ordering::Release);
+        self.changed.notify(usize::MAX);
+    }
+
+    /// The total size of the segment files in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.snapshot().iter().map(|s| s.size()).sum()
+    }
+
+    /// The number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.snapshot().len()
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
+        match self.segments.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn replace_segments(&self, segments: Vec<Arc<Segment>>) {
+        let mut guard = match self.segments.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(segments);
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            let cause = self
+                .failure
+                .lock()
+                .map(|f| f.clone().unwrap_or_default())
+                .unwrap_or_default();
+            return Err(Error::PreviousIo {
+                path: self.dir.clone(),
+                cause,
+            });
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::PreviousIo {
+                path: self.dir.clone(),
+                cause: "the log was closed".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records the first I/O failure; every later append is refused.
+    fn latch<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result {
+            if let Ok(mut failure) = self.failure.lock() {
+                failure.get_or_insert_with(|| error.to_string());
+            }
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(dir = %self.dir.display(), %error, "log write failed; appends refused until reopened");
+        }
+        result
+    }
+
+    /// Appends a batch: assigns its offsets (rewriting its base offset and nothing
+    /// else) and writes it. Durable when the flush policy says so; see
+    /// [`Log::append_durable`] to wait for an fsync.
+    pub fn append(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
+        let info = self.append_inner(batch)?;
+        if self.flush_due(u64::from(batch.record_count())) {
+            self.sync_to(info.next_offset())?;
+        }
+        Ok(info)
+    }
+
+    /// Appends a batch and returns once it is fsynced. Appenders that wait at the
+    /// same time share one fsync.
+    pub fn append_durable(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
+        let info = self.append_inner(batch)?;
+        self.unflushed_messages
+            .fetch_add(u64::from(batch.record_count()), Ordering::Relaxed);
+        self.sync_to(info.next_offset())?;
+        Ok(info)
+    }
+
+    /// Encodes `records` into one batch and appends it.
+    pub fn append_records(&self, records: &[Record]) -> Result<AppendInfo> {
+        let mut batch = RecordBatch::from_records(records)?;
+        self.append(&mut batch)
+    }
+
+    /// Appends a batch that already carries its offsets, as a follower copies its
+    /// leader: its base offset must be the log end. The bytes are written unchanged.
+    pub fn append_replica(&self, batch: &RecordBatch) -> Result<AppendInfo> {
+        let end = self.log_end_offset();
+        if batch.base_offset() != end {
+            return Err(Error::OffsetOutOfRange {
+                offset: batch.base_offset(),
+                start: self.log_start_offset(),
+                end,
+            });
+        }
+        let mut copy = batch.clone();
+        self.append(&mut copy)
+    }
+
+    fn append_inner(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
+        self.check_writable()?;
+        let len = batch.len();
+        if len > self.config.batch_bytes_max as usize {
+            return Err(Error::BatchTooLarge {
+                size: len,
+                limit: self.config.batch_bytes_max,
+            });
+        }
+        let mut writer = self.lock_writer();
+        self.check_writable()?;
+        let base = self.log_end_offset();
+        let count = u64::from(batch.record_count());
+        if self.roll_due(&writer, len as u64, base, count) {
+            let rolled = self.roll(&mut writer, base);
+            self.latch(rolled)?;
+        }
+        batch.set_base_offset(base);
+        let view = batch.as_ref();
+        let header = *view.header();
+        let index_due = writer.since_index >= u64::from(self.config.index_interval_bytes);
+        let written = writer.active.append(batch.as_bytes(), &header, index_due);
+        self.latch(written)?;
+        writer.since_index = if index_due {
+            len as u64
+        } else {
+            writer.since_index + len as u64
+        };
+        let next = header.next_offset();
+        self.log_end.store(next.0, Ordering::Release);
+        drop(writer);
+        self.changed.notify(usize::MAX);
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: header.last_offset(),
+        })
+    }
+
+    fn roll_due(&self, writer: &Writer, len: u64, base: Offset, count: u64) -> bool {
+        let active = &writer.active;
+        let size = active.size();
+        if size == 0 {
+            return false;
+        }
+        let too_big = size + len > self.config.segment_bytes_max;
+        let age = self.clock.now_ms().saturating_sub(writer.active_opened_ms);
+        let too_old = age >= self.config.segment_age_ms_max as i64;
+        let offsets_exhausted =
+            (base.0 + count).saturating_sub(active.base().0) > u64::from(u32::MAX);
+        too_big || too_old || active.index_full() || offsets_exhausted
+    }
+
+    /// Seals the active segment and starts a new one at `base`. Under the writer lock.
+    fn roll(&self, writer: &mut Writer, base: Offset) -> Result<()> {
+        writer.active.seal()?;
+        let index_bytes = u64::from(self.config.index_bytes_max);
+        let segment = Arc::new(Segment::open(&self.dir, base, index_bytes, true)?);
+        checkpoint::sync_dir(&self.dir)?;
+        let mut segments = self.snapshot().as_ref().clone();
+        segments.push(Arc::clone(&segment));
+        self.replace_segments(segments);
+        tracing::debug!(dir = %self.dir.display(), %base, "segment rolled");
+        writer.active = segment;
+        writer.since_index = 0;
+        writer.active_opened_ms = self.clock.now_ms();
+        Ok(())
+    }
+
+    fn flush_due(&self, appended: u64) -> bool {
+        let unflushed = self
+            .unflushed_messages
+            .fetch_add(appended, Ordering::Relaxed)
+            + appended;
+        let policy = self.config.flush;
+        let by_count = policy.messages_max.is_some_and(|max| unflushed >= max);
+        let by_time = policy.interval_ms.is_some_and(|interval| {
+            let since = self.clock.now_ms() - self.last_sync_ms.load(Ordering::Relaxed);
+            since >= interval as i64
+        });
+        by_count || by_time
+    }
+
+    /// Fsyncs everything appended so far.
+    pub fn flush(&self) -> Result<()> {
+        self.sync_to(self.log_end_offset())
+    }
+
+    /// Fsyncs if the flush policy's interval has passed with data unflushed; for a
+    /// caller's timer, since the log owns no thread.
+    pub fn flush_if_due(&self) -> Result<()> {
+        let pending = self.durable_offset() < self.log_end_offset();
+        if pending && self.flush_due(0) {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Returns once every record below `target` is fsynced. One caller at a time
+    /// syncs; the callers queued behind it usually find their records covered.
+    fn sync_to(&self, target: Offset) -> Result<()> {
+        if self.durable_offset() >= target {
+            return Ok(());
+        }
+        let _turn = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.durable_offset() >= target {
+            return Ok(());
+        }
+        self.check_writable_or_failed()?;
+        let (active, end) = {
+            let writer = self.lock_writer();
+            (Arc::clone(&writer.active), self.log_end_offset())
+        };
+        let synced = active.sync();
+        self.latch(synced)?;
+        self.durable.fetch_max(end.0, Ordering::AcqRel);
+        self.unflushed_messages.store(0, Ordering::Relaxed);
+        self.last_sync_ms
+            .store(self.clock.now_ms(), Ordering::Relaxed);
+        // Only a hint for recovery: a failure here costs a longer scan, no data.
+        if let Err(error) = self.recovery_point.store(end) {
+            tracing::warn!(%error, "could not update the recovery point");
+        }
+        self.changed.notify(usize::MAX);
+        Ok(())
+    }
+
+    fn check_writable_or_failed(&self) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return self.check_writable();
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that holds `from`, up to `max_bytes`
+    /// (at least one batch, whatever its size, so a reader always progresses), and only
+    /// batches that end below `bound`. Empty when `from` is at the bound.
+    pub fn read(&self, from: Offset, max_bytes: usize, bound: ReadBound) -> Result<ReadBatches> {
+        let mut bytes = Vec::new();
+        let next_offset = self.read_into(from, max_bytes, bound, &mut bytes)?;
+        Ok(ReadBatches {
+            bytes,
+            from,
+            next_offset,
+        })
+    }
+
+    /// [`Log::read`] into a buffer of the caller's, which is cleared first; returns
+    /// where the next read should start.
+    pub fn read_into(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        bound: ReadBound,
+        buf: &mut Vec<u8>,
+    ) -> Result<Offset> {
+        buf.clear();
+        let upper = self.watermark(bound);
+        self.check_in_range(from)?;
+        if from >= upper {
+            return Ok(from);
+        }
+        let segments = self.snapshot();
+        let first = segments
+            .partition_point(|s| s.base() <= from)
+            .saturating_sub(1);
+        for segment in segments.iter().skip(first) {
+            if let Some((position, header)) = segment.find(from)? {
+                if header.last_offset() >= upper {
+                    return Ok(from);
+                }
+                return read_batches(segment, position, max_bytes, header.total_len(), upper, buf);
+            }
+        }
+        Ok(from)
+    }
+
+    fn check_in_range(&self, offset: Offset) -> Result<()> {
+        let start = self.log_start_offset();
+        let end = self.log_end_offset();
+        if offset < start || offset > end {
+            return Err(Error::OffsetOutOfRange { offset, start, end });
+        }
+        Ok(())
+    }
+
+    /// The offset of the first record whose timestamp is at or after `timestamp`;
+    /// `None` when every record is older.
+    pub fn offset_for_timestamp(&self, timestamp: TimestampMs) -> Result<Option<Offset>> {
+        let segments = self.snapshot();
+        for segment in segments.iter() {
+            let Some((position, header)) = segment.find_by_time(timestamp)? else {
+                continue;
+            };
+            let mut buf = vec![0u8; header.total_len()];
+            let n = segment.read_at(position, &mut buf)?;
+            let (batch, _) = BatchRef::parse(buf.get(..n).unwrap_or_default(), false)?;
+            for record in batch.records() {
+                let record = record?;
+                if record.timestamp >= timestamp {
+                    return Ok(Some(record.offset.max(self.log_start_offset())));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits until the watermark of `bound` passes `offset` (a record at `offset` is
+    /// readable). The future needs no particular runtime.
+    pub async fn wait_for(&self, offset: Offset, bound: ReadBound) {
+        loop {
+            if self.watermark(bound) > offset {
+                return;
+            }
+            let listener = self.changed.listen();
+            if self.watermark(bound) > offset {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Blocks the thread until a record at `offset` is readable within `bound`, or
+    /// `timeout` passes; true when it is readable.
+    pub fn wait_for_blocking(&self, offset: Offset, bound: ReadBound, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.watermark(bound) > offset {
+                return true;
+            }
+            let listener = self.changed.listen();
+            if self.watermark(bound) > offset {
+                return true;
+            }
+            if listener.wait_deadline(deadline).is_none() {
+                return self.watermark(bound) > offset;
+            }
+        }
+    }
+
+    /// Removes every record at or after `offset` (for a follower whose tail diverged
+    /// from its leader's). Cuts at the start of the batch holding `offset`, so the new
+    /// log end may be below `offset` when it falls inside a batch; returns it.
+    pub fn truncate_to(&self, offset: Offset) -> Result<Offset> {
+        self.check_writable()?;
+        let mut writer = self.lock_writer();
+        if offset >= self.log_end_offset() {
+            return Ok(self.log_end_offset());
+        }
+        let result = self.truncate_locked(&mut writer, offset);
+        let end = self.latch(result)?;
+        drop(writer);
+        self.changed.notify(usize::MAX);
+        Ok(end)
+    }
+
+    fn truncate_locked(&self, writer: &mut Writer, offset: Offset) -> Result<Offset> {
+        let segments = self.snapshot();
+        let keep = segments.partition_point(|s| s.base() <= offset).max(1);
+        let index_bytes = u64::from(self.config.index_bytes_max);
+        for segment in segments.iter().skip(keep) {
+            segment.delete_files()?;
+        }
+        let mut kept: Vec<Arc<Segment>> = segments.iter().take(keep).cloned().collect();
+        let last = kept
+            .pop()
+            .ok_or(Error::InvalidConfig("no segment".into()))?;
+        let (cut, new_base) = if offset <= last.base() {
+            (0, last.base())
+        } else {
+            match last.find(offset)? {
+                Some((position, _)) => (position, last.base()),
+                None => (last.size(), last.base()),
+            }
+        };
+        last.truncate_file(cut)?;
+        drop(last);
+        let reopened = Arc::new(Segment::open(&self.dir, new_base, index_bytes, true)?);
+        reopened.recover_from(0, new_base, self.config.index_interval_bytes)?;
+        kept.push(Arc::clone(&reopened));
+        checkpoint::sync_dir(&self.dir)?;
+        let end = reopened.next_offset();
+        let start = kept.first().map_or(end, |s| s.base());
+        self.replace_segments(kept);
+        writer.since_index = reopened.size().saturating_sub(
+            reopened
+                .last_index_entry()
+                .map_or(0, |e| e.position.as_u64()),
+        );
+        writer.active = reopened;
+        self.log_start.store(start.0, Ordering::Release);
+        self.log_end.store(end.0, Ordering::Release);
+        self.high_watermark.fetch_min(end.0, Ordering::AcqRel);
+        self.durable.fetch_min(end.0, Ordering::AcqRel);
+        self.recovery_point.store(self.durable_offset())?;
+        Ok(end)
+    }
+
+    /// Deletes the oldest segments that the retention limits (size and age, from the
+    /// configuration) no longer keep. Never deletes the active segment.
+    pub fn apply_retention(&self) -> Result<RetentionReport> {
+        let now = self.clock.now_ms();
+        let config = &self.config;
+        self.delete_leading(|summaries| {
+            retention::expired_count(
+                summaries,
+                config.retention_bytes_max,
+                config.retention_ms_max,
+                now,
+            )
+        })
+    }
+
+    /// Deletes the segments whose records all lie below `offset` (for a queue, what
+    /// every consumer acknowledged). Never deletes the active segment.
+    pub fn delete_below(&self, offset: Offset) -> Result<RetentionReport> {
+        self.delete_leading(|summaries| retention::below_count(summaries, offset))
+    }
+
+    fn delete_leading(
+        &self,
+        count: impl FnOnce(&[SegmentSummary]) -> usize,
+    ) -> Result<RetentionReport> {
+        let writer = self.lock_writer();
+        let segments = self.snapshot();
+        let summaries: Vec<SegmentSummary> = segments
+            .iter()
+            .map(|s| SegmentSummary {
+                size_bytes: s.size(),
+                max_timestamp: s.max_timestamp(),
+                next_offset: s.next_offset(),
+            })
+            .collect();
+        let doomed = count(&summaries).min(segments.len().saturating_sub(1));
+        let mut report = RetentionReport {
+            log_start_offset: self.log_start_offset(),
+            ..RetentionReport::default()
+        };
+        if doomed == 0 {
+            return Ok(report);
+        }
+        let (gone, kept) = segments.split_at(doomed);
+        let start = kept.first().map_or(self.log_end_offset(), |s| s.base());
+        self.replace_segments(kept.to_vec());
+        self.log_start.store(start.0, Ordering::Release);
+        drop(writer);
+        for segment in gone {
+            segment.delete_files()?;
+            report.segments_deleted += 1;
+            report.bytes_deleted += segment.size();
+        }
+        checkpoint::sync_dir(&self.dir)?;
+        report.log_start_offset = start;
+        tracing::debug!(dir = %self.dir.display(), deleted = doomed, %start, "retention deleted segments");
+        Ok(report)
+    }
+
+    /// Fsyncs, trims the active segment's indexes and writes the clean-shutdown
+    /// marker, so the next open skips the recovery scan. Appends are refused
+    /// afterwards.
+    pub fn close(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let healthy = !self.failed.load(Ordering::Acquire);
+        self.flush()?;
+        let writer = self.lock_writer();
+        self.closed.store(true, Ordering::Release);
+        writer.active.seal()?;
+        if healthy {
+            let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+            File::create(&marker)
+                .and_then(|f| f.sync_all())
+                .at(&marker)?;
+            checkpoint::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the batches at `position` of `segment`: at least the first one
+/// (`first_len` bytes), then as many whole batches as fit in `max_bytes` and end
+/// below `upper`. Returns the offset after the last batch kept.
+fn read_batches(
+    segment: &Segment,
+    position: u64,
+    max_bytes: usize,
+    first_len: usize,
+    upper: Offset,
+    buf: &mut Vec<u8>,
+) -> Result<Offset> {
+    let want = max_bytes.max(first_len);
+    let available = segment.size().saturating_sub(position) as usize;
+    buf.resize(want.min(available), 0);
+    let n = segment.read_at(position, buf)?;
+    buf.truncate(n);
+    let mut kept = 0;
+    let mut next = None;
+    let mut rest = buf.as_slice();
+    while let Ok((batch, tail)) = BatchRef::parse(rest, false) {
+        let len = batch.as_bytes().len();
+        if batch.header().last_offset() >= upper || (kept > 0 && kept + len > max_bytes) {
+            break;
+        }
+        kept += len;
+        next = Some(batch.next_offset());
+        rest = tail;
+    }
+    let Some(next) = next else {
+        return Err(Error::Corrupt {
+            path: segment.path().to_path_buf(),
+            position,
+            reason: "the batch the index points to cannot be read".into(),
+        });
+    };
+    buf.truncate(kept);
+    Ok(next)
+}
+
+/// Takes the directory's lock file, so that two processes never write one log.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = File::create(&path).at(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::io(
+            &path,
+            std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "the log directory is in use by another process or handle",
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Lists the segment base offsets in `dir`, sorted.
+pub(crate) fn list_segment_bases(dir: &Path) -> Result<Vec<Offset>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        if let Some(base) = entry.file_name().to_str().and_then(segment::parse_log_name) {
+            bases.push(base);
+        }
+    }
+    bases.sort();
+    Ok(bases)
+}

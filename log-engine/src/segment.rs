@@ -1,0 +1,448 @@
+//! A segment: one `.log` file of batches with its `.index` and `.timeindex`.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::batch::{BatchHeader, BatchRef, HEADER_LEN};
+use crate::error::{Error, IoContext, Result};
+use crate::index::{IndexEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::offset::{FilePosition, Offset, TimestampMs};
+
+/// How much a scan reads from the file at once.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// The file name of a segment's log, index or time index: its base offset in 20
+/// digits, so names sort like offsets.
+pub(crate) fn file_name(base: Offset, extension: &str) -> String {
+    format!("{:020}.{extension}", base.0)
+}
+
+/// Parses a `.log` file name back into its base offset.
+pub(crate) fn parse_log_name(name: &str) -> Option<Offset> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Offset)
+}
+
+/// One segment. Appends come from the log's single writer; reads come from any
+/// thread and see only whole batches below `size`.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base: Offset,
+    log_path: PathBuf,
+    file: File,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    /// Bytes of whole batches in the file. The writer stores it after the bytes are
+    /// written, so a reader never reads a batch in the making.
+    size: AtomicU64,
+    /// The offset after the last record.
+    next_offset: AtomicU64,
+    /// The largest record timestamp, `i64::MIN` while empty.
+    max_timestamp: AtomicI64,
+}
+
+/// Where a scan of a segment's batches stopped.
+#[derive(Debug)]
+pub(crate) struct ScanOutcome {
+    /// The position after the last good batch.
+    pub(crate) valid_size: u64,
+    /// What was wrong at `valid_size`, if the file goes on past it.
+    pub(crate) damage: Option<String>,
+}
+
+impl Segment {
+    /// Opens (or creates) the segment's files. An active segment's indexes are mapped
+    /// with `index_bytes` of room; a sealed one's at their size. The size and next
+    /// offset are not known until [`Segment::recover`] runs.
+    pub(crate) fn open(
+        dir: &Path,
+        base: Offset,
+        index_bytes: u64,
+        active: bool,
+    ) -> Result<Segment> {
+        let log_path = dir.join(file_name(base, "log"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&log_path)
+            .at(&log_path)?;
+        let capacity = if active { index_bytes } else { 0 };
+        let index = OffsetIndex::open(&dir.join(file_name(base, "index")), capacity)?;
+        let time_capacity = if active { index_bytes * 2 } else { 0 };
+        let time_index = TimeIndex::open(&dir.join(file_name(base, "timeindex")), time_capacity)?;
+        Ok(Segment {
+            base,
+            log_path,
+            file,
+            index,
+            time_index,
+            size: AtomicU64::new(0),
+            next_offset: AtomicU64::new(base.0),
+            max_timestamp: AtomicI64::new(i64::MIN),
+        })
+    }
+
+    pub(crate) fn base(&self) -> Offset {
+        self.base
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn next_offset(&self) -> Offset {
+        Offset(self.next_offset.load(Ordering::Acquire))
+    }
+
+    /// The largest record timestamp, `None` while the segment is empty.
+    pub(crate) fn max_timestamp(&self) -> Option<TimestampMs> {
+        let ts = self.max_timestamp.load(Ordering::Acquire);
+        (ts != i64::MIN || self.size() > 0).then_some(ts)
+    }
+
+    pub(crate) fn index_full(&self) -> bool {
+        self.index.is_full() || self.time_index.is_full()
+    }
+
+    /// Writes a batch at the end. Only the log's writer calls this. Adds index entries
+    /// when `index_due`.
+    pub(crate) fn append(&self, bytes: &[u8], header: &BatchHeader, index_due: bool) -> Result<()> {
+        let position = self.size.load(Ordering::Relaxed);
+        self.file.write_all_at(bytes, position).at(&self.log_path)?;
+        let max_ts = self
+            .max_timestamp
+            .load(Ordering::Relaxed)
+            .max(header.max_timestamp);
+        if index_due && position > 0 {
+            self.add_index_entries(header.base_offset, position, max_ts);
+        }
+        self.max_timestamp.store(max_ts, Ordering::Release);
+        self.next_offset
+            .store(header.next_offset().0, Ordering::Release);
+        self.size
+            .store(position + bytes.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    fn add_index_entries(&self, base_offset: Offset, position: u64, max_ts: TimestampMs) {
+        let (Some(relative_offset), Ok(position)) =
+            (base_offset.relative_to(self.base), u32::try_from(position))
+        else {
+            return;
+        };
+        self.index.push(IndexEntry {
+            relative_offset,
+            position: FilePosition(position),
+        });
+        self.time_index.push(TimeEntry {
+            timestamp: max_ts,
+            relative_offset,
+        });
+    }
+
+    /// Reads up to `buf.len()` bytes at `position`, never past the whole batches;
+    /// returns how many bytes were read.
+    pub(crate) fn read_at(&self, position: u64, buf: &mut [u8]) -> Result<usize> {
+        let size = self.size();
+        let want = (size.saturating_sub(position) as usize).min(buf.len());
+        let target = buf.get_mut(..want).unwrap_or_default();
+        let mut done = 0;
+        while done < want {
+            let rest = target.get_mut(done..).unwrap_or_default();
+            match self.file.read_at(rest, position + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&self.log_path, e)),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Reads and checks the batch header at `position`.
+    pub(crate) fn header_at(&self, position: u64) -> Result<BatchHeader> {
+        let mut head = [0u8; HEADER_LEN];
+        let n = self.read_at(position, &mut head)?;
+        if n < HEADER_LEN {
+            return Err(self.corrupt(position, "batch header cut short".into()));
+        }
+        BatchHeader::parse(&head).map_err(|e| self.corrupt(position, e.to_string()))
+    }
+
+    fn corrupt(&self, position: u64, reason: String) -> Error {
+        Error::Corrupt {
+            path: self.log_path.clone(),
+            position,
+            reason,
+        }
+    }
+
+    /// The position of the batch that holds `offset` (or, if `offset` falls between
+    /// batches, the first after it), with its header; `None` when the segment ends
+    /// before `offset`.
+    pub(crate) fn find(&self, offset: Offset) -> Result<Option<(u64, BatchHeader)>> {
+        if offset >= self.next_offset() {
+            return Ok(None);
+        }
+        let mut position = self.scan_start(offset)?;
+        let size = self.size();
+        while position < size {
+            let header = self.header_at(position)?;
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Where a forward scan for `offset` can start: the indexed batch at or before it,
+    /// if that entry is consistent with the log, else the start of the file.
+    fn scan_start(&self, offset: Offset) -> Result<u64> {
+        let Some(relative) = offset.relative_to(self.base) else {
+            return Ok(0);
+        };
+        let Some(entry) = self.index.lookup(relative) else {
+            return Ok(0);
+        };
+        let position = entry.position.as_u64();
+        match self.header_at(position) {
+            Ok(h) if h.base_offset == entry.relative_offset.absolute(self.base) => Ok(position),
+            _ => Ok(0),
+        }
+    }
+
+    /// The first offset at or after which records have `timestamp >= target`
+    /// according to batch maxima, with the batch position; `None` if no batch does.
+    pub(crate) fn find_by_time(&self, target: TimestampMs) -> Result<Option<(u64, BatchHeader)>> {
+        if self.max_timestamp().is_none_or(|max| max < target) {
+            return Ok(None);
+        }
+        let start = match self.time_index.last_before(target) {
+            Some(entry) => self.find(entry.relative_offset.absolute(self.base))?,
+            None => self.find(self.base)?,
+        };
+        let Some((mut position, _)) = start else {
+            return Ok(None);
+        };
+        let size = self.size();
+        while position < size {
+            let header = self.header_at(position)?;
+            if header.max_timestamp >= target {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Scans the batches from `start` to the end of the file, checking each one's
+    /// header, CRC and offset continuity, and sets the segment's size, next offset and
+    /// maximum timestamp from what is valid. Index entries at or past `start` are
+    /// rebuilt. `start` must be 0 or the position of an indexed batch whose base
+    /// offset is `start_offset`.
+    pub(crate) fn recover_from(
+        &self,
+        start: u64,
+        start_offset: Offset,
+        index_interval_bytes: u32,
+    ) -> Result<ScanOutcome> {
+        let file_len = self.file.metadata().at(&self.log_path)?.len();
+        // Entries after the scan start are rebuilt; the entry at the start (if any)
+        // was checked by `recovery_start` and stays.
+        let keep_below = FilePosition((start + 1).min(u64::from(u32::MAX)) as u32);
+        self.index.truncate_to_position(keep_below);
+        if let Some(relative) = start_offset.relative_to(self.base) {
+            self.time_index
+                .truncate_to_offset(crate::offset::RelativeOffset(relative.0.saturating_add(1)));
+        }
+        let mut max_ts = self.time_index.last().map_or(i64::MIN, |e| e.timestamp);
+        if start == 0 {
+            max_ts = i64::MIN;
+        }
+        let mut next = start_offset;
+        let mut position = start;
+        let mut since_index = 0u64;
+        let mut buf = Vec::new();
+        let mut buf_start = 0u64;
+        let damage = loop {
+            if position >= file_len {
+                break None;
+            }
+            let available = file_len - position;
+            let need = (HEADER_LEN as u64).min(available);
+            let header_bytes =
+                match self.window(&mut buf, &mut buf_start, position, need as usize)? {
+                    Some(bytes) if bytes.len() >= HEADER_LEN => bytes,
+                    _ => break Some("torn batch header at the end of the file".to_owned()),
+                };
+            let header = match BatchHeader::parse(header_bytes) {
+                Ok(h) => h,
+                Err(e) => break Some(e.to_string()),
+            };
+            if header.base_offset != next {
+                break Some(format!(
+                    "batch base offset {} where {} was expected",
+                    header.base_offset, next
+                ));
+            }
+            let total = header.total_len() as u64;
+            if total > available {
+                break Some("torn batch: it extends past the end of the file".to_owned());
+            }
+            let bytes = match self.window(&mut buf, &mut buf_start, position, total as usize)? {
+                Some(bytes) => bytes,
+                None => break Some("torn batch".to_owned()),
+            };
+            if let Err(e) = BatchRef::parse(bytes, true) {
+                break Some(e.to_string());
+            }
+            max_ts = max_ts.max(header.max_timestamp);
+            if since_index >= u64::from(index_interval_bytes) && position > 0 {
+                self.add_index_entries(header.base_offset, position, max_ts);
+                since_index = 0;
+            }
+            since_index += total;
+            position += total;
+            next = header.next_offset();
+        };
+        self.max_timestamp.store(max_ts, Ordering::Release);
+        self.next_offset.store(next.0, Ordering::Release);
+        self.size.store(position, Ordering::Release);
+        Ok(ScanOutcome {
+            valid_size: position,
+            damage,
+        })
+    }
+
+    /// Makes `[position, position + len)` of the file available in `buf` (reading a
+    /// chunk when it is not), and returns it; `None` when the file is shorter.
+    fn window<'b>(
+        &self,
+        buf: &'b mut Vec<u8>,
+        buf_start: &mut u64,
+        position: u64,
+        len: usize,
+    ) -> Result<Option<&'b [u8]>> {
+        let have = position >= *buf_start && position + len as u64 <= *buf_start + buf.len() as u64;
+        if !have {
+            buf.clear();
+            buf.resize(len.max(SCAN_CHUNK_BYTES), 0);
+            let mut done = 0;
+            while done < buf.len() {
+                let rest = buf.get_mut(done..).unwrap_or_default();
+                match self.file.read_at(rest, position + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io(&self.log_path, e)),
+                }
+            }
+            buf.truncate(done);
+            *buf_start = position;
+        }
+        let from = (position - *buf_start) as usize;
+        Ok(buf.get(from..from + len))
+    }
+
+    /// The start of the scan that recovers this segment: the last index entry whose
+    /// batch is at most `trusted_below` (everything before it was fsynced) and whose
+    /// header matches; position 0 when there is none.
+    pub(crate) fn recovery_start(&self, trusted_below: Offset) -> (u64, Offset) {
+        let Some(relative) = trusted_below.relative_to(self.base) else {
+            return (0, self.base);
+        };
+        let Some(entry) = self.index.lookup(relative) else {
+            return (0, self.base);
+        };
+        let position = entry.position.as_u64();
+        let offset = entry.relative_offset.absolute(self.base);
+        let file_len = self.file.metadata().map_or(0, |m| m.len());
+        if position >= file_len {
+            return (0, self.base);
+        }
+        let mut head = [0u8; HEADER_LEN];
+        let matches = self.file.read_exact_at(&mut head, position).is_ok()
+            && BatchHeader::parse(&head).is_ok_and(|h| h.base_offset == offset);
+        if matches {
+            (position, offset)
+        } else {
+            (0, self.base)
+        }
+    }
+
+    /// Cuts the file at `size` (the end of the last good batch) and syncs it.
+    pub(crate) fn truncate_file(&self, size: u64) -> Result<()> {
+        self.file.set_len(size).at(&self.log_path)?;
+        self.file.sync_all().at(&self.log_path)?;
+        self.index
+            .truncate_to_position(FilePosition(size.min(u64::from(u32::MAX)) as u32));
+        if let Some(relative) = self.next_offset().relative_to(self.base) {
+            self.time_index.truncate_to_offset(relative);
+        }
+        Ok(())
+    }
+
+    /// Syncs the log file's data to disk.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file.sync_data().at(&self.log_path)
+    }
+
+    /// Syncs everything and shrinks the indexes to their entries: the segment is no
+    /// longer active.
+    pub(crate) fn seal(&self) -> Result<()> {
+        self.sync()?;
+        self.index.trim()?;
+        self.time_index.trim()
+    }
+
+    /// Flushes the index mappings (not the log data).
+    pub(crate) fn flush_indexes(&self) -> Result<()> {
+        self.index.flush()?;
+        self.time_index.flush()
+    }
+
+    /// Deletes the segment's three files. Readers that still hold the segment keep
+    /// reading through their open handle and mapping until they drop it.
+    pub(crate) fn delete_files(&self) -> Result<()> {
+        for extension in ["index", "timeindex", "log"] {
+            let path = self.log_path.with_extension(extension);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The index, for recovery's consistency checks.
+    pub(crate) fn last_index_entry(&self) -> Option<IndexEntry> {
+        self.index.last()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(file_name(Offset(42), "log"), "00000000000000000042.log");
+        assert_eq!(parse_log_name("00000000000000000042.log"), Some(Offset(42)));
+        assert_eq!(parse_log_name("42.log"), None);
+        assert_eq!(parse_log_name("0000000000000000004x.log"), None);
+        assert_eq!(parse_log_name("00000000000000000042.index"), None);
+    }
+}
