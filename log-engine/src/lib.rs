@@ -54,3 +54,8 @@ pub use error::{Error, Result};
 pub use log::{AppendInfo, Batches, Log, ReadBatches, ReadBound, RetentionReport};
 pub use offset::{FilePosition, Offset, RelativeOffset, TimestampMs};
 pub use record::{Header, Record, RecordRef};
+
+/// The README's examples, compiled and run as doctests so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -391,20 +391,25 @@ impl Log {
 
     /// Appends a batch that already carries its offsets, as a follower copies its
     /// leader: its base offset must be the log end. The bytes are written unchanged.
-    pub fn append_replica(&self, batch: &RecordBatch) -> Result<AppendInfo> {
-        let end = self.log_end_offset();
-        if batch.base_offset() != end {
-            return Err(Error::OffsetOutOfRange {
-                offset: batch.base_offset(),
-                start: self.log_start_offset(),
-                end,
-            });
+    pub fn append_replica(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
+        let info = self.append_at(batch, Some(batch.base_offset()))?;
+        if self.flush_due(u64::from(batch.record_count())) {
+            self.sync_to(info.next_offset())?;
         }
-        let mut copy = batch.clone();
-        self.append(&mut copy)
+        Ok(info)
     }
 
     fn append_inner(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
+        self.append_at(batch, None)
+    }
+
+    /// Writes `batch` at the log end; with `expected_base`, only if the log end is
+    /// that offset.
+    fn append_at(
+        &self,
+        batch: &mut RecordBatch,
+        expected_base: Option<Offset>,
+    ) -> Result<AppendInfo> {
         self.check_writable()?;
         let len = batch.len();
         if len > self.config.batch_bytes_max as usize {
@@ -416,6 +421,13 @@ impl Log {
         let mut writer = self.lock_writer();
         self.check_writable()?;
         let base = self.log_end_offset();
+        if expected_base.is_some_and(|expected| expected != base) {
+            return Err(Error::OffsetOutOfRange {
+                offset: batch.base_offset(),
+                start: self.log_start_offset(),
+                end: base,
+            });
+        }
         let count = u64::from(batch.record_count());
         if self.roll_due(&writer, len as u64, base, count) {
             let rolled = self.roll(&mut writer, base);

@@ -360,9 +360,10 @@ impl Segment {
     /// batch is at most `trusted_below` (everything before it was fsynced) and whose
     /// header matches; position 0 when there is none.
     pub(crate) fn recovery_start(&self, trusted_below: Offset) -> (u64, Offset) {
-        let Some(relative) = trusted_below.relative_to(self.base) else {
+        let Some(delta) = trusted_below.0.checked_sub(self.base.0) else {
             return (0, self.base);
         };
+        let relative = crate::offset::RelativeOffset(delta.min(u64::from(u32::MAX)) as u32);
         let Some(entry) = self.index.lookup(relative) else {
             return (0, self.base);
         };
