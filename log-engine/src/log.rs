@@ -172,6 +172,8 @@ pub struct Log {
     /// Messages appended since the last sync, for the flush policy.
     unflushed_messages: AtomicU64,
     last_sync_ms: AtomicI64,
+    /// How many fsyncs of segment data the log made, for metrics and tests.
+    fsyncs: AtomicU64,
     /// Set when a write or fsync failed; the message is in `failure`.
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
@@ -243,6 +245,7 @@ impl Log {
             durable: AtomicU64::new(end.0),
             unflushed_messages: AtomicU64::new(0),
             last_sync_ms: AtomicI64::new(now),
+            fsyncs: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -298,6 +301,12 @@ impl Log {
         let clamped = offset.min(self.log_end_offset());
         self.high_watermark.store(clamped.0, Ordering::Release);
         self.changed.notify(usize::MAX);
+    }
+
+    /// How many times the log has fsynced its data since it was opened. With group
+    /// commit this grows slower than the number of durable appends.
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
     }
 
     /// The total size of the segment files in bytes.
@@ -529,6 +538,7 @@ impl Log {
             (Arc::clone(&writer.active), self.log_end_offset())
         };
         let synced = active.sync();
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.latch(synced)?;
         self.durable.fetch_max(end.0, Ordering::AcqRel);
         self.unflushed_messages.store(0, Ordering::Relaxed);
