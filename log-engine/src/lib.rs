@@ -49,7 +49,7 @@ pub use batch::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig};
-// pub use cursor::{Cursor, CursorStore};
+pub use cursor::{Cursor, CursorStore};
 pub use error::{Error, Result};
 pub use log::{AppendInfo, Batches, Log, ReadBatches, ReadBound, RetentionReport};
 pub use offset::{FilePosition, Offset, RelativeOffset, TimestampMs};
