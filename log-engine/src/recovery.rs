@@ -46,14 +46,14 @@ pub(crate) fn open_segments(
         } else {
             check_sealed(&segment, config)?;
         }
-        if let Some(previous) = segments.last() {
-            if previous.next_offset() != segment.base() {
-                return Err(Error::SegmentDiscontinuity {
-                    path: previous.path().to_path_buf(),
-                    end: previous.next_offset(),
-                    next_base: segment.base(),
-                });
-            }
+        if let Some(previous) = segments.last()
+            && previous.next_offset() != segment.base()
+        {
+            return Err(Error::SegmentDiscontinuity {
+                path: previous.path().to_path_buf(),
+                end: previous.next_offset(),
+                next_base: segment.base(),
+            });
         }
         segments.push(Arc::new(segment));
     }

@@ -283,7 +283,7 @@ impl Segment {
             let available = file_len - position;
             let need = (HEADER_LEN as u64).min(available);
             let header_bytes =
-                match self.window(&mut buf, &mut buf_start, position, need as usize)? {
+                match self.window(&mut buf, &mut buf_start, position, need as usize, available)? {
                     Some(bytes) if bytes.len() >= HEADER_LEN => bytes,
                     _ => break Some("torn batch header at the end of the file".to_owned()),
                 };
@@ -301,7 +301,13 @@ impl Segment {
             if total > available {
                 break Some("torn batch: it extends past the end of the file".to_owned());
             }
-            let bytes = match self.window(&mut buf, &mut buf_start, position, total as usize)? {
+            let bytes = match self.window(
+                &mut buf,
+                &mut buf_start,
+                position,
+                total as usize,
+                available,
+            )? {
                 Some(bytes) => bytes,
                 None => break Some("torn batch".to_owned()),
             };
@@ -327,18 +333,21 @@ impl Segment {
     }
 
     /// Makes `[position, position + len)` of the file available in `buf` (reading a
-    /// chunk when it is not), and returns it; `None` when the file is shorter.
+    /// chunk of at most `available` bytes when it is not), and returns it; `None` when
+    /// the file is shorter.
     fn window<'b>(
         &self,
         buf: &'b mut Vec<u8>,
         buf_start: &mut u64,
         position: u64,
         len: usize,
+        available: u64,
     ) -> Result<Option<&'b [u8]>> {
         let have = position >= *buf_start && position + len as u64 <= *buf_start + buf.len() as u64;
         if !have {
             buf.clear();
-            buf.resize(len.max(SCAN_CHUNK_BYTES), 0);
+            let chunk = (SCAN_CHUNK_BYTES as u64).min(available) as usize;
+            buf.resize(len.max(chunk), 0);
             let mut done = 0;
             while done < buf.len() {
                 let rest = buf.get_mut(done..).unwrap_or_default();
