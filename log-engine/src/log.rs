@@ -275,7 +275,7 @@ impl Log {
     }
 
     /// The high watermark: records below it are replicated (as the caller judges).
-    /// Starts at the log end when the log opens.
+    /// Starts at the log end when the log opens; see [`Log::set_high_watermark`].
     pub fn high_watermark(&self) -> Offset {
         Offset(self.high_watermark.load(Ordering::Acquire))
     }
@@ -296,11 +296,15 @@ impl Log {
         }
     }
 
-    /// Sets the high watermark, clamped to the log end, and wakes waiting readers.
+    /// Raises the high watermark to `offset` (clamped to the log end) and wakes
+    /// waiting readers. It never moves back: concurrent callers may finish in any
+    /// order. Only [`Log::truncate_to`] lowers it.
     pub fn set_high_watermark(&self, offset: Offset) {
         let clamped = offset.min(self.log_end_offset());
-        self.high_watermark.store(clamped.0, Ordering::Release);
-        self.changed.notify(usize::MAX);
+        let previous = self.high_watermark.fetch_max(clamped.0, Ordering::AcqRel);
+        if previous < clamped.0 {
+            self.changed.notify(usize::MAX);
+        }
     }
 
     /// How many times the log has fsynced its data since it was opened. With group
