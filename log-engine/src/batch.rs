@@ -116,7 +116,7 @@ impl BatchHeader {
         let head: &[u8; HEADER_LEN] = buf
             .get(..HEADER_LEN)
             .and_then(|h| h.try_into().ok())
-            .ok_or(Error::InvalidBatch {
+            .ok_or_else(|| Error::InvalidBatch {
                 reason: "shorter than a batch header",
             })?;
         let header = BatchHeader {
@@ -205,9 +205,11 @@ impl<'a> BatchRef<'a> {
     pub fn parse(buf: &'a [u8], verify_crc: bool) -> Result<(BatchRef<'a>, &'a [u8])> {
         let header = BatchHeader::parse(buf)?;
         let total = header.total_len();
-        let (bytes, rest) = buf.split_at_checked(total).ok_or(Error::InvalidBatch {
-            reason: "batch extends past the end of the buffer",
-        })?;
+        let (bytes, rest) = buf
+            .split_at_checked(total)
+            .ok_or_else(|| Error::InvalidBatch {
+                reason: "batch extends past the end of the buffer",
+            })?;
         let batch = BatchRef { header, bytes };
         if verify_crc {
             batch.verify_crc()?;
@@ -298,7 +300,7 @@ impl<'a> Iterator for Records<'a> {
             }
             Err(error) => {
                 self.index = self.header.record_count;
-                Some(Err(error))
+                Some(Err(error.into()))
             }
         }
     }
@@ -309,9 +311,18 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
-const MALFORMED: Error = Error::InvalidBatch {
-    reason: "malformed record",
-};
+/// A decoding failure inside a record, as cheap as a static string: the hot decode
+/// path builds no [`Error`] (whose drop is not trivial) until one is returned.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Malformed(&'static str);
+
+const MALFORMED: Malformed = Malformed("malformed record");
+
+impl From<Malformed> for Error {
+    fn from(m: Malformed) -> Error {
+        Error::InvalidBatch { reason: m.0 }
+    }
+}
 
 /// A cursor over record bytes that turns every out-of-bounds read into an error.
 struct Reader<'a> {
@@ -320,21 +331,21 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn u64(&mut self) -> Result<u64> {
+    fn u64(&mut self) -> Result<u64, Malformed> {
         let (value, used) =
             varint::get_u64(self.buf.get(self.pos..).unwrap_or_default()).ok_or(MALFORMED)?;
         self.pos += used;
         Ok(value)
     }
 
-    fn i64(&mut self) -> Result<i64> {
+    fn i64(&mut self) -> Result<i64, Malformed> {
         let (value, used) =
             varint::get_i64(self.buf.get(self.pos..).unwrap_or_default()).ok_or(MALFORMED)?;
         self.pos += used;
         Ok(value)
     }
 
-    fn bytes(&mut self, len: u64) -> Result<&'a [u8]> {
+    fn bytes(&mut self, len: u64) -> Result<&'a [u8], Malformed> {
         let len = usize::try_from(len).map_err(|_| MALFORMED)?;
         let end = self.pos.checked_add(len).ok_or(MALFORMED)?;
         let out = self.buf.get(self.pos..end).ok_or(MALFORMED)?;
@@ -342,7 +353,7 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn byte(&mut self) -> Result<u8> {
+    fn byte(&mut self) -> Result<u8, Malformed> {
         let out = *self.buf.get(self.pos).ok_or(MALFORMED)?;
         self.pos += 1;
         Ok(out)
@@ -353,7 +364,7 @@ fn decode_record<'a>(
     buf: &'a [u8],
     header: &BatchHeader,
     index: u32,
-) -> Result<(RecordRef<'a>, usize)> {
+) -> Result<(RecordRef<'a>, usize), Malformed> {
     let (length, prefix) = varint::get_u64(buf).ok_or(MALFORMED)?;
     let length = usize::try_from(length).map_err(|_| MALFORMED)?;
     let body = buf
@@ -361,18 +372,14 @@ fn decode_record<'a>(
         .ok_or(MALFORMED)?;
     let mut r = Reader { buf: body, pos: 0 };
     if r.byte()? != 0 {
-        return Err(Error::InvalidBatch {
-            reason: "record attributes are not zero",
-        });
+        return Err(Malformed("record attributes are not zero"));
     }
     let timestamp = header
         .first_timestamp
         .checked_add(r.i64()?)
         .ok_or(MALFORMED)?;
     if r.u64()? != u64::from(index) {
-        return Err(Error::InvalidBatch {
-            reason: "record offset delta out of sequence",
-        });
+        return Err(Malformed("record offset delta out of sequence"));
     }
     let key = match r.i64()? {
         -1 => None,
@@ -390,9 +397,7 @@ fn decode_record<'a>(
     }
     let headers_raw = body.get(headers_start..r.pos).unwrap_or_default();
     if r.pos != body.len() {
-        return Err(Error::InvalidBatch {
-            reason: "record length does not match its fields",
-        });
+        return Err(Malformed("record length does not match its fields"));
     }
     let record = RecordRef {
         offset: Offset(header.base_offset.0 + u64::from(index)),
@@ -406,12 +411,11 @@ fn decode_record<'a>(
 }
 
 /// Decodes one record header from the front of `buf`: its name, value and size.
-pub(crate) fn decode_header(buf: &[u8]) -> Result<((&str, &[u8]), usize)> {
+pub(crate) fn decode_header(buf: &[u8]) -> Result<((&str, &[u8]), usize), Malformed> {
     let mut r = Reader { buf, pos: 0 };
     let key_len = r.u64()?;
-    let key = std::str::from_utf8(r.bytes(key_len)?).map_err(|_| Error::InvalidBatch {
-        reason: "record header name is not UTF-8",
-    })?;
+    let key = std::str::from_utf8(r.bytes(key_len)?)
+        .map_err(|_| Malformed("record header name is not UTF-8"))?;
     let value_len = r.u64()?;
     let value = r.bytes(value_len)?;
     Ok(((key, value), r.pos))
@@ -639,11 +643,12 @@ impl RecordBatchBuilder {
             self.first_timestamp = timestamp;
             self.max_timestamp = timestamp;
         }
-        let delta = timestamp
-            .checked_sub(self.first_timestamp)
-            .ok_or(Error::InvalidBatch {
-                reason: "timestamp delta overflows",
-            })?;
+        let delta =
+            timestamp
+                .checked_sub(self.first_timestamp)
+                .ok_or_else(|| Error::InvalidBatch {
+                    reason: "timestamp delta overflows",
+                })?;
         let key_len: i64 = key.map_or(-1, |k| k.len() as i64);
         let mut header_count = 0u64;
         let mut headers_len = 0usize;

@@ -147,17 +147,19 @@ impl<const W: usize> MmapWords<W> {
         Ok(())
     }
 
-    /// Flushes and shrinks the file to its entries, refusing further pushes. The
+    /// Shrinks the file to its entries, refusing further pushes. The
     /// mapping stays: readers only touch entries below `len`, which stay inside the
     /// shortened file, so no access reaches a page past its end.
     fn trim(&self) -> Result<()> {
-        self.flush()?;
+        if let Some(map) = &self.map {
+            map.flush_async().at(&self.path)?;
+        }
         let len = self.len();
         self.limit.store(len, Ordering::Relaxed);
+        // Not fsynced: after a crash an index is only a hint, checked and rebuilt.
         self.file
             .set_len((len * Self::ENTRY_BYTES) as u64)
-            .at(&self.path)?;
-        self.file.sync_all().at(&self.path)
+            .at(&self.path)
     }
 }
 

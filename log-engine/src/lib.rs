@@ -51,7 +51,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig};
 pub use cursor::{Cursor, CursorStore};
 pub use error::{Error, Result};
-pub use log::{AppendInfo, Batches, Log, ReadBatches, ReadBound, RetentionReport};
+pub use log::{AppendInfo, Batches, Log, ReadBatches, ReadBound, RecordsFrom, RetentionReport};
 pub use offset::{FilePosition, Offset, RelativeOffset, TimestampMs};
 pub use record::{Header, Record, RecordRef};
 

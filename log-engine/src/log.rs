@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use event_listener::{Event, Listener};
@@ -86,16 +86,40 @@ impl ReadBatches {
     }
 
     /// The records at or after the requested offset.
-    pub fn records(&self) -> impl Iterator<Item = Result<RecordRef<'_>>> + '_ {
-        let from = self.from;
-        self.batches()
-            .flat_map(|batch| -> Box<dyn Iterator<Item = Result<RecordRef<'_>>>> {
-                match batch {
-                    Ok(batch) => Box::new(batch.records()),
-                    Err(e) => Box::new(std::iter::once(Err(e))),
+    pub fn records(&self) -> RecordsFrom<'_> {
+        RecordsFrom {
+            batches: self.batches(),
+            current: None,
+            from: self.from,
+        }
+    }
+}
+
+/// The records of consecutive batches at or after an offset.
+#[derive(Clone, Debug)]
+pub struct RecordsFrom<'a> {
+    batches: Batches<'a>,
+    current: Option<crate::batch::Records<'a>>,
+    from: Offset,
+}
+
+impl<'a> Iterator for RecordsFrom<'a> {
+    type Item = Result<RecordRef<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(records) = &mut self.current {
+                match records.next() {
+                    Some(Ok(record)) if record.offset < self.from => continue,
+                    Some(item) => return Some(item),
+                    None => self.current = None,
                 }
-            })
-            .filter(move |r| r.as_ref().map_or(true, |r| r.offset >= from))
+            }
+            match self.batches.next()? {
+                Ok(batch) => self.current = Some(batch.records()),
+                Err(e) => return Some(Err(e)),
+            }
+        }
     }
 }
 
@@ -161,9 +185,13 @@ pub struct Log {
     /// once; the writer replaces the list when it rolls, truncates or deletes.
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     writer: Mutex<Writer>,
-    /// Serialises fsyncs: the appenders that queue here while one syncs find their
-    /// data already durable when their turn comes (group commit).
-    sync_lock: Mutex<()>,
+    /// True while one thread syncs. The others wait on `sync_done` and wake together
+    /// when it finishes: most find their batch covered by that fsync and return, and
+    /// one of the rest leads the next (group commit).
+    syncing: Mutex<bool>,
+    sync_done: Condvar,
+    /// Segments sealed by a roll since the last sync; the next sync covers them.
+    unsynced: Mutex<Vec<Arc<Segment>>>,
     recovery_point: RecoveryPoint,
     log_start: AtomicU64,
     log_end: AtomicU64,
@@ -237,7 +265,9 @@ impl Log {
             clock,
             segments: RwLock::new(Arc::new(segments)),
             writer: Mutex::new(writer),
-            sync_lock: Mutex::new(()),
+            syncing: Mutex::new(false),
+            sync_done: Condvar::new(),
+            unsynced: Mutex::new(Vec::new()),
             recovery_point,
             log_start: AtomicU64::new(start.0),
             log_end: AtomicU64::new(end.0),
@@ -484,6 +514,10 @@ impl Log {
     /// Seals the active segment and starts a new one at `base`. Under the writer lock.
     fn roll(&self, writer: &mut Writer, base: Offset) -> Result<()> {
         writer.active.seal()?;
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&writer.active));
         let index_bytes = u64::from(self.config.index_bytes_max);
         let segment = Arc::new(Segment::open(&self.dir, base, index_bytes, true)?);
         checkpoint::sync_dir(&self.dir)?;
@@ -526,24 +560,51 @@ impl Log {
         Ok(())
     }
 
-    /// Returns once every record below `target` is fsynced. One caller at a time
-    /// syncs; the callers queued behind it usually find their records covered.
+    /// Returns once every record below `target` is fsynced. One thread at a time
+    /// syncs; the others wait for it and usually find their records covered.
     fn sync_to(&self, target: Offset) -> Result<()> {
-        if self.durable_offset() >= target {
-            return Ok(());
+        loop {
+            if self.durable_offset() >= target {
+                return Ok(());
+            }
+            {
+                let mut syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+                while *syncing {
+                    if self.durable_offset() >= target {
+                        return Ok(());
+                    }
+                    syncing = self
+                        .sync_done
+                        .wait(syncing)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                if self.durable_offset() >= target {
+                    return Ok(());
+                }
+                self.check_writable_or_failed()?;
+                *syncing = true;
+            }
+            let result = self.sync_now();
+            *self.syncing.lock().unwrap_or_else(|p| p.into_inner()) = false;
+            self.sync_done.notify_all();
+            result?;
         }
-        let _turn = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if self.durable_offset() >= target {
-            return Ok(());
-        }
-        self.check_writable_or_failed()?;
-        let (active, end) = {
+    }
+
+    /// Fsyncs the segments sealed since the last sync and the active one, then
+    /// publishes the new durable offset. Called by one thread at a time.
+    fn sync_now(&self) -> Result<()> {
+        let (sealed, active, end) = {
             let writer = self.lock_writer();
-            (Arc::clone(&writer.active), self.log_end_offset())
+            let sealed =
+                std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()));
+            (sealed, Arc::clone(&writer.active), self.log_end_offset())
         };
-        let synced = active.sync();
-        self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.latch(synced)?;
+        for segment in sealed.iter().chain(std::iter::once(&active)) {
+            let synced = segment.sync();
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.latch(synced)?;
+        }
         self.durable.fetch_max(end.0, Ordering::AcqRel);
         self.unflushed_messages.store(0, Ordering::Relaxed);
         self.last_sync_ms
@@ -695,7 +756,7 @@ impl Log {
         let mut kept: Vec<Arc<Segment>> = segments.iter().take(keep).cloned().collect();
         let last = kept
             .pop()
-            .ok_or(Error::InvalidConfig("no segment".into()))?;
+            .ok_or_else(|| Error::InvalidConfig("no segment".into()))?;
         let (cut, new_base) = if offset <= last.base() {
             (0, last.base())
         } else {
@@ -821,10 +882,8 @@ fn read_batches(
     buf: &mut Vec<u8>,
 ) -> Result<Offset> {
     let want = max_bytes.max(first_len);
-    let available = segment.size().saturating_sub(position) as usize;
-    buf.resize(want.min(available), 0);
-    let n = segment.read_at(position, buf)?;
-    buf.truncate(n);
+    buf.clear();
+    segment.read_append(position, want, buf)?;
     let mut kept = 0;
     let mut next = None;
     let mut rest = buf.as_slice();

@@ -2,14 +2,15 @@
 //! recovering the active one after an unclean shutdown.
 //!
 //! The rules:
-//! - Every segment but the last was fsynced when it rolled. Each is checked from its
-//!   last index entry to its end (headers, CRCs, offsets). Damage there, or a gap or
-//!   overlap between two segments, is lost data in the middle of the log: open fails
-//!   with an error naming the file and the position, and nothing is changed.
-//! - The last (active) segment is scanned from the last index entry below the
-//!   recovery point (everything before it was fsynced), or from its start. The scan
-//!   checks each batch's header, length, CRC and offset; at the first bad byte the
-//!   file is cut, and the indexes are rebuilt for everything scanned.
+//! - The recovery point says below which offset everything was fsynced. Each segment
+//!   is checked from its last index entry at or below it (or from its start): every
+//!   batch's header, length, CRC and offset.
+//! - Damage in records below the recovery point, or a gap or overlap between two
+//!   segments, is lost data in the middle of the log: open fails with an error naming
+//!   the file and the position, and nothing is changed.
+//! - Damage above it is a torn tail (the process died before those bytes were
+//!   synced, and a roll does not sync): the file is cut at the first bad byte, later
+//!   segments are removed, and the indexes are rebuilt for everything scanned.
 //! - A clean-shutdown marker makes the recovery point the log end: only the bytes
 //!   after the last index entry are checked.
 
@@ -38,13 +39,28 @@ pub(crate) fn open_segments(
     }
     let last = bases.len() - 1;
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
-    for (i, base) in bases.into_iter().enumerate() {
-        let active = i == last;
-        let segment = Segment::open(dir, base, index_bytes, active)?;
-        if active {
+    for (i, &base) in bases.iter().enumerate() {
+        let mut segment = Segment::open(dir, base, index_bytes, i == last)?;
+        let mut ends_log = i == last;
+        if i == last {
             recover_active(&segment, trusted_below, config)?;
-        } else {
-            check_sealed(&segment, config)?;
+        } else if let Some(valid_size) = check_sealed(&segment, trusted_below, config)? {
+            // The tail was not synced when the process died: cut it here, drop the
+            // segments after it (they hold only later, unsynced records), and go on
+            // with this one as the active segment.
+            tracing::warn!(
+                file = %segment.path().display(),
+                position = valid_size,
+                "truncating an unsynced torn tail that spans segments"
+            );
+            segment.truncate_file(valid_size)?;
+            drop(segment);
+            for later in bases.iter().skip(i + 1) {
+                delete_segment_files(dir, *later)?;
+            }
+            segment = Segment::open(dir, base, index_bytes, true)?;
+            recover_active(&segment, trusted_below, config)?;
+            ends_log = true;
         }
         if let Some(previous) = segments.last()
             && previous.next_offset() != segment.base()
@@ -56,8 +72,24 @@ pub(crate) fn open_segments(
             });
         }
         segments.push(Arc::new(segment));
+        if ends_log {
+            break;
+        }
     }
     Ok(segments)
+}
+
+fn delete_segment_files(dir: &Path, base: Offset) -> Result<()> {
+    use crate::error::IoContext;
+    for extension in ["log", "index", "timeindex"] {
+        let path = dir.join(segment::file_name(base, extension));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).at(&path),
+        }
+    }
+    Ok(())
 }
 
 fn recover_active(segment: &Segment, trusted_below: Offset, config: &LogConfig) -> Result<()> {
@@ -75,11 +107,19 @@ fn recover_active(segment: &Segment, trusted_below: Offset, config: &LogConfig) 
     segment.flush_indexes()
 }
 
-fn check_sealed(segment: &Segment, config: &LogConfig) -> Result<()> {
-    let (start, start_offset) = segment.recovery_start(Offset(u64::MAX));
+/// Checks a sealed segment from its last index entry below `trusted_below`. Damage
+/// in records that were fsynced is corruption: an error. Damage after them is a torn
+/// tail: returns where the valid part ends.
+fn check_sealed(
+    segment: &Segment,
+    trusted_below: Offset,
+    config: &LogConfig,
+) -> Result<Option<u64>> {
+    let (start, start_offset) = segment.recovery_start(trusted_below);
     let outcome = segment.recover_from(start, start_offset, config.index_interval_bytes)?;
     match outcome.damage {
-        None => Ok(()),
+        None => Ok(None),
+        Some(_) if segment.next_offset() >= trusted_below => Ok(Some(outcome.valid_size)),
         Some(reason) => Err(Error::Corrupt {
             path: segment.path().to_path_buf(),
             position: outcome.valid_size,

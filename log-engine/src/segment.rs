@@ -195,32 +195,91 @@ impl Segment {
         if offset >= self.next_offset() {
             return Ok(None);
         }
-        let mut position = self.scan_start(offset)?;
+        let (mut position, mut expected) = self.scan_start(offset);
         let size = self.size();
         while position < size {
-            let header = self.header_at(position)?;
-            if header.last_offset() >= offset {
-                return Ok(Some((position, header)));
+            let header = self.header_at(position);
+            match (header, expected) {
+                // The index entry is only a hint: if its batch is not there, walk from
+                // the start of the file instead.
+                (Ok(h), Some(base)) if h.base_offset != base => {
+                    (position, expected) = (0, None);
+                    continue;
+                }
+                (Err(_), Some(_)) => {
+                    (position, expected) = (0, None);
+                    continue;
+                }
+                (Err(e), None) => return Err(e),
+                (Ok(header), _) => {
+                    if header.last_offset() >= offset {
+                        return Ok(Some((position, header)));
+                    }
+                    expected = None;
+                    position += header.total_len() as u64;
+                }
             }
-            position += header.total_len() as u64;
         }
         Ok(None)
     }
 
-    /// Where a forward scan for `offset` can start: the indexed batch at or before it,
-    /// if that entry is consistent with the log, else the start of the file.
-    fn scan_start(&self, offset: Offset) -> Result<u64> {
-        let Some(relative) = offset.relative_to(self.base) else {
-            return Ok(0);
-        };
-        let Some(entry) = self.index.lookup(relative) else {
-            return Ok(0);
-        };
-        let position = entry.position.as_u64();
-        match self.header_at(position) {
-            Ok(h) if h.base_offset == entry.relative_offset.absolute(self.base) => Ok(position),
-            _ => Ok(0),
+    /// Where a forward scan for `offset` can start: the indexed batch at or before it
+    /// (with the base offset the batch there must have), or the start of the file.
+    fn scan_start(&self, offset: Offset) -> (u64, Option<Offset>) {
+        let entry = offset
+            .relative_to(self.base)
+            .and_then(|relative| self.index.lookup(relative));
+        match entry {
+            Some(e) => (
+                e.position.as_u64(),
+                Some(e.relative_offset.absolute(self.base)),
+            ),
+            None => (0, None),
         }
+    }
+
+    /// Appends up to `len` bytes read at `position` (never past the whole batches) to
+    /// `buf`, without zeroing them first; returns how many were read.
+    pub(crate) fn read_append(
+        &self,
+        position: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize> {
+        use std::os::fd::AsRawFd;
+        let size = self.size();
+        let want = (size.saturating_sub(position) as usize).min(len);
+        buf.reserve(want);
+        let mut done = 0;
+        while done < want {
+            let spare = buf.spare_capacity_mut();
+            let room = (want - done).min(spare.len());
+            // SAFETY: the pointer and length describe the vector's spare capacity,
+            // which pread only writes to; no reference to uninitialised bytes is made,
+            // and the length is raised by exactly the bytes the kernel wrote.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    spare.as_mut_ptr().cast::<libc::c_void>(),
+                    room,
+                    (position + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::io(&self.log_path, e));
+            }
+            if n == 0 {
+                break;
+            }
+            // SAFETY: pread initialised `n <= room` bytes right after the current end.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            done += n as usize;
+        }
+        Ok(done)
     }
 
     /// The first offset at or after which records have `timestamp >= target`
@@ -409,10 +468,9 @@ impl Segment {
         self.file.sync_data().at(&self.log_path)
     }
 
-    /// Syncs everything and shrinks the indexes to their entries: the segment is no
-    /// longer active.
+    /// Shrinks the indexes to their entries: the segment is no longer active. The
+    /// data is not synced here: the log's next sync covers sealed segments too.
     pub(crate) fn seal(&self) -> Result<()> {
-        self.sync()?;
         self.index.trim()?;
         self.time_index.trim()
     }
