@@ -116,7 +116,7 @@ impl BatchHeader {
         let head: &[u8; HEADER_LEN] = buf
             .get(..HEADER_LEN)
             .and_then(|h| h.try_into().ok())
-            .ok_or_else(|| Error::InvalidBatch {
+            .ok_or(Error::InvalidBatch {
                 reason: "shorter than a batch header",
             })?;
         let header = BatchHeader {
@@ -205,11 +205,9 @@ impl<'a> BatchRef<'a> {
     pub fn parse(buf: &'a [u8], verify_crc: bool) -> Result<(BatchRef<'a>, &'a [u8])> {
         let header = BatchHeader::parse(buf)?;
         let total = header.total_len();
-        let (bytes, rest) = buf
-            .split_at_checked(total)
-            .ok_or_else(|| Error::InvalidBatch {
-                reason: "batch extends past the end of the buffer",
-            })?;
+        let (bytes, rest) = buf.split_at_checked(total).ok_or(Error::InvalidBatch {
+            reason: "batch extends past the end of the buffer",
+        })?;
         let batch = BatchRef { header, bytes };
         if verify_crc {
             batch.verify_crc()?;
@@ -643,12 +641,11 @@ impl RecordBatchBuilder {
             self.first_timestamp = timestamp;
             self.max_timestamp = timestamp;
         }
-        let delta =
-            timestamp
-                .checked_sub(self.first_timestamp)
-                .ok_or_else(|| Error::InvalidBatch {
-                    reason: "timestamp delta overflows",
-                })?;
+        let delta = timestamp
+            .checked_sub(self.first_timestamp)
+            .ok_or(Error::InvalidBatch {
+                reason: "timestamp delta overflows",
+            })?;
         let key_len: i64 = key.map_or(-1, |k| k.len() as i64);
         let mut header_count = 0u64;
         let mut headers_len = 0usize;
