@@ -324,40 +324,46 @@ impl From<Malformed> for Error {
 
 /// A cursor over record bytes that turns every out-of-bounds read into an error.
 struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
+    #[inline(always)]
+    fn advance(&mut self, n: usize) {
+        self.rest = self.rest.get(n..).unwrap_or_default();
+    }
+
+    #[inline(always)]
     fn u64(&mut self) -> Result<u64, Malformed> {
-        let (value, used) =
-            varint::get_u64(self.buf.get(self.pos..).unwrap_or_default()).ok_or(MALFORMED)?;
-        self.pos += used;
+        let (value, used) = varint::get_u64(self.rest).ok_or(MALFORMED)?;
+        self.advance(used);
         Ok(value)
     }
 
+    #[inline(always)]
     fn i64(&mut self) -> Result<i64, Malformed> {
-        let (value, used) =
-            varint::get_i64(self.buf.get(self.pos..).unwrap_or_default()).ok_or(MALFORMED)?;
-        self.pos += used;
+        let (value, used) = varint::get_i64(self.rest).ok_or(MALFORMED)?;
+        self.advance(used);
         Ok(value)
     }
 
+    #[inline(always)]
     fn bytes(&mut self, len: u64) -> Result<&'a [u8], Malformed> {
         let len = usize::try_from(len).map_err(|_| MALFORMED)?;
-        let end = self.pos.checked_add(len).ok_or(MALFORMED)?;
-        let out = self.buf.get(self.pos..end).ok_or(MALFORMED)?;
-        self.pos = end;
+        let (out, rest) = self.rest.split_at_checked(len).ok_or(MALFORMED)?;
+        self.rest = rest;
         Ok(out)
     }
 
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, Malformed> {
-        let out = *self.buf.get(self.pos).ok_or(MALFORMED)?;
-        self.pos += 1;
+        let (&out, rest) = self.rest.split_first().ok_or(MALFORMED)?;
+        self.rest = rest;
         Ok(out)
     }
 }
 
+#[inline]
 fn decode_record<'a>(
     buf: &'a [u8],
     header: &BatchHeader,
@@ -368,7 +374,7 @@ fn decode_record<'a>(
     let body = buf
         .get(prefix..prefix.checked_add(length).ok_or(MALFORMED)?)
         .ok_or(MALFORMED)?;
-    let mut r = Reader { buf: body, pos: 0 };
+    let mut r = Reader { rest: body };
     if r.byte()? != 0 {
         return Err(Malformed("record attributes are not zero"));
     }
@@ -387,14 +393,12 @@ fn decode_record<'a>(
     let value_len = r.u64()?;
     let value = r.bytes(value_len)?;
     let header_count = u32::try_from(r.u64()?).map_err(|_| MALFORMED)?;
-    let headers_start = r.pos;
+    let headers_raw = r.rest;
     for _ in 0..header_count {
-        let rest = body.get(r.pos..).unwrap_or_default();
-        let (_, used) = decode_header(rest)?;
-        r.pos += used;
+        let (_, used) = decode_header(r.rest)?;
+        r.advance(used);
     }
-    let headers_raw = body.get(headers_start..r.pos).unwrap_or_default();
-    if r.pos != body.len() {
+    if !r.rest.is_empty() {
         return Err(Malformed("record length does not match its fields"));
     }
     let record = RecordRef {
@@ -410,13 +414,13 @@ fn decode_record<'a>(
 
 /// Decodes one record header from the front of `buf`: its name, value and size.
 pub(crate) fn decode_header(buf: &[u8]) -> Result<((&str, &[u8]), usize), Malformed> {
-    let mut r = Reader { buf, pos: 0 };
+    let mut r = Reader { rest: buf };
     let key_len = r.u64()?;
     let key = std::str::from_utf8(r.bytes(key_len)?)
         .map_err(|_| Malformed("record header name is not UTF-8"))?;
     let value_len = r.u64()?;
     let value = r.bytes(value_len)?;
-    Ok(((key, value), r.pos))
+    Ok(((key, value), buf.len() - r.rest.len()))
 }
 
 /// An owned, valid batch ready to append: either built by [`RecordBatchBuilder`] or

@@ -1,17 +1,17 @@
 //! Entry points shared by the cargo-fuzz targets in `fuzz/` and by the tests that
 //! replay their corpus on stable Rust. Not part of the supported API.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::batch::{BatchRef, RecordBatch};
+use crate::batch::{BatchHeader, BatchRef, HEADER_LEN, RecordBatch};
 use crate::checkpoint::{CLEAN_SHUTDOWN_FILE, RecoveryPoint};
 use crate::config::LogConfig;
 use crate::error::{IoContext, Result};
 use crate::log::{Log, ReadBound};
 use crate::offset::Offset;
+use crate::record::Record;
+use crate::segment;
 
-/// The name every file of the fuzzed segment starts with: base offset 0.
-const SEGMENT_STEM: &str = "00000000000000000000";
 /// A bound on the read loop. Every read that makes progress takes at least one batch
 /// of 71 bytes or more, so reaching it needs a `.log` of over 4 MiB: far more than a
 /// fuzzer input.
@@ -33,7 +33,7 @@ pub fn decode_batch(data: &[u8]) {
 }
 
 /// Splits a fuzzer input of [`open_log_dir`]: byte 0 is `n`, bytes `1..1 + n` are the
-/// index part (cut short if the input is), the rest is the `.log` file.
+/// index part (cut short if the input is), the rest is the `.log` bytes.
 pub fn split_log_dir_input(data: &[u8]) -> (&[u8], &[u8]) {
     let Some((&n, rest)) = data.split_first() else {
         return (&[], &[]);
@@ -44,43 +44,105 @@ pub fn split_log_dir_input(data: &[u8]) -> (&[u8], &[u8]) {
 /// What the fuzzed directory tells recovery about the state it was left in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Shutdown {
-    /// A crash before the first fsync: no recovery point, no marker. Every batch is
-    /// checked.
+    /// A crash before the first fsync: no recovery point, no marker. Nothing is
+    /// trusted, every batch is checked.
     Crash,
     /// A crash after an fsync: a recovery point past every offset the index part can
     /// name, so recovery trusts everything before the last index entry that matches
     /// its batch header.
     CrashAfterSync,
-    /// A clean shutdown: the marker file tells recovery to trust the segment.
+    /// A clean shutdown: the marker file tells recovery to trust the index.
     Clean,
 }
 
-/// Lays the fuzzer's bytes out as a log directory of one segment (see
-/// [`split_log_dir_input`]: the index part is written as both the `.index` and the
-/// `.timeindex`), opens it, reads it to the end, appends, truncates, closes and
-/// reopens it.
+/// The files of one segment of the fuzzed directory.
+#[derive(Clone, Copy, Debug)]
+struct SegmentFiles<'a> {
+    base: Offset,
+    log: &'a [u8],
+    /// Written as both the `.index` and the `.timeindex`.
+    index: &'a [u8],
+}
+
+/// Lays the fuzzer's bytes out as a log directory (see [`split_log_dir_input`]),
+/// opens it, reads it to the end, appends, truncates, closes and reopens it.
 ///
-/// The directory is laid out three times, once per [`Shutdown`] state. After a
-/// crash with nothing trusted, every batch is checked: opening may fail, but whatever
-/// opens must read back cleanly and reopen as it was closed. When recovery is told to
-/// trust part of the segment, reads of that part may fail on damage there, but
-/// nothing may panic or loop.
+/// The `.log` bytes are laid out as one segment at base offset 0 and, when they hold
+/// a batch boundary past the middle, also as two: a sealed segment with the index
+/// part, and an active one named by the base offset in the batch header found there.
+/// Each layout is opened in every [`Shutdown`] state. After a crash with nothing
+/// trusted, every batch is checked: opening may fail, but whatever opens must read
+/// back cleanly and reopen as it was closed. When recovery is told to trust part of
+/// the log, reads of that part may fail on damage there, but nothing may panic or
+/// loop.
 pub fn open_log_dir(data: &[u8]) {
     let (index, log) = split_log_dir_input(data);
-    for shutdown in [Shutdown::Crash, Shutdown::CrashAfterSync, Shutdown::Clean] {
-        let Ok(dir) = tempfile_dir() else { return };
-        if write_segment(&dir, index, log, shutdown).is_ok() {
-            open_and_read(&dir, shutdown == Shutdown::Crash);
+    let whole = [SegmentFiles {
+        base: Offset::ZERO,
+        log,
+        index,
+    }];
+    let cut = cut_in_two(log).map(|(at, base)| {
+        let (first, second) = log.split_at(at);
+        [
+            SegmentFiles {
+                base: Offset::ZERO,
+                log: first,
+                index,
+            },
+            SegmentFiles {
+                base,
+                log: second,
+                index: &[],
+            },
+        ]
+    });
+    let layouts = [Some(whole.as_slice()), cut.as_ref().map(|c| c.as_slice())];
+    for segments in layouts.into_iter().flatten() {
+        for shutdown in [Shutdown::Crash, Shutdown::CrashAfterSync, Shutdown::Clean] {
+            let Ok(dir) = TempDir::new() else { return };
+            if write_dir(&dir.0, segments, shutdown).is_ok() {
+                open_and_read(&dir.0, shutdown == Shutdown::Crash);
+            }
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
-fn write_segment(dir: &Path, index: &[u8], log: &[u8], shutdown: Shutdown) -> Result<()> {
-    let files = [("log", log), ("index", index), ("timeindex", index)];
-    for (extension, bytes) in files {
-        let path = dir.join(format!("{SEGMENT_STEM}.{extension}"));
-        std::fs::write(&path, bytes).at(&path)?;
+/// The first batch boundary at or past the middle of `log` (or the last one before
+/// it), with the base offset of the batch there: the header's if it parses, else the
+/// offset after the batches before. `None` without a boundary inside `log`, or when
+/// that base offset is 0 (the first segment's name).
+fn cut_in_two(log: &[u8]) -> Option<(usize, Offset)> {
+    let mut position = 0usize;
+    let mut cut = None;
+    for _ in 0..=log.len() / HEADER_LEN {
+        let Some(header) = log.get(position..).and_then(|b| BatchHeader::parse(b).ok()) else {
+            break;
+        };
+        position = position.checked_add(header.total_len())?;
+        if position >= log.len() {
+            break;
+        }
+        cut = Some((position, header.next_offset()));
+        if position >= log.len() / 2 {
+            break;
+        }
+    }
+    let (at, next) = cut?;
+    let base = log
+        .get(at..)
+        .and_then(|b| BatchHeader::parse(b).ok())
+        .map_or(next, |h| h.base_offset);
+    (base != Offset::ZERO).then_some((at, base))
+}
+
+fn write_dir(dir: &Path, segments: &[SegmentFiles<'_>], shutdown: Shutdown) -> Result<()> {
+    for s in segments {
+        let files = [("log", s.log), ("index", s.index), ("timeindex", s.index)];
+        for (extension, bytes) in files {
+            let path = dir.join(segment::file_name(s.base, extension));
+            std::fs::write(&path, bytes).at(&path)?;
+        }
     }
     match shutdown {
         Shutdown::Crash => {}
@@ -126,7 +188,7 @@ fn open_and_read(dir: &Path, checked: bool) {
     assert!(!checked || from >= end, "a recovered log reads to its end");
     let _ = log.offset_for_timestamp(0);
     let _ = log.offset_for_timestamp(i64::MAX);
-    let _ = log.append_records(&[crate::record::Record::new("x", 0)]);
+    let _ = log.append_records(&[Record::new("x", 0)]);
     let _ = log.truncate_to(Offset(end.0 / 2));
     let end = log.log_end_offset();
     let closed = log.close();
@@ -139,20 +201,31 @@ fn open_and_read(dir: &Path, checked: bool) {
     }
 }
 
-/// A fresh directory for one input. In memory (`/dev/shm`) where there is one: the
-/// log fsyncs several times per open, which on a disk costs more than the rest of a
-/// run, and what is fuzzed here is the logic, not the disk.
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let shm = Path::new("/dev/shm");
-    let parent = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = parent.join(format!("log-engine-fuzz-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// A fresh directory for one run, removed on drop (also when a check panics). In
+/// memory (`/dev/shm`) where there is one: the log fsyncs several times per open,
+/// which on a disk costs more than the rest of a run, and what is fuzzed here is the
+/// logic, not the disk.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<TempDir> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let shm = Path::new("/dev/shm");
+        let parent = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = parent.join(format!("log-engine-fuzz-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

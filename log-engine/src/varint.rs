@@ -5,6 +5,7 @@
 pub const VARINT_LEN_MAX: usize = 10;
 
 /// Appends `value` as unsigned LEB128.
+#[inline]
 pub fn put_u64(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
@@ -19,6 +20,7 @@ pub fn put_i64(out: &mut Vec<u8>, value: i64) {
 }
 
 /// The encoded length of `value` as unsigned LEB128.
+#[inline]
 pub fn len_u64(value: u64) -> usize {
     let bits = 64 - (value | 1).leading_zeros() as usize;
     bits.div_ceil(7)
@@ -31,7 +33,14 @@ pub fn len_i64(value: i64) -> usize {
 
 /// Reads an unsigned LEB128 value from the front of `buf`, returning it and the bytes
 /// it took; `None` when `buf` ends early or the value overflows 64 bits.
+#[inline(always)]
 pub fn get_u64(buf: &[u8]) -> Option<(u64, usize)> {
+    // Most lengths and deltas fit one byte.
+    if let Some(&byte) = buf.first()
+        && byte < 0x80
+    {
+        return Some((u64::from(byte), 1));
+    }
     let mut value = 0u64;
     for (i, byte) in buf.iter().take(VARINT_LEN_MAX).enumerate() {
         let low = u64::from(byte & 0x7f);
@@ -47,6 +56,7 @@ pub fn get_u64(buf: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// Reads a zigzag-encoded signed value from the front of `buf`.
+#[inline(always)]
 pub fn get_i64(buf: &[u8]) -> Option<(i64, usize)> {
     let (raw, used) = get_u64(buf)?;
     Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), used))
