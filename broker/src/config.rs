@@ -1,0 +1,212 @@
+//! The broker's configuration: one TOML file (`--config`), overridden by environment
+//! variables, overridden by flags. Every default is documented on its field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::BrokerError;
+
+/// When a produce is answered, as far as the disk is concerned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// The answer comes after the messages are fsynced (many concurrent requests share
+    /// one fsync). The default.
+    #[default]
+    Fsync,
+    /// The answer comes once the messages are written to the page cache; they are
+    /// fsynced every `flush_interval_ms`. A crash of the machine (not of the process)
+    /// can lose the last interval.
+    Interval,
+}
+
+impl Durability {
+    /// How the answer describes it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Interval => "interval",
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// The REST listen address. Defaults to 127.0.0.1:8080.
+    pub listen: SocketAddr,
+    /// Where topics, queues, users and secrets live. Defaults to `./data`.
+    pub data_dir: PathBuf,
+    /// The HS256 signing secret for tokens. Defaults to none: a random secret is made
+    /// once and kept in `<data_dir>/jwt-secret` (mode 0600). A cluster shares one.
+    pub jwt_secret: Option<String>,
+    /// How long a token is valid. Defaults to 3600 seconds.
+    pub token_ttl_secs: u64,
+    /// The password of the `admin` user created on a first start with no users.
+    /// Defaults to none: a random one is printed once. Only from the environment
+    /// (`BROKER_ADMIN_PASSWORD`) or the file, never a flag (flags show in `ps`).
+    pub admin_password: Option<String>,
+    /// The largest request body accepted; beyond it the answer is 413. Defaults to
+    /// 8 MiB.
+    pub max_body_bytes: usize,
+    /// The durability of topics and queues created without one. Defaults to `fsync`.
+    pub durability: Durability,
+    /// How often logs with `interval` durability are fsynced. Defaults to 100 ms.
+    pub flush_interval_ms: u64,
+    /// The size at which a partition's segment rolls. Defaults to 256 MiB.
+    pub segment_bytes: u64,
+    /// How long an `Idempotency-Key` is remembered. Defaults to 10 minutes.
+    pub idempotency_window_ms: u64,
+    /// How often retention, interval flushes and queue space reclamation run.
+    /// Defaults to 1000 ms.
+    pub maintenance_interval_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            jwt_secret: None,
+            token_ttl_secs: 3600,
+            admin_password: None,
+            max_body_bytes: 8 << 20,
+            durability: Durability::Fsync,
+            flush_interval_ms: 100,
+            segment_bytes: 256 << 20,
+            idempotency_window_ms: 10 * 60 * 1000,
+            maintenance_interval_ms: 1000,
+        }
+    }
+}
+
+/// `broker serve` flags; each also reads an environment variable.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (names as the flags, with `_`).
+    #[arg(long, env = "BROKER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The REST listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "BROKER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The data directory [default: ./data].
+    #[arg(long, env = "BROKER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The token signing secret [default: generated once, kept in the data directory].
+    #[arg(long, env = "BROKER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Token lifetime in seconds [default: 3600].
+    #[arg(long, env = "BROKER_TOKEN_TTL_SECS")]
+    pub token_ttl_secs: Option<u64>,
+    /// The largest request body in bytes [default: 8 MiB].
+    #[arg(long, env = "BROKER_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Default durability of new topics and queues [default: fsync].
+    #[arg(long, env = "BROKER_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// Fsync period of `interval` durability, in ms [default: 100].
+    #[arg(long, env = "BROKER_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Segment size in bytes [default: 256 MiB].
+    #[arg(long, env = "BROKER_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// How long idempotency keys are remembered, in ms [default: 600000].
+    #[arg(long, env = "BROKER_IDEMPOTENCY_WINDOW_MS")]
+    pub idempotency_window_ms: Option<u64>,
+}
+
+impl BrokerConfig {
+    /// Builds the configuration: defaults, then the file, then environment and flags
+    /// (which clap has already merged into `args`).
+    pub fn load(args: &ServeArgs) -> Result<BrokerConfig, BrokerError> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => BrokerConfig::default(),
+        };
+        macro_rules! override_with {
+            ($($field:ident),*) => {$(
+                if let Some(value) = &args.$field {
+                    config.$field = value.clone().into();
+                }
+            )*};
+        }
+        override_with!(
+            listen,
+            data_dir,
+            token_ttl_secs,
+            max_body_bytes,
+            durability,
+            flush_interval_ms,
+            segment_bytes,
+            idempotency_window_ms
+        );
+        if let Some(secret) = &args.jwt_secret {
+            config.jwt_secret = Some(secret.clone());
+        }
+        if let Ok(password) = std::env::var("BROKER_ADMIN_PASSWORD") {
+            config.admin_password = Some(password);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<BrokerConfig, BrokerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| BrokerError::io(path, e))?;
+        toml::from_str(&text).map_err(|e| BrokerError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks values and the relations between them.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let fail = |m: &str| Err(BrokerError::Config(m.to_owned()));
+        if self.token_ttl_secs == 0 {
+            return fail("token_ttl_secs must be positive");
+        }
+        if self.max_body_bytes < 1024 {
+            return fail("max_body_bytes must be at least 1024");
+        }
+        if self.flush_interval_ms == 0 || self.maintenance_interval_ms == 0 {
+            return fail("flush_interval_ms and maintenance_interval_ms must be positive");
+        }
+        if self.segment_bytes < 4096 || self.segment_bytes > (1 << 30) {
+            return fail("segment_bytes must be between 4 KiB and 1 GiB");
+        }
+        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return fail("jwt_secret must be at least 16 characters");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_are_overridden_by_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nsegment_bytes = 65536\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            segment_bytes: Some(1 << 20),
+            ..ServeArgs::default()
+        };
+        let config = BrokerConfig::load(&args).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.segment_bytes, 1 << 20);
+        assert_eq!(config.token_ttl_secs, 3600);
+        std::fs::write(&path, "lisen = 1\n").unwrap();
+        assert!(
+            BrokerConfig::from_file(&path).is_err(),
+            "unknown keys are refused"
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! Small file helpers: atomic replacement of a file and directory syncs.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::error::BrokerError;
+
+/// Replaces `path` with `bytes` atomically: writes a temporary file beside it with
+/// `mode`, fsyncs it, renames it over `path` and fsyncs the directory. A crash leaves
+/// either the old file or the new one, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BrokerError> {
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| BrokerError::io(path, e))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Fsyncs a directory, so entries created, renamed or removed in it stay so.
+pub fn sync_dir(dir: &Path) -> Result<(), BrokerError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BrokerError::io(dir, e))
+}
+
+/// Creates a directory and its parents.
+pub fn create_dir_all(dir: &Path) -> Result<(), BrokerError> {
+    std::fs::create_dir_all(dir).map_err(|e| BrokerError::io(dir, e))
+}
+
+/// Reads a JSON file of type `T`; `Ok(None)` when it does not exist.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, BrokerError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| BrokerError::BadMetadata {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(BrokerError::io(path, e)),
+    }
+}
+
+/// Moves `dir` into `trash` under a unique name and removes it there, so a crash in
+/// the middle never leaves a half-deleted directory in place.
+pub fn remove_dir_via_trash(dir: &Path, trash: &Path) -> Result<(), BrokerError> {
+    create_dir_all(trash)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = dir
+        .file_name()
+        .map_or_else(|| "x".into(), |n| n.to_string_lossy().into_owned());
+    let target = trash.join(format!("{name}-{nanos}"));
+    std::fs::rename(dir, &target).map_err(|e| BrokerError::io(dir, e))?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    std::fs::remove_dir_all(&target).map_err(|e| BrokerError::io(&target, e))
+}
+
+/// Empties the trash left by a crash during a delete.
+pub fn empty_trash(trash: &Path) -> Result<(), BrokerError> {
+    match std::fs::remove_dir_all(trash) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BrokerError::io(trash, e)),
+    }
+}

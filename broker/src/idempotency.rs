@@ -1,0 +1,236 @@
+//! `Idempotency-Key` deduplication: a retried request with the same key, within the
+//! window, appends nothing and gets the first answer again.
+//!
+//! The key travels with the messages in the log (a reserved header), so the window is
+//! rebuilt from the log's recent tail when the broker starts, and a retry after a
+//! restart is recognised too.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use log_engine::{Offset, TimestampMs};
+use tokio::sync::Notify;
+
+use crate::error::ApiError;
+use crate::message::now_ms;
+
+/// The longest key accepted.
+pub const KEY_LEN_MAX: usize = 256;
+/// Keys remembered per topic or queue; the oldest are forgotten first beyond it.
+pub const KEYS_MAX: usize = 100_000;
+
+/// The answer to a produce or send: one (partition, offset) per message, in order.
+pub type Placement = Vec<(u32, Offset)>;
+
+#[derive(Debug)]
+enum Entry {
+    /// A request with this key is being served; others wait for it.
+    Pending(Arc<Notify>),
+    /// Served: the answer, and when.
+    Done(Arc<Placement>, TimestampMs),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    /// Keys in the order they completed, for expiry and the size bound.
+    order: VecDeque<(String, TimestampMs)>,
+}
+
+/// The recent keys of one topic or queue.
+#[derive(Debug)]
+pub struct IdempotencyWindow {
+    window_ms: i64,
+    inner: Mutex<Inner>,
+}
+
+/// Removes a pending entry if its request is dropped before it finished.
+struct PendingGuard<'a> {
+    window: &'a IdempotencyWindow,
+    key: &'a str,
+    notify: Arc<Notify>,
+    armed: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut inner = self.window.lock();
+            if matches!(inner.entries.get(self.key), Some(Entry::Pending(_))) {
+                inner.entries.remove(self.key);
+            }
+        }
+        self.notify.notify_waiters();
+    }
+}
+
+impl IdempotencyWindow {
+    /// A window that remembers keys for `window_ms`.
+    pub fn new(window_ms: u64) -> IdempotencyWindow {
+        IdempotencyWindow {
+            window_ms: window_ms as i64,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks a key from a request header.
+    pub fn validate_key(key: &str) -> Result<(), ApiError> {
+        if key.is_empty() || key.len() > KEY_LEN_MAX || key.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "Idempotency-Key must be 1 to {KEY_LEN_MAX} printable characters"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `serve` once per key: with no key it just runs; with a key seen within the
+    /// window it returns the first answer; while a request with the key is in progress,
+    /// it waits for that one. A failed request leaves no trace, so it can be retried.
+    pub async fn run<F, Fut>(&self, key: Option<&str>, serve: F) -> Result<Arc<Placement>, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Placement, ApiError>>,
+    {
+        let Some(key) = key else {
+            return serve().await.map(Arc::new);
+        };
+        let notify = loop {
+            let waiting = {
+                let mut inner = self.lock();
+                let now = now_ms();
+                self.expire(&mut inner, now);
+                match inner.entries.get(key) {
+                    Some(Entry::Done(answer, _)) => return Ok(Arc::clone(answer)),
+                    Some(Entry::Pending(notify)) => Arc::clone(notify),
+                    None => {
+                        let notify = Arc::new(Notify::new());
+                        inner
+                            .entries
+                            .insert(key.to_owned(), Entry::Pending(Arc::clone(&notify)));
+                        break notify;
+                    }
+                }
+            };
+            let notified = waiting.notified();
+            // The entry may have completed between the lock and `notified`.
+            if !matches!(self.lock().entries.get(key), Some(Entry::Pending(_))) {
+                continue;
+            }
+            notified.await;
+        };
+        let mut guard = PendingGuard {
+            window: self,
+            key,
+            notify,
+            armed: true,
+        };
+        let result = serve().await;
+        if let Ok(answer) = &result {
+            let answer = Arc::new(answer.clone());
+            self.remember(key, answer);
+            guard.armed = false;
+        }
+        drop(guard);
+        result.map(Arc::new)
+    }
+
+    /// Records a completed key (also used when rebuilding from the log).
+    pub fn remember(&self, key: &str, answer: Arc<Placement>) {
+        self.remember_at(key, answer, now_ms());
+    }
+
+    /// Records a completed key that completed at `at_ms`.
+    pub fn remember_at(&self, key: &str, answer: Arc<Placement>, at_ms: TimestampMs) {
+        let mut inner = self.lock();
+        inner
+            .entries
+            .insert(key.to_owned(), Entry::Done(answer, at_ms));
+        inner.order.push_back((key.to_owned(), at_ms));
+        self.expire(&mut inner, now_ms());
+    }
+
+    fn expire(&self, inner: &mut Inner, now: TimestampMs) {
+        while let Some((key, at)) = inner.order.front() {
+            let too_many = inner.order.len() > KEYS_MAX;
+            if !too_many && now - *at < self.window_ms {
+                break;
+            }
+            let key = key.clone();
+            let at = *at;
+            inner.order.pop_front();
+            if matches!(inner.entries.get(&key), Some(Entry::Done(_, t)) if *t == at) {
+                inner.entries.remove(&key);
+            }
+        }
+    }
+
+    /// The window length in milliseconds.
+    pub fn window_ms(&self) -> i64 {
+        self.window_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_key_is_served_once_and_replayed() {
+        let window = IdempotencyWindow::new(60_000);
+        let calls = AtomicUsize::new(0);
+        let serve = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![(0, Offset(7))])
+        };
+        let first = window.run(Some("k"), serve).await.unwrap();
+        let second = window.run(Some("k"), serve).await.unwrap();
+        assert_eq!(first, second);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        window.run(None, serve).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_can_be_retried() {
+        let window = IdempotencyWindow::new(60_000);
+        let failed = window
+            .run(Some("k"), || async { Err(ApiError::bad_request("no")) })
+            .await;
+        assert!(failed.is_err());
+        let ok = window
+            .run(Some("k"), || async { Ok(vec![(1, Offset(1))]) })
+            .await;
+        assert_eq!(*ok.unwrap(), vec![(1, Offset(1))]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_with_one_key_run_once() {
+        let window = Arc::new(IdempotencyWindow::new(60_000));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let window = Arc::clone(&window);
+                let calls = Arc::clone(&calls);
+                tokio::spawn(async move {
+                    window
+                        .run(Some("same"), || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            Ok(vec![(0, Offset(1))])
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(*task.await.unwrap().unwrap(), vec![(0, Offset(1))]);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

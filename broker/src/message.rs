@@ -1,0 +1,136 @@
+//! Messages as the broker stores them: log-engine records whose headers may carry
+//! the broker's own reserved entries (names starting with `mom.`), which clients
+//! cannot set and never see.
+
+use log_engine::{Offset, RecordBatch, RecordBatchBuilder, RecordRef, TimestampMs};
+
+use crate::error::ApiError;
+
+/// Header names starting with this are the broker's own.
+pub const RESERVED_HEADER_PREFIX: &str = "mom.";
+/// Carries a produce request's idempotency key and the message's index in the
+/// request: `<index>:<key>`.
+pub const IDEMPOTENCY_HEADER: &str = "mom.idempotency";
+/// Dead-lettered messages keep where they came from in these headers.
+pub const ORIGIN_QUEUE_HEADER: &str = "mom.origin.queue";
+/// The partition the dead-lettered message came from.
+pub const ORIGIN_PARTITION_HEADER: &str = "mom.origin.partition";
+/// The offset the dead-lettered message had.
+pub const ORIGIN_OFFSET_HEADER: &str = "mom.origin.offset";
+/// How many times it was delivered before it was dead-lettered.
+pub const ORIGIN_DELIVERIES_HEADER: &str = "mom.origin.delivery_count";
+/// When it was dead-lettered (ms since the epoch).
+pub const ORIGIN_TIME_HEADER: &str = "mom.origin.dead_lettered_at";
+
+/// A message a client sends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The routing key.
+    pub key: Option<String>,
+    /// The payload.
+    pub value: Vec<u8>,
+    /// Application headers.
+    pub headers: Vec<(String, String)>,
+}
+
+impl NewMessage {
+    /// Checks that the message uses no reserved header.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        match self
+            .headers
+            .iter()
+            .find(|(k, _)| k.starts_with(RESERVED_HEADER_PREFIX))
+        {
+            Some((k, _)) => Err(ApiError::bad_request(format!(
+                "header {k:?} is reserved: names starting with {RESERVED_HEADER_PREFIX:?} belong to the broker"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A message read back from a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The partition.
+    pub partition: u32,
+    /// The offset in the partition.
+    pub offset: Offset,
+    /// The routing key.
+    pub key: Option<Vec<u8>>,
+    /// The payload.
+    pub value: Vec<u8>,
+    /// Application headers (reserved ones removed).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Milliseconds since the epoch, when the broker stored it.
+    pub timestamp: TimestampMs,
+}
+
+impl StoredMessage {
+    /// Copies a record, leaving out the reserved headers.
+    pub fn from_record(partition: u32, record: &RecordRef<'_>) -> StoredMessage {
+        StoredMessage {
+            partition,
+            offset: record.offset,
+            key: record.key.map(<[u8]>::to_vec),
+            value: record.value.to_vec(),
+            headers: record
+                .headers()
+                .filter(|(k, _)| !k.starts_with(RESERVED_HEADER_PREFIX))
+                .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                .collect(),
+            timestamp: record.timestamp,
+        }
+    }
+}
+
+/// The value of a reserved header of a record, if present.
+pub fn reserved_header<'a>(record: &RecordRef<'a>, name: &str) -> Option<&'a [u8]> {
+    record.headers().find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+/// Encodes messages into one batch. `indexed` pairs each message with its index in
+/// the request (for the idempotency header); `extra` adds reserved headers to every
+/// message.
+pub fn encode_batch<'m>(
+    messages: impl Iterator<Item = (usize, &'m NewMessage)>,
+    idempotency_key: Option<&str>,
+    extra: &[(&str, String)],
+    now: TimestampMs,
+) -> Result<RecordBatch, ApiError> {
+    let mut builder = RecordBatchBuilder::with_capacity(4096);
+    for (index, message) in messages {
+        let idem = idempotency_key.map(|key| format!("{index}:{key}"));
+        let headers = message
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .chain(idem.iter().map(|v| (IDEMPOTENCY_HEADER, v.as_bytes())))
+            .chain(extra.iter().map(|(k, v)| (*k, v.as_bytes())));
+        builder
+            .push_with_headers(
+                message.key.as_deref().map(str::as_bytes),
+                &message.value,
+                headers,
+                now,
+            )
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    builder
+        .finish()
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Splits an idempotency header value into the message index and the key.
+pub fn parse_idempotency(value: &[u8]) -> Option<(usize, &str)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (index, key) = text.split_once(':')?;
+    Some((index.parse().ok()?, key))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> TimestampMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,96 @@
+//! A partition: one log-engine log, and what the broker needs around it. In a cluster
+//! a partition also knows whether this node leads it; standalone, it always does.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use log_engine::{AppendInfo, FlushPolicy, Log, LogConfig, Offset, ReadBound, RecordBatch};
+
+use crate::config::Durability;
+use crate::error::{ApiError, BrokerError};
+
+/// One partition of a topic or queue.
+#[derive(Debug)]
+pub struct Partition {
+    /// Its number in the topic or queue, from 0.
+    pub id: u32,
+    /// The log; shared with readers (subscriptions, queue consumers).
+    pub log: Arc<Log>,
+    /// When appends are answered.
+    pub durability: Durability,
+}
+
+/// Retention and segment settings of a partition's log.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogSettings {
+    /// Segment size.
+    pub segment_bytes: u64,
+    /// Retention by age, if any.
+    pub retention_ms: Option<u64>,
+    /// Retention by size, if any.
+    pub retention_bytes: Option<u64>,
+    /// Durability of appends.
+    pub durability: Durability,
+    /// Fsync period for `interval` durability.
+    pub flush_interval_ms: u64,
+}
+
+impl Partition {
+    /// Opens (or creates) the partition's log in `dir`.
+    pub fn open(dir: &Path, id: u32, settings: LogSettings) -> Result<Partition, BrokerError> {
+        let flush = match settings.durability {
+            Durability::Fsync => FlushPolicy::MANUAL,
+            Durability::Interval => FlushPolicy::every_ms(settings.flush_interval_ms),
+        };
+        let config = LogConfig {
+            segment_bytes_max: settings.segment_bytes,
+            retention_ms_max: settings.retention_ms,
+            retention_bytes_max: settings.retention_bytes,
+            flush,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir, config)?;
+        // Standalone, everything on disk is committed.
+        log.set_high_watermark(log.log_end_offset());
+        Ok(Partition {
+            id,
+            log: Arc::new(log),
+            durability: settings.durability,
+        })
+    }
+
+    /// Appends a batch. With `fsync` durability and `wait_durable`, returns after the
+    /// batch is fsynced (on a blocking thread; concurrent appends share the fsync).
+    /// Consumers see the batch once this returns.
+    pub async fn append(
+        &self,
+        mut batch: RecordBatch,
+        wait_durable: bool,
+    ) -> Result<AppendInfo, ApiError> {
+        let info = if wait_durable && self.durability == Durability::Fsync {
+            let log = Arc::clone(&self.log);
+            tokio::task::spawn_blocking(move || log.append_durable(&mut batch))
+                .await
+                .map_err(ApiError::internal)??
+        } else {
+            self.log.append(&mut batch)?
+        };
+        self.log.set_high_watermark(info.next_offset());
+        Ok(info)
+    }
+
+    /// The bound consumers read up to.
+    pub fn read_bound(&self) -> ReadBound {
+        ReadBound::HighWatermark
+    }
+
+    /// The first offset still stored.
+    pub fn start(&self) -> Offset {
+        self.log.log_start_offset()
+    }
+
+    /// The offset the next message gets.
+    pub fn end(&self) -> Offset {
+        self.log.log_end_offset()
+    }
+}

@@ -1,0 +1,302 @@
+//! The broker's state on one node: its topics and queues, users and settings, opened
+//! from the data directory and kept there.
+//!
+//! Layout of the data directory:
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `users.json`, `jwt-secret` | users, grants and the token secret (mode 0600) |
+//! | `topics/<name>/topic.json` | a topic's settings |
+//! | `topics/<name>/<partition>/` | a partition's log |
+//! | `topics/<name>/subscriptions/<sub>/` | a subscription's settings and cursors |
+//! | `queues/<name>/` | a queue's settings, partition logs and state journals |
+//! | `trash/` | what a delete is removing; emptied on start |
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::auth::{Auth, Bootstrap};
+use crate::config::BrokerConfig;
+use crate::error::{ApiError, BrokerError};
+use crate::fsutil;
+use crate::partition::LogSettings;
+use crate::queue::{Queue, QueueSpec};
+use crate::topic::{Topic, TopicSpec};
+
+/// The node's id while it runs standalone.
+pub const STANDALONE_NODE_ID: u32 = 1;
+
+/// Everything one broker node serves.
+#[derive(Debug)]
+pub struct Broker {
+    /// The configuration it was started with.
+    pub config: BrokerConfig,
+    /// Users, tokens and ACLs.
+    pub auth: Auth,
+    /// The secret that signs queue receipts.
+    pub receipt_key: [u8; 32],
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    queues: RwLock<BTreeMap<String, Arc<Queue>>>,
+    /// Serialises creates and deletes, so two requests never race on one directory.
+    admin_lock: std::sync::Mutex<()>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Broker {
+    /// Opens the data directory: users, every topic and every queue.
+    pub fn open(config: BrokerConfig) -> Result<(Broker, Bootstrap), BrokerError> {
+        let data = config.data_dir.clone();
+        fsutil::create_dir_all(&data)?;
+        fsutil::empty_trash(&data.join("trash"))?;
+        let auth_config = crate::auth::AuthConfig {
+            token_ttl_secs: config.token_ttl_secs,
+            jwt_secret: config.jwt_secret.clone(),
+            admin_password: config.admin_password.clone(),
+        };
+        let (auth, bootstrap) = Auth::open(&data, &auth_config)?;
+        let receipt_key = auth.receipt_key();
+        let broker = Broker {
+            auth,
+            receipt_key,
+            topics: RwLock::new(BTreeMap::new()),
+            queues: RwLock::new(BTreeMap::new()),
+            admin_lock: std::sync::Mutex::new(()),
+            config,
+        };
+        let settings = broker.log_settings();
+        let window = broker.config.idempotency_window_ms;
+        for dir in subdirs(&broker.topics_dir())? {
+            let topic = Topic::open(&dir, settings, window)?;
+            write(&broker.topics).insert(topic.name().to_owned(), Arc::new(topic));
+        }
+        for dir in subdirs(&broker.queues_dir())? {
+            let queue = Queue::open(&dir, settings, window)?;
+            write(&broker.queues).insert(queue.name().to_owned(), Arc::new(queue));
+        }
+        tracing::info!(
+            data = %data.display(),
+            topics = read(&broker.topics).len(),
+            queues = read(&broker.queues).len(),
+            "storage open"
+        );
+        Ok((broker, bootstrap))
+    }
+
+    /// The settings new partitions get unless a topic or queue says otherwise.
+    pub fn log_settings(&self) -> LogSettings {
+        LogSettings {
+            segment_bytes: self.config.segment_bytes,
+            retention_ms: None,
+            retention_bytes: None,
+            durability: self.config.durability,
+            flush_interval_ms: self.config.flush_interval_ms,
+        }
+    }
+
+    fn topics_dir(&self) -> PathBuf {
+        self.config.data_dir.join("topics")
+    }
+
+    fn queues_dir(&self) -> PathBuf {
+        self.config.data_dir.join("queues")
+    }
+
+    fn trash(&self) -> PathBuf {
+        self.config.data_dir.join("trash")
+    }
+
+    /// How many nodes can hold replicas (1 standalone).
+    pub fn node_count(&self) -> u32 {
+        1
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, spec: TopicSpec) -> Result<Arc<Topic>, ApiError> {
+        spec.validate(self.node_count())?;
+        let _admin = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if read(&self.topics).contains_key(&spec.name) {
+            return Err(ApiError::already_exists(format!(
+                "topic {:?} already exists",
+                spec.name
+            )));
+        }
+        let dir = self.topics_dir().join(&spec.name);
+        let topic = Topic::create(
+            &dir,
+            spec,
+            self.log_settings(),
+            self.config.idempotency_window_ms,
+        )
+        .map_err(|e| {
+            let _ = fsutil::remove_dir_via_trash(&dir, &self.trash());
+            ApiError::from(e)
+        })?;
+        let topic = Arc::new(topic);
+        write(&self.topics).insert(topic.name().to_owned(), Arc::clone(&topic));
+        Ok(topic)
+    }
+
+    /// A topic by name.
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
+        read(&self.topics)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("topic {name:?} does not exist")))
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        read(&self.topics).values().cloned().collect()
+    }
+
+    /// Deletes a topic with its subscriptions and files.
+    pub fn delete_topic(&self, name: &str) -> Result<(), ApiError> {
+        let _admin = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = write(&self.topics)
+            .remove(name)
+            .ok_or_else(|| ApiError::not_found(format!("topic {name:?} does not exist")))?;
+        if let Err(error) = topic.close() {
+            tracing::warn!(%error, topic = name, "closing a deleted topic failed");
+        }
+        fsutil::remove_dir_via_trash(topic.dir(), &self.trash()).map_err(ApiError::from)
+    }
+
+    /// Creates a queue.
+    pub fn create_queue(&self, spec: QueueSpec) -> Result<Arc<Queue>, ApiError> {
+        spec.validate(self.node_count())?;
+        let _admin = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if read(&self.queues).contains_key(&spec.name) {
+            return Err(ApiError::already_exists(format!(
+                "queue {:?} already exists",
+                spec.name
+            )));
+        }
+        let dir = self.queues_dir().join(&spec.name);
+        let queue = Queue::create(
+            &dir,
+            spec,
+            self.log_settings(),
+            self.config.idempotency_window_ms,
+        )
+        .map_err(|e| {
+            let _ = fsutil::remove_dir_via_trash(&dir, &self.trash());
+            ApiError::from(e)
+        })?;
+        let queue = Arc::new(queue);
+        write(&self.queues).insert(queue.name().to_owned(), Arc::clone(&queue));
+        Ok(queue)
+    }
+
+    /// A queue by name.
+    pub fn queue(&self, name: &str) -> Result<Arc<Queue>, ApiError> {
+        read(&self.queues)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("queue {name:?} does not exist")))
+    }
+
+    /// A queue by name, if it exists.
+    pub fn find_queue(&self, name: &str) -> Option<Arc<Queue>> {
+        read(&self.queues).get(name).cloned()
+    }
+
+    /// Every queue, by name.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        read(&self.queues).values().cloned().collect()
+    }
+
+    /// Deletes a queue and its files.
+    pub fn delete_queue(&self, name: &str) -> Result<(), ApiError> {
+        let _admin = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = write(&self.queues)
+            .remove(name)
+            .ok_or_else(|| ApiError::not_found(format!("queue {name:?} does not exist")))?;
+        if let Err(error) = queue.close() {
+            tracing::warn!(%error, queue = name, "closing a deleted queue failed");
+        }
+        fsutil::remove_dir_via_trash(queue.dir(), &self.trash()).map_err(ApiError::from)
+    }
+
+    /// Periodic work on every topic and queue: retention, interval flushes, queue
+    /// space reclamation. Failures are logged; the next round tries again.
+    pub fn maintain(&self) {
+        for topic in self.topics() {
+            if let Err(error) = topic.maintain() {
+                tracing::warn!(%error, topic = topic.name(), "maintenance failed");
+            }
+        }
+        for queue in self.queues() {
+            if let Err(error) = queue.maintain() {
+                tracing::warn!(%error, queue = queue.name(), "maintenance failed");
+            }
+        }
+    }
+
+    /// Runs [`Broker::maintain`] every `maintenance_interval_ms` until `stop` fires.
+    pub async fn run_maintenance(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let period = std::time::Duration::from_millis(self.config.maintenance_interval_ms);
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let broker = Arc::clone(&self);
+                    if tokio::task::spawn_blocking(move || broker.maintain()).await.is_err() {
+                        tracing::error!("maintenance task panicked");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Flushes and closes every log and cursor store, writing the clean-shutdown
+    /// markers.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        let mut first_error = None;
+        for topic in self.topics() {
+            if let Err(e) = topic.close() {
+                tracing::error!(error = %e, topic = topic.name(), "close failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        for queue in self.queues() {
+            if let Err(e) = queue.close() {
+                tracing::error!(error = %e, queue = queue.name(), "close failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+}
+
+/// The subdirectories of `dir` (none if it does not exist), sorted.
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(BrokerError::io(dir, e)),
+    };
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| BrokerError::io(dir, e))?.path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}

@@ -1,0 +1,361 @@
+//! A subscription: a named cursor over every partition of a topic. Each subscription
+//! sees every message; it pulls at its own pace and commits what it processed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::select_all;
+use log_engine::{CursorStore, Offset};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, BrokerError};
+use crate::fsutil;
+use crate::message::StoredMessage;
+use crate::partition::Partition;
+
+/// Where a new subscription starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// At the oldest message still stored.
+    #[default]
+    Earliest,
+    /// After the newest message: only what is produced from now on.
+    Latest,
+}
+
+/// Where a seek moves a subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeekTo {
+    /// To an offset, in one partition or in all.
+    Offset {
+        /// The partition; all when `None`.
+        partition: Option<u32>,
+        /// The offset.
+        offset: Offset,
+    },
+    /// To the oldest stored message of every partition.
+    Earliest,
+    /// To the end of every partition.
+    Latest,
+    /// To the first message at or after a time (ms since the epoch), per partition.
+    Timestamp(i64),
+}
+
+/// The settings kept in `subscription.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SubscriptionMeta {
+    name: String,
+    auto_commit: bool,
+    created_ms: i64,
+}
+
+/// The most bytes one pull reads from a partition per step.
+const READ_BYTES_MAX: usize = 4 << 20;
+/// Bytes read per message wanted, as a first guess of the read size.
+const READ_BYTES_PER_MESSAGE: usize = 512;
+
+/// Per-partition numbers of a subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// The partition.
+    pub partition: u32,
+    /// The committed offset: the next one to read after a restart.
+    pub committed: Offset,
+    /// The partition's end.
+    pub log_end_offset: Offset,
+    /// Messages between the committed offset and the end.
+    pub lag: u64,
+}
+
+#[derive(Debug)]
+struct Positions {
+    /// The next offset to pull, per partition.
+    next: Vec<Offset>,
+    /// The partition the next pull starts with, so all are served in turn.
+    first: usize,
+}
+
+/// One subscription.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Its name.
+    pub name: String,
+    /// Whether a pull commits the new positions.
+    pub auto_commit: bool,
+    dir: PathBuf,
+    partitions: Vec<Arc<Partition>>,
+    cursors: CursorStore,
+    positions: tokio::sync::Mutex<Positions>,
+}
+
+fn cursor_name(partition: usize) -> String {
+    format!("p{partition}")
+}
+
+impl Subscription {
+    /// Creates a subscription in `dir`, its positions at `start`, committed.
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        start: StartAt,
+        auto_commit: bool,
+        partitions: Vec<Arc<Partition>>,
+    ) -> Result<Subscription, BrokerError> {
+        fsutil::create_dir_all(dir)?;
+        let meta = SubscriptionMeta {
+            name: name.to_owned(),
+            auto_commit,
+            created_ms: crate::message::now_ms(),
+        };
+        let cursors = CursorStore::open(dir.join("cursors"))?;
+        for (i, p) in partitions.iter().enumerate() {
+            let offset = match start {
+                StartAt::Earliest => p.start(),
+                StartAt::Latest => p.end(),
+            };
+            cursors.commit(&cursor_name(i), offset)?;
+        }
+        cursors.flush()?;
+        let json =
+            serde_json::to_vec_pretty(&meta).map_err(|e| BrokerError::Config(e.to_string()))?;
+        fsutil::write_atomic(&dir.join("subscription.json"), &json, 0o644)?;
+        Self::from_parts(dir, meta, cursors, partitions)
+    }
+
+    /// Reopens a subscription; its positions are its committed offsets.
+    pub fn open(dir: &Path, partitions: Vec<Arc<Partition>>) -> Result<Subscription, BrokerError> {
+        let path = dir.join("subscription.json");
+        let meta: SubscriptionMeta = fsutil::read_json(&path)?.ok_or(BrokerError::BadMetadata {
+            path: path.clone(),
+            reason: "missing".into(),
+        })?;
+        let cursors = CursorStore::open(dir.join("cursors"))?;
+        Self::from_parts(dir, meta, cursors, partitions)
+    }
+
+    fn from_parts(
+        dir: &Path,
+        meta: SubscriptionMeta,
+        cursors: CursorStore,
+        partitions: Vec<Arc<Partition>>,
+    ) -> Result<Subscription, BrokerError> {
+        let next = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| cursors.get(&cursor_name(i)).map_or(p.start(), |c| c.offset))
+            .collect();
+        Ok(Subscription {
+            name: meta.name,
+            auto_commit: meta.auto_commit,
+            dir: dir.to_path_buf(),
+            partitions,
+            cursors,
+            positions: tokio::sync::Mutex::new(Positions { next, first: 0 }),
+        })
+    }
+
+    /// The subscription's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Returns up to `max` messages after the subscription's positions and moves the
+    /// positions past them. When there are none, waits up to `wait` for one to arrive
+    /// and returns as soon as it does.
+    pub async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<StoredMessage>, ApiError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let snapshot = {
+                let mut positions = self.positions.lock().await;
+                let messages = self.collect(&mut positions, max)?;
+                if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
+                    if self.auto_commit && !messages.is_empty() {
+                        self.commit_positions(&positions.next)?;
+                    }
+                    return Ok(messages);
+                }
+                positions.next.clone()
+            };
+            let waits = self
+                .partitions
+                .iter()
+                .zip(snapshot)
+                .map(|(p, next)| Box::pin(p.log.wait_for(next, p.read_bound())));
+            if tokio::time::timeout_at(deadline, select_all(waits))
+                .await
+                .is_err()
+            {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// Reads up to `max` messages, partitions in turn, and advances the positions.
+    fn collect(
+        &self,
+        positions: &mut Positions,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>, ApiError> {
+        let count = self.partitions.len();
+        let mut out = Vec::with_capacity(max.min(1024));
+        for step in 0..count {
+            let index = (positions.first + step) % count;
+            let (Some(partition), Some(next)) =
+                (self.partitions.get(index), positions.next.get_mut(index))
+            else {
+                continue;
+            };
+            read_partition(partition, next, max - out.len(), &mut out)?;
+            if out.len() >= max {
+                break;
+            }
+        }
+        positions.first = (positions.first + 1) % count.max(1);
+        Ok(out)
+    }
+
+    fn commit_positions(&self, next: &[Offset]) -> Result<(), ApiError> {
+        for (i, offset) in next.iter().enumerate() {
+            self.cursors
+                .commit(&cursor_name(i), *offset)
+                .map_err(ApiError::internal)?;
+        }
+        Ok(())
+    }
+
+    /// Commits offsets (the next offset to read, per partition) durably.
+    pub fn commit(&self, offsets: &[(u32, Offset)]) -> Result<(), ApiError> {
+        for (partition, offset) in offsets {
+            let p = self.partition(*partition)?;
+            if *offset > p.end() {
+                return Err(ApiError::bad_request(format!(
+                    "offset {offset} is past the end ({}) of partition {partition}",
+                    p.end()
+                )));
+            }
+        }
+        for (partition, offset) in offsets {
+            self.cursors
+                .commit(&cursor_name(*partition as usize), *offset)
+                .map_err(ApiError::internal)?;
+        }
+        self.cursors.flush().map_err(ApiError::internal)
+    }
+
+    fn partition(&self, id: u32) -> Result<&Arc<Partition>, ApiError> {
+        self.partitions.get(id as usize).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "partition {id} does not exist; the topic has {}",
+                self.partitions.len()
+            ))
+        })
+    }
+
+    /// Committed offsets, ends and lag per partition.
+    pub fn offsets(&self) -> Vec<PartitionOffsets> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let end = p.end();
+                let committed = self
+                    .cursors
+                    .get(&cursor_name(i))
+                    .map_or(p.start(), |c| c.offset)
+                    .max(p.start());
+                PartitionOffsets {
+                    partition: i as u32,
+                    committed,
+                    log_end_offset: end,
+                    lag: end.0.saturating_sub(committed.0),
+                }
+            })
+            .collect()
+    }
+
+    /// The total lag over all partitions.
+    pub fn lag(&self) -> u64 {
+        self.offsets().iter().map(|o| o.lag).sum()
+    }
+
+    /// Moves the positions and commits them, so the move survives a restart.
+    pub async fn seek(&self, to: SeekTo) -> Result<(), ApiError> {
+        let mut positions = self.positions.lock().await;
+        let mut next = positions.next.clone();
+        for (i, p) in self.partitions.iter().enumerate() {
+            let target = match to {
+                SeekTo::Earliest => p.start(),
+                SeekTo::Latest => p.end(),
+                SeekTo::Offset { partition, offset } => {
+                    if partition.is_some_and(|id| id as usize != i) {
+                        continue;
+                    }
+                    offset.clamp(p.start(), p.end())
+                }
+                SeekTo::Timestamp(ts) => p.log.offset_for_timestamp(ts)?.unwrap_or(p.end()),
+            };
+            if let Some(slot) = next.get_mut(i) {
+                *slot = target;
+            }
+        }
+        if let SeekTo::Offset {
+            partition: Some(id),
+            ..
+        } = to
+        {
+            self.partition(id)?;
+        }
+        self.commit_positions(&next)?;
+        self.cursors.flush().map_err(ApiError::internal)?;
+        positions.next = next;
+        Ok(())
+    }
+
+    /// Flushes and closes the cursor store.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        self.cursors.close()?;
+        Ok(())
+    }
+
+    /// Flushes auto-committed positions to disk.
+    pub fn flush(&self) -> Result<(), BrokerError> {
+        self.cursors.flush()?;
+        Ok(())
+    }
+}
+
+/// Reads up to `max` messages of one partition from `*next`, advancing it.
+fn read_partition(
+    partition: &Partition,
+    next: &mut Offset,
+    max: usize,
+    out: &mut Vec<StoredMessage>,
+) -> Result<(), ApiError> {
+    let mut taken = 0;
+    if *next < partition.start() {
+        *next = partition.start();
+    }
+    let bound = partition.read_bound();
+    while taken < max && *next < partition.log.watermark(bound) {
+        let bytes = (max - taken)
+            .saturating_mul(READ_BYTES_PER_MESSAGE)
+            .clamp(16 << 10, READ_BYTES_MAX);
+        let read = partition.log.read(*next, bytes, bound)?;
+        let before = *next;
+        for record in read.records() {
+            let record = record.map_err(ApiError::internal)?;
+            if taken >= max {
+                break;
+            }
+            out.push(StoredMessage::from_record(partition.id, &record));
+            *next = Offset(record.offset.0 + 1);
+            taken += 1;
+        }
+        if *next == before {
+            break;
+        }
+    }
+    Ok(())
+}

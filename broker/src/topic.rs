@@ -1,0 +1,385 @@
+//! Topics: partitioned logs with publish/subscribe delivery.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use futures_util::future::try_join_all;
+use log_engine::Offset;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Durability;
+use crate::error::{ApiError, BrokerError};
+use crate::fsutil;
+use crate::idempotency::{IdempotencyWindow, Placement};
+use crate::message::{self, NewMessage};
+use crate::names;
+use crate::partition::{LogSettings, Partition};
+use crate::partitioner::partition_for_key;
+use crate::subscription::{StartAt, Subscription};
+
+/// The most partitions a topic or queue may have.
+pub const PARTITIONS_MAX: u32 = 1024;
+
+/// A topic's settings, as created and as kept in `topic.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSpec {
+    /// The name.
+    pub name: String,
+    /// The number of partitions.
+    pub partitions: u32,
+    /// Copies of each partition (1 standalone).
+    pub replication_factor: u32,
+    /// Retention by age.
+    pub retention_ms: Option<u64>,
+    /// Retention by size, per partition.
+    pub retention_bytes: Option<u64>,
+    /// When produces are answered.
+    pub durability: Durability,
+}
+
+impl TopicSpec {
+    /// Checks the settings.
+    pub fn validate(&self, nodes: u32) -> Result<(), ApiError> {
+        names::validate("topic", &self.name)?;
+        if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
+            return Err(ApiError::bad_request(format!(
+                "partitions must be between 1 and {PARTITIONS_MAX}"
+            )));
+        }
+        if self.replication_factor == 0 || self.replication_factor > nodes {
+            return Err(ApiError::bad_request(format!(
+                "replication_factor {} is not possible with {nodes} node(s)",
+                self.replication_factor
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How long a produce waits, as the request's `acks` says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Acks {
+    /// After every in-sync replica has the messages (standalone: as `leader`).
+    #[default]
+    All,
+    /// After the leader stored them as the topic's durability says.
+    Leader,
+    /// After the leader wrote them, without waiting for an fsync.
+    None,
+}
+
+/// A topic.
+#[derive(Debug)]
+pub struct Topic {
+    /// Its settings.
+    pub spec: TopicSpec,
+    dir: PathBuf,
+    partitions: Vec<Arc<Partition>>,
+    subscriptions: RwLock<BTreeMap<String, Arc<Subscription>>>,
+    /// Spreads messages without a key over the partitions.
+    next_keyless: AtomicU64,
+    idempotency: IdempotencyWindow,
+}
+
+impl Topic {
+    /// Creates the topic's directory and partitions.
+    pub fn create(
+        dir: &Path,
+        spec: TopicSpec,
+        defaults: LogSettings,
+        idempotency_window_ms: u64,
+    ) -> Result<Topic, BrokerError> {
+        fsutil::create_dir_all(dir)?;
+        let json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| BrokerError::Config(e.to_string()))?;
+        let topic = Self::open_partitions(dir, spec, defaults, idempotency_window_ms)?;
+        fsutil::write_atomic(&dir.join("topic.json"), &json, 0o644)?;
+        Ok(topic)
+    }
+
+    /// Opens a topic from its directory, with its subscriptions.
+    pub fn open(
+        dir: &Path,
+        defaults: LogSettings,
+        idempotency_window_ms: u64,
+    ) -> Result<Topic, BrokerError> {
+        let path = dir.join("topic.json");
+        let spec: TopicSpec =
+            fsutil::read_json(&path)?.ok_or_else(|| BrokerError::BadMetadata {
+                path: path.clone(),
+                reason: "missing".into(),
+            })?;
+        let topic = Self::open_partitions(dir, spec, defaults, idempotency_window_ms)?;
+        let subs_dir = dir.join("subscriptions");
+        if subs_dir.exists() {
+            let entries =
+                std::fs::read_dir(&subs_dir).map_err(|e| BrokerError::io(&subs_dir, e))?;
+            let mut subs = BTreeMap::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| BrokerError::io(&subs_dir, e))?;
+                let sub = Subscription::open(&entry.path(), topic.partitions.clone())?;
+                subs.insert(sub.name.clone(), Arc::new(sub));
+            }
+            *topic.subscriptions_mut() = subs;
+        }
+        topic.rebuild_idempotency();
+        Ok(topic)
+    }
+
+    fn open_partitions(
+        dir: &Path,
+        spec: TopicSpec,
+        defaults: LogSettings,
+        idempotency_window_ms: u64,
+    ) -> Result<Topic, BrokerError> {
+        let settings = LogSettings {
+            retention_ms: spec.retention_ms,
+            retention_bytes: spec.retention_bytes,
+            durability: spec.durability,
+            ..defaults
+        };
+        let partitions = (0..spec.partitions)
+            .map(|p| Partition::open(&dir.join(p.to_string()), p, settings).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Topic {
+            spec,
+            dir: dir.to_path_buf(),
+            partitions,
+            subscriptions: RwLock::new(BTreeMap::new()),
+            next_keyless: AtomicU64::new(0),
+            idempotency: IdempotencyWindow::new(idempotency_window_ms),
+        })
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The partitions.
+    pub fn partitions(&self) -> &[Arc<Partition>] {
+        &self.partitions
+    }
+
+    /// The topic's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The partition a message goes to: by key hash, or in turn without a key.
+    pub fn route(&self, key: Option<&str>) -> u32 {
+        let count = self.partitions.len() as u32;
+        match key {
+            Some(key) => partition_for_key(key.as_bytes(), count),
+            None => {
+                (self.next_keyless.fetch_add(1, Ordering::Relaxed) % u64::from(count.max(1))) as u32
+            }
+        }
+    }
+
+    /// Appends messages, each to the partition its key picks, and returns each one's
+    /// (partition, offset) in request order. With an idempotency key seen within the
+    /// window, appends nothing and returns the first answer.
+    pub async fn produce(
+        &self,
+        messages: &[NewMessage],
+        acks: Acks,
+        idempotency_key: Option<&str>,
+    ) -> Result<Arc<Placement>, ApiError> {
+        if messages.is_empty() {
+            return Err(ApiError::bad_request("messages must not be empty"));
+        }
+        for m in messages {
+            m.validate()?;
+        }
+        self.idempotency
+            .run(idempotency_key, || {
+                self.append(messages, acks, idempotency_key)
+            })
+            .await
+    }
+
+    async fn append(
+        &self,
+        messages: &[NewMessage],
+        acks: Acks,
+        idempotency_key: Option<&str>,
+    ) -> Result<Placement, ApiError> {
+        let mut routed: Vec<Vec<(usize, &NewMessage)>> = vec![Vec::new(); self.partitions.len()];
+        for (i, m) in messages.iter().enumerate() {
+            let p = self.route(m.key.as_deref()) as usize;
+            if let Some(slot) = routed.get_mut(p) {
+                slot.push((i, m));
+            }
+        }
+        let now = message::now_ms();
+        let appends = routed
+            .iter()
+            .enumerate()
+            .filter(|(_, msgs)| !msgs.is_empty())
+            .map(|(p, msgs)| async move {
+                let partition = self
+                    .partitions
+                    .get(p)
+                    .ok_or_else(|| ApiError::internal("routed to a missing partition"))?;
+                let batch = message::encode_batch(msgs.iter().copied(), idempotency_key, &[], now)?;
+                let info = partition.append(batch, acks != Acks::None).await?;
+                Ok::<_, ApiError>((p as u32, info.base_offset, msgs))
+            });
+        let mut placement = vec![(0u32, Offset(0)); messages.len()];
+        for (p, base, msgs) in try_join_all(appends).await? {
+            for (j, (i, _)) in msgs.iter().enumerate() {
+                if let Some(slot) = placement.get_mut(*i) {
+                    *slot = (p, Offset(base.0 + j as u64));
+                }
+            }
+        }
+        Ok(placement)
+    }
+
+    /// Rebuilds the idempotency window from the recent tail of each partition.
+    fn rebuild_idempotency(&self) {
+        let since = message::now_ms() - self.idempotency.window_ms();
+        rebuild_window(&self.idempotency, &self.partitions, since);
+    }
+
+    fn subscriptions_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Subscription>>> {
+        self.subscriptions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn subscriptions_read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Subscription>>> {
+        self.subscriptions.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a subscription.
+    pub fn subscribe(
+        &self,
+        name: &str,
+        start: StartAt,
+        auto_commit: bool,
+    ) -> Result<Arc<Subscription>, ApiError> {
+        names::validate("subscription", name)?;
+        let mut subs = self.subscriptions_mut();
+        if subs.contains_key(name) {
+            return Err(ApiError::already_exists(format!(
+                "subscription {name:?} already exists on topic {:?}",
+                self.name()
+            )));
+        }
+        let dir = self.dir.join("subscriptions").join(name);
+        let sub = Arc::new(Subscription::create(
+            &dir,
+            name,
+            start,
+            auto_commit,
+            self.partitions.clone(),
+        )?);
+        subs.insert(name.to_owned(), Arc::clone(&sub));
+        Ok(sub)
+    }
+
+    /// A subscription by name.
+    pub fn subscription(&self, name: &str) -> Result<Arc<Subscription>, ApiError> {
+        self.subscriptions_read().get(name).cloned().ok_or_else(|| {
+            ApiError::not_found(format!(
+                "topic {:?} has no subscription {name:?}",
+                self.name()
+            ))
+        })
+    }
+
+    /// All subscriptions, by name.
+    pub fn subscriptions(&self) -> Vec<Arc<Subscription>> {
+        self.subscriptions_read().values().cloned().collect()
+    }
+
+    /// Deletes a subscription and its files.
+    pub fn unsubscribe(&self, name: &str, trash: &Path) -> Result<(), ApiError> {
+        let sub = self.subscriptions_mut().remove(name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "topic {:?} has no subscription {name:?}",
+                self.name()
+            ))
+        })?;
+        sub.close().map_err(ApiError::internal)?;
+        fsutil::remove_dir_via_trash(sub.dir(), trash).map_err(ApiError::internal)
+    }
+
+    /// Closes every log and cursor store cleanly.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        for sub in self.subscriptions() {
+            sub.close()?;
+        }
+        for p in &self.partitions {
+            p.log.close()?;
+        }
+        Ok(())
+    }
+
+    /// Periodic work: retention, interval flushes, auto-commit flushes.
+    pub fn maintain(&self) -> Result<(), BrokerError> {
+        for p in &self.partitions {
+            p.log.flush_if_due()?;
+            p.log.apply_retention()?;
+        }
+        for sub in self.subscriptions() {
+            if sub.auto_commit {
+                sub.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The most bytes of each partition's tail scanned to rebuild an idempotency window.
+pub const IDEMPOTENCY_SCAN_BYTES_MAX: u64 = 64 << 20;
+
+/// Fills `window` with the idempotency keys found in the partitions' records newer
+/// than `since_ms`, scanning at most [`IDEMPOTENCY_SCAN_BYTES_MAX`] per partition.
+pub fn rebuild_window(window: &IdempotencyWindow, partitions: &[Arc<Partition>], since_ms: i64) {
+    /// Per key: (message index, partition, offset) of each message, and the newest
+    /// timestamp among them.
+    type Found = BTreeMap<String, (Vec<(usize, u32, Offset)>, i64)>;
+    let mut found = Found::new();
+    for partition in partitions {
+        let log = &partition.log;
+        let Ok(Some(mut from)) = log.offset_for_timestamp(since_ms) else {
+            continue;
+        };
+        let mut scanned = 0u64;
+        while from < log.log_end_offset() && scanned < IDEMPOTENCY_SCAN_BYTES_MAX {
+            let Ok(read) = log.read(from, 1 << 20, log_engine::ReadBound::LogEnd) else {
+                break;
+            };
+            scanned += read.bytes().len() as u64;
+            for record in read.records().flatten() {
+                if let Some((index, key)) =
+                    message::reserved_header(&record, message::IDEMPOTENCY_HEADER)
+                        .and_then(message::parse_idempotency)
+                {
+                    let entry = found.entry(key.to_owned()).or_default();
+                    entry.0.push((index, partition.id, record.offset));
+                    entry.1 = entry.1.max(record.timestamp);
+                }
+            }
+            if read.next_offset() <= from {
+                break;
+            }
+            from = read.next_offset();
+        }
+    }
+    for (key, (mut parts, at)) in found {
+        parts.sort_unstable();
+        let placement: Placement = parts.into_iter().map(|(_, p, o)| (p, o)).collect();
+        window.remember_at(&key, Arc::new(placement), at);
+    }
+}
