@@ -3,9 +3,11 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fsutil;
+pub mod http;
 pub mod idempotency;
 pub mod message;
 pub mod names;
@@ -13,5 +15,6 @@ pub mod partition;
 pub mod partitioner;
 pub mod queue;
 pub mod registry;
+pub mod server;
 pub mod subscription;
 pub mod topic;

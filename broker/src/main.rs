@@ -1,3 +1,5 @@
-//! The `broker` binary.
+//! The `broker` binary: see `broker --help`.
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    broker::cli::main()
+}

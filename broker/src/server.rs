@@ -1,0 +1,107 @@
+//! The `broker serve` process: opens storage, serves HTTP, runs maintenance, and
+//! shuts down gracefully on SIGINT or SIGTERM (flushing logs and cursors and writing
+//! the clean-shutdown markers).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::registry::Broker;
+
+/// Open files a broker may need: several per partition and subscription.
+const OPEN_FILES_WANTED: u64 = 1 << 20;
+
+/// Runs the broker on an already bound listener until `shutdown` completes, then
+/// closes storage cleanly. Tests bind port 0 and pass the listener in.
+pub async fn run(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BrokerError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let maintenance = tokio::spawn(Arc::clone(&broker).run_maintenance(stop_rx));
+    let app = crate::http::router(Arc::clone(&broker));
+    let local = listener.local_addr().map_err(|e| BrokerError::io("listener", e))?;
+    tracing::info!(%local, "serving REST");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| BrokerError::io("http server", e))?;
+    let _ = stop_tx.send(true);
+    let _ = maintenance.await;
+    let closing = Arc::clone(&broker);
+    tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .map_err(|e| BrokerError::Config(format!("shutdown task failed: {e}")))??;
+    tracing::info!("storage closed cleanly");
+    Ok(())
+}
+
+/// `broker serve`: opens the data directory, prints the first admin password if it
+/// made one, binds the listen address and serves until SIGINT or SIGTERM.
+pub async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+    raise_open_files_limit();
+    let listen = config.listen;
+    let (broker, bootstrap) = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    if let Some(password) = bootstrap.created_admin_password {
+        println!(
+            "Created user `admin` with password: {password}\n\
+             It is shown only this once; change it with `broker user passwd admin`."
+        );
+    }
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    println!("broker listening on http://{}", listener.local_addr()?);
+    run(listener, Arc::new(broker), shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the broker");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutting down");
+}
+
+/// Raises the soft limit of open files towards the hard limit: each partition keeps
+/// a few files open, and thousands of topics are normal.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            let wanted = OPEN_FILES_WANTED.min(limit.rlim_max);
+            if limit.rlim_cur < wanted {
+                limit.rlim_cur = wanted;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    tracing::warn!("could not raise the open files limit");
+                }
+            }
+        }
+    }
+}
