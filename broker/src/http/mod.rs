@@ -7,6 +7,8 @@ use axum::routing::get;
 
 use crate::registry::Broker;
 
+pub mod extract;
+
 /// The router for every endpoint of the REST API.
 pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
