@@ -226,8 +226,12 @@ impl Broker {
     }
 
     /// Periodic work on every topic and queue: retention, interval flushes, queue
-    /// space reclamation. Failures are logged; the next round tries again.
+    /// space reclamation; and a reload of the users file when `broker user ...`
+    /// changed it. Failures are logged; the next round tries again.
     pub fn maintain(&self) {
+        if let Err(error) = self.auth.reload_if_changed() {
+            tracing::warn!(%error, "the users file changed but cannot be loaded");
+        }
         for topic in self.topics() {
             if let Err(error) = topic.maintain() {
                 tracing::warn!(%error, topic = topic.name(), "maintenance failed");

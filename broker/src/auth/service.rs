@@ -5,6 +5,12 @@
 //! a read lock held for a pointer copy. Changes are serialized by a mutex: each
 //! edits a copy of the table, writes it to disk, and only then publishes it, so a
 //! change is durable before anyone sees it and a failed write changes nothing.
+//!
+//! Another process may change the users file too (`broker user add` on a running
+//! broker's data directory). [`Auth::reload_if_changed`], called by the broker's
+//! maintenance every second, notices that with one `stat` and loads the new file;
+//! and every change first reloads a file changed behind its back, so that it edits
+//! the newest table rather than undoing the other process's change.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,7 +21,7 @@ use super::config::AuthConfig;
 use super::password;
 use super::random::CryptoError;
 use super::secret::SigningSecret;
-use super::store::{self, USERS_FILE_NAME};
+use super::store::{self, FileStamp, USERS_FILE_NAME};
 use super::token::{self, Claims, TOKEN_TYPE, Token, TokenKeys};
 use super::users::{User, UserInfo, UserTable};
 use crate::error::{ApiError, BrokerError};
@@ -33,8 +39,9 @@ pub struct Auth {
     users_path: PathBuf,
     /// The current user table; replaced whole after each persisted change.
     users: RwLock<Arc<UserTable>>,
-    /// Held by a change from reading the table to publishing the new one.
-    change: Mutex<()>,
+    /// Held by a change (or a reload) from reading the table to publishing the new
+    /// one; it also guards what is known of the file on disk.
+    change: Mutex<FileState>,
     /// Signs and checks tokens.
     keys: TokenKeys,
     /// Lifetime of new tokens.
@@ -46,6 +53,20 @@ pub struct Auth {
     /// A hash checked against when the user name is unknown, so that a login
     /// takes as long whether or not the name exists. Made on first need.
     decoy_hash: OnceLock<Option<String>>,
+}
+
+/// What the user table reflects of the users file on disk.
+#[derive(Debug, Default)]
+struct FileState {
+    /// The version of the file the table was loaded from (`None`: there was none).
+    /// A version written by this process is not recorded: the next check reloads
+    /// it once, which is cheap and cannot miss a write by another process that
+    /// lands just after ours.
+    loaded: Option<FileStamp>,
+    /// The last version that could not be loaded and was reported (the inner
+    /// `None`: the file was missing), so that a damaged file is reported once
+    /// rather than on every check.
+    refused: Option<Option<FileStamp>>,
 }
 
 /// What opening did that the caller must tell the operator.
@@ -84,14 +105,24 @@ impl Auth {
         std::fs::create_dir_all(data_dir).map_err(|e| BrokerError::io(data_dir, e))?;
         let secret = SigningSecret::resolve(data_dir, config.jwt_secret.as_deref())?;
         let users_path = data_dir.join(USERS_FILE_NAME);
+        // Stamped before reading: a write in between shows as a change, and the
+        // next check loads it. A bootstrap stamps the file it has just written.
+        let mut loaded = store::stamp(&users_path)?;
         let (table, bootstrap) = match store::load(&users_path)? {
             Some(table) if !table.is_empty() => (table, Bootstrap::default()),
-            found => bootstrap_admin(&users_path, config, found.is_some())?,
+            found => {
+                let made = bootstrap_admin(&users_path, config, found.is_some())?;
+                loaded = store::stamp(&users_path)?;
+                made
+            }
         };
         let auth = Auth {
             users_path,
             users: RwLock::new(Arc::new(table)),
-            change: Mutex::new(()),
+            change: Mutex::new(FileState {
+                loaded,
+                refused: None,
+            }),
             keys: TokenKeys::new(secret.bytes()),
             token_ttl_secs: config.token_ttl_secs,
             fingerprint: secret.fingerprint(),
@@ -254,6 +285,57 @@ impl Auth {
         self.change(|table| table.revoke(user, grant))
     }
 
+    /// Loads the users file again when another process changed it since it was
+    /// last loaded (one `stat` when it did not): `Ok(true)` when it reloaded.
+    ///
+    /// A file that cannot be loaded (damaged, emptied of users, or removed) leaves
+    /// the users in memory as they are; that version of the file is reported as an
+    /// `Err` once, and later calls return `Ok(false)` until the file changes again.
+    /// Costs no argon2 work: call it from a blocking thread all the same, as it
+    /// reads a file.
+    pub fn reload_if_changed(&self) -> Result<bool, BrokerError> {
+        let mut state = self.change.lock().unwrap_or_else(PoisonError::into_inner);
+        let stamp = store::stamp(&self.users_path)?;
+        if stamp == state.loaded || state.refused == Some(stamp) {
+            return Ok(false);
+        }
+        match self.reload(&mut state, stamp) {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                state.refused = Some(stamp);
+                Err(error)
+            }
+        }
+    }
+
+    /// Loads the users file as the version `stamp` and publishes its table.
+    fn reload(&self, state: &mut FileState, stamp: Option<FileStamp>) -> Result<(), BrokerError> {
+        let keeping = "the broker keeps the users it had";
+        let bad = |reason: String| BrokerError::BadMetadata {
+            path: self.users_path.clone(),
+            reason,
+        };
+        let table = match store::load(&self.users_path)? {
+            Some(table) if !table.is_empty() => table,
+            Some(_) => return Err(bad(format!("the file holds no users; {keeping}"))),
+            None => {
+                return Err(bad(format!(
+                    "the file is gone; {keeping} and writes them again on the next change"
+                )));
+            }
+        };
+        let count = table.iter().count();
+        *self.users.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        state.loaded = stamp;
+        state.refused = None;
+        tracing::info!(
+            path = %self.users_path.display(),
+            users = count,
+            "reloaded the users file, which another process changed"
+        );
+        Ok(())
+    }
+
     /// A short, non-secret name of the token signing key (`sha256:` and 16 hex
     /// digits), for logs: two nodes accept each other's tokens exactly when their
     /// fingerprints are equal.
@@ -278,8 +360,16 @@ impl Auth {
         &self,
         edit: impl FnOnce(&mut UserTable) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        // The guard protects no data of its own, so a poisoned one is fine to take.
-        let _serialized = self.change.lock().unwrap_or_else(PoisonError::into_inner);
+        // The guard's data is only a cache of file stamps, so a poisoned one is fine
+        // to take.
+        let mut state = self.change.lock().unwrap_or_else(PoisonError::into_inner);
+        // Build on the newest file: a change made by another process since the
+        // last load must not be undone by writing our older table over it. A
+        // missing file is written anew from the table in memory.
+        let stamp = store::stamp(&self.users_path).map_err(ApiError::internal)?;
+        if stamp.is_some() && stamp != state.loaded {
+            self.reload(&mut state, stamp).map_err(ApiError::internal)?;
+        }
         let mut next = UserTable::clone(&self.snapshot());
         let outcome = edit(&mut next)?;
         store::save(&self.users_path, &next)?;

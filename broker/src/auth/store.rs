@@ -21,6 +21,7 @@
 //! patterns, no duplicates), so a hand-edited or damaged file is refused at start
 //! with a message naming the file and the problem, rather than misbehaving later.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,35 @@ pub(crate) fn load(path: &Path) -> Result<Option<UserTable>, BrokerError> {
             path: path.to_owned(),
             reason,
         })
+}
+
+/// What identifies one version of the users file without reading it: every write
+/// replaces the file by a rename (a new inode) and changes its times, so two
+/// versions never share a stamp in practice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    /// The file's inode number.
+    inode: u64,
+    /// Its length in bytes.
+    len: u64,
+    /// Its modification time, seconds and nanoseconds since the epoch.
+    modified: (i64, i64),
+    /// Its status change time, seconds and nanoseconds since the epoch.
+    changed: (i64, i64),
+}
+
+/// The stamp of the file at `path` (one `stat`); `None` when it does not exist.
+pub(crate) fn stamp(path: &Path) -> Result<Option<FileStamp>, BrokerError> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(Some(FileStamp {
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(BrokerError::io(path, e)),
+    }
 }
 
 /// Replaces the users file at `path` with `table`.

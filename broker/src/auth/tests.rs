@@ -474,3 +474,74 @@ fn concurrent_changes_are_all_kept() -> TestResult {
     assert_eq!(open(dir.path()).user("bob").unwrap().grants.len(), 8);
     Ok(())
 }
+
+#[test]
+fn another_processes_changes_are_reloaded() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = open(dir.path());
+    assert!(!server.reload_if_changed()?, "nothing changed since open");
+    let operator = open(dir.path());
+    operator.add_user("bob", "bob's password", false)?;
+    assert_eq!(server.user("bob"), None);
+    assert!(server.reload_if_changed()?);
+    assert!(server.user("bob").is_some());
+    assert!(server.issue_token("bob", "bob's password").is_ok());
+    assert!(!server.reload_if_changed()?, "one reload per change");
+    operator.remove_user("bob")?;
+    assert!(server.reload_if_changed()?);
+    assert_eq!(server.user("bob"), None);
+    Ok(())
+}
+
+#[test]
+fn a_change_builds_on_the_file_another_process_changed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = open(dir.path());
+    let operator = open(dir.path());
+    operator.add_user("bob", "pw", false)?;
+    // No reload in between: the change itself must see bob.
+    server.add_user("carol", "pw", false)?;
+    let names: Vec<String> = open(dir.path())
+        .users()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["admin", "bob", "carol"]);
+    Ok(())
+}
+
+#[test]
+fn a_damaged_file_is_reported_once_and_the_users_stay() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = open(dir.path());
+    let path = dir.path().join(USERS_FILE_NAME);
+    let good = fs::read(&path)?;
+    fs::write(&path, b"{\"version\": 1, \"users\": [")?;
+    let error = server.reload_if_changed().unwrap_err();
+    assert!(matches!(error, BrokerError::BadMetadata { .. }), "{error}");
+    assert!(!server.reload_if_changed()?, "reported once");
+    assert!(
+        server
+            .issue_token(BOOTSTRAP_ADMIN_NAME, ADMIN_PASSWORD)
+            .is_ok()
+    );
+    assert!(
+        server.add_user("bob", "pw", false).is_err(),
+        "a change must not overwrite a file it cannot read"
+    );
+    fs::remove_file(&path)?;
+    assert!(
+        server.reload_if_changed().is_err(),
+        "a missing file is reported"
+    );
+    assert!(!server.reload_if_changed()?);
+    server.add_user("bob", "pw", false)?;
+    assert!(
+        open(dir.path()).user("bob").is_some(),
+        "the change wrote the file anew"
+    );
+    fs::write(&path, good)?;
+    assert!(server.reload_if_changed()?);
+    assert_eq!(server.user("bob"), None, "the file as written wins");
+    Ok(())
+}
