@@ -113,6 +113,12 @@ impl Broker {
         self.config.data_dir.join("trash")
     }
 
+    /// Where deletes move directories before removing them (emptied on start); what
+    /// [`Topic::unsubscribe`] takes.
+    pub fn trash_dir(&self) -> PathBuf {
+        self.trash()
+    }
+
     /// How many nodes can hold replicas (1 standalone).
     pub fn node_count(&self) -> u32 {
         1

@@ -1,19 +1,22 @@
-//! Extractors shared by every handler: the authenticated caller, JSON bodies and
-//! query strings whose rejections become the API's 400/413 error bodies.
+//! Extractors shared by every handler: the authenticated caller, path names, JSON
+//! bodies, query strings and the `Idempotency-Key` header, whose rejections become the
+//! API's 400/401/413 error bodies (never axum's plain-text ones).
 
-use std::sync::Arc;
-
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use crate::auth::{Action, Principal, Resource, bearer_token};
 use crate::error::{ApiError, ErrorCode};
+use crate::idempotency::IdempotencyWindow;
 use crate::registry::Broker;
 
-/// The state every handler gets.
-pub type AppState = Arc<Broker>;
+/// The request header that makes a produce or send idempotent.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// The authenticated caller: a handler that takes one cannot run without a valid
 /// bearer token.
@@ -23,13 +26,13 @@ pub struct Caller(pub Principal);
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, broker: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let header = parts
             .headers
-            .get(axum::http::header::AUTHORIZATION)
+            .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"));
         let token = bearer_token(header)?;
-        broker.auth.verify(token).map(Caller)
+        app.broker.auth.verify(token).map(Caller)
     }
 }
 
@@ -43,6 +46,42 @@ impl Caller {
     ) -> Result<(), ApiError> {
         broker.auth.authorize(&self.0, action, resource)
     }
+
+    /// Checks that the caller has some right on `resource`, so may describe it (403
+    /// when not). Asked before the resource is looked up, so that a caller cannot
+    /// learn which names exist outside their rights.
+    pub fn require_visible(&self, broker: &Broker, resource: Resource<'_>) -> Result<(), ApiError> {
+        if broker.auth.can_see(&self.0, resource) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "user {:?} has no right on {resource}",
+            self.0.name
+        )))
+    }
+}
+
+/// Path parameters; a parameter that is not valid percent-encoded UTF-8 is a 400.
+/// Names are checked by the handler (`names::validate`) before any lookup.
+#[derive(Debug, Clone)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(path_rejection(rejection)),
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    if rejection.status().is_server_error() {
+        return ApiError::internal(rejection.body_text());
+    }
+    ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))
 }
 
 /// A JSON body; a malformed one is a 400 that says what is wrong, an oversized one a
@@ -61,35 +100,87 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// A JSON body that may be left out: an empty body (or only whitespace) stands for
+/// `T::default()`, for requests whose fields are all optional (receive, redrive).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonOrEmpty<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for JsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = json_content_type(req.headers());
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonOrEmpty(T::default()));
+        }
+        if !is_json {
+            return Err(not_json());
+        }
+        axum::Json::<T>::from_bytes(&bytes)
+            .map(|axum::Json(value)| JsonOrEmpty(value))
+            .map_err(json_rejection)
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json`, or
+/// `application/<something>+json`), parameters such as `charset` allowed.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.strip_prefix("application/") {
+        Some(subtype) => subtype == "json" || subtype.ends_with("+json"),
+        None => false,
+    }
+}
+
+fn not_json() -> ApiError {
+    ApiError::bad_request("the body must be JSON, with Content-Type: application/json")
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        "the request body is larger than the limit",
+    )
+}
+
+/// A failure to read the body: 413 when it is over the limit, else 400.
+pub fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large()
+    } else {
+        ApiError::bad_request(format!(
+            "the request body could not be read: {}",
+            rejection.body_text()
+        ))
+    }
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::BytesRejection(inner)
-            if inner.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-        {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                "the request body is larger than the limit",
-            )
-        }
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::bad_request("the body must be JSON, with Content-Type: application/json")
-        }
+        JsonRejection::BytesRejection(inner) => bytes_rejection(inner),
+        JsonRejection::MissingJsonContentType(_) => not_json(),
         JsonRejection::JsonSyntaxError(e) => {
             ApiError::bad_request(format!("malformed JSON: {}", e.body_text()))
         }
         JsonRejection::JsonDataError(e) => {
             ApiError::bad_request(format!("invalid request body: {}", e.body_text()))
         }
-        other => {
-            if other.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    "the request body is larger than the limit",
-                )
-            } else {
-                ApiError::bad_request(other.body_text())
-            }
-        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        other => ApiError::bad_request(other.body_text()),
     }
 }
 
@@ -110,4 +201,46 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
 fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::bad_request(format!("invalid query string: {}", rejection.body_text()))
+}
+
+/// The optional `Idempotency-Key` header, checked: 1 to 256 printable characters,
+/// else a 400.
+#[derive(Debug, Clone, Default)]
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY_HEADER) else {
+            return Ok(IdempotencyKey(None));
+        };
+        let key = value.to_str().map_err(|_| {
+            ApiError::bad_request("Idempotency-Key must be printable ASCII characters")
+        })?;
+        IdempotencyWindow::validate_key(key)?;
+        Ok(IdempotencyKey(Some(key.to_owned())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let mut headers = HeaderMap::new();
+        assert!(!json_content_type(&headers));
+        for (value, json) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("Application/JSON", true),
+            ("application/cloudevents+json", true),
+            ("text/json", false),
+            ("application/x-www-form-urlencoded", false),
+        ] {
+            headers.insert(header::CONTENT_TYPE, value.parse().unwrap());
+            assert_eq!(json_content_type(&headers), json, "{value}");
+        }
+    }
 }

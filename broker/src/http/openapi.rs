@@ -1,0 +1,104 @@
+//! The OpenAPI document served at `/openapi.json`, generated with utoipa from the
+//! handlers' `#[utoipa::path]` attributes. The router takes each route's method and
+//! path from the same attributes (see `super::Routes`), and a test checks that the
+//! routed operations and the documented ones are the same set, so the document
+//! cannot drift from the code.
+
+use std::sync::OnceLock;
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{auth_routes, body, cluster, ops, queues, subscriptions, topics};
+use crate::error::{ErrorBody, ErrorDetail};
+
+/// The name of the bearer security scheme in the document.
+pub const BEARER_SCHEME: &str = "bearer";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mom broker REST API",
+        description = "Topics (publish/subscribe) and queues (competing consumers) over \
+            REST with JWT bearer tokens. Errors are `{\"error\": {\"code\", \"message\"}}` \
+            with a stable snake_case code: bad_request 400, unauthorized 401, forbidden 403, \
+            not_found 404, method_not_allowed 405, already_exists 409, payload_too_large \
+            413, internal 500, not_enough_replicas 503, unavailable 503, timeout 504."
+    ),
+    paths(
+        auth_routes::issue_token,
+        topics::create_topic,
+        topics::list_topics,
+        topics::get_topic,
+        topics::delete_topic,
+        topics::produce,
+        subscriptions::create_subscription,
+        subscriptions::list_subscriptions,
+        subscriptions::get_subscription,
+        subscriptions::delete_subscription,
+        subscriptions::pull,
+        subscriptions::commit,
+        subscriptions::offsets,
+        subscriptions::seek,
+        queues::create_queue,
+        queues::list_queues,
+        queues::get_queue,
+        queues::delete_queue,
+        queues::send,
+        queues::receive,
+        queues::ack,
+        queues::nack,
+        queues::redrive,
+        cluster::describe_cluster,
+        cluster::topic_partitions,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        ops::openapi,
+        ops::bench_noop,
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        body::ValueEncoding,
+        body::DurabilitySetting,
+        body::DurabilityOutcome,
+        body::MessageIn,
+    )),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "auth", description = "Tokens"),
+        (name = "topics", description = "Topics: partitioned logs, publish/subscribe"),
+        (name = "subscriptions", description = "A topic's subscriptions: cursors of their own"),
+        (name = "queues", description = "Queues: competing consumers with leases and dead letters"),
+        (name = "cluster", description = "Nodes and partition leaders"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "internal", description = "For the broker's own tools"),
+    )
+)]
+struct ApiDoc;
+
+/// Adds the bearer (JWT) security scheme that authenticated operations name.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.bearer_format = Some("JWT".into());
+        http.description = Some("A token from POST /v1/auth/token".into());
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(BEARER_SCHEME, SecurityScheme::Http(http));
+    }
+}
+
+/// The document.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.info.version = env!("CARGO_PKG_VERSION").into();
+        doc
+    })
+}

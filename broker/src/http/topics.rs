@@ -1,0 +1,397 @@
+//! Topics: create, list, describe, delete, produce.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::body::{self, DurabilityOutcome, DurabilitySetting, MessageIn, json};
+use super::extract::{Caller, IdempotencyKey, Json, Path};
+use super::metrics::Kind;
+use super::{AppState, blocking};
+use crate::auth::{Action, Resource};
+use crate::error::{ApiError, ErrorBody};
+use crate::names;
+use crate::topic::{Acks, Topic, TopicSpec};
+
+/// `POST /v1/topics`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopic {
+    /// 1-249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+    pub name: String,
+    /// Partitions, 1 to 1024. Defaults to 1.
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// Copies of each partition; at most the number of nodes. Defaults to 1.
+    #[serde(default)]
+    pub replication_factor: Option<u32>,
+    /// Delete whole segments older than this. Defaults to none (keep).
+    #[serde(default)]
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest segments while a partition is larger. Defaults to none.
+    #[serde(default)]
+    pub retention_bytes: Option<u64>,
+    /// When produces are answered. Defaults to the broker's `durability` setting.
+    #[serde(default)]
+    pub durability: Option<DurabilitySetting>,
+}
+
+/// A partition of a topic: where it lives and its offsets.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TopicPartition {
+    /// The partition.
+    pub partition: u32,
+    /// The node id of the leader.
+    pub leader: u32,
+    /// The node ids holding a copy.
+    pub replicas: Vec<u32>,
+    /// The replicas in sync with the leader.
+    pub isr: Vec<u32>,
+    /// The first offset still stored.
+    pub log_start_offset: u64,
+    /// The offset the next message gets.
+    pub log_end_offset: u64,
+    /// Messages below this are committed (readable by consumers).
+    pub high_watermark: u64,
+    /// Messages below this are fsynced on the leader.
+    pub durable_offset: u64,
+}
+
+/// A topic, as `GET /v1/topics/{topic}` and `POST /v1/topics` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TopicDescription {
+    /// The name.
+    pub name: String,
+    /// Each partition, in order.
+    pub partitions: Vec<TopicPartition>,
+    /// The number of partitions.
+    pub partition_count: u32,
+    /// Copies of each partition.
+    pub replication_factor: u32,
+    /// Retention by age, if any.
+    pub retention_ms: Option<u64>,
+    /// Retention by size per partition, if any.
+    pub retention_bytes: Option<u64>,
+    /// When produces are answered.
+    pub durability: DurabilitySetting,
+    /// The number of subscriptions.
+    pub subscription_count: usize,
+}
+
+/// A topic in a listing.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TopicSummary {
+    /// The name.
+    pub name: String,
+    /// The number of partitions.
+    pub partitions: u32,
+    /// Copies of each partition.
+    pub replication_factor: u32,
+    /// Retention by age, if any.
+    pub retention_ms: Option<u64>,
+    /// Retention by size per partition, if any.
+    pub retention_bytes: Option<u64>,
+    /// When produces are answered.
+    pub durability: DurabilitySetting,
+}
+
+/// `GET /v1/topics`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TopicList {
+    /// The topics the caller has a right on, by name.
+    pub topics: Vec<TopicSummary>,
+}
+
+/// How long a produce waits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AcksParam {
+    /// Until every in-sync replica has the messages (standalone: as `leader`).
+    #[default]
+    All,
+    /// Until the leader stored them as the topic's durability says.
+    Leader,
+    /// Until the leader wrote them, without waiting for an fsync.
+    None,
+}
+
+impl From<AcksParam> for Acks {
+    fn from(a: AcksParam) -> Acks {
+        match a {
+            AcksParam::All => Acks::All,
+            AcksParam::Leader => Acks::Leader,
+            AcksParam::None => Acks::None,
+        }
+    }
+}
+
+/// `POST /v1/topics/{topic}/messages`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProduceRequest {
+    /// The messages, at least one.
+    pub messages: Vec<MessageIn>,
+    /// How long to wait. Defaults to `"all"`.
+    #[serde(default)]
+    pub acks: Option<AcksParam>,
+}
+
+/// Where a message was stored.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PartitionOffset {
+    /// The partition.
+    pub partition: u32,
+    /// The message's offset.
+    pub offset: u64,
+}
+
+/// The answer to a produce.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProduceResponse {
+    /// One per message, in request order.
+    pub offsets: Vec<PartitionOffset>,
+    /// What was made durable before this answer.
+    pub durability: DurabilityOutcome,
+}
+
+/// The description of a topic.
+pub fn describe(app: &AppState, topic: &Topic) -> TopicDescription {
+    let placement = app.cluster.placement(topic.partitions().len());
+    let partitions = topic
+        .partitions()
+        .iter()
+        .zip(placement)
+        .map(|(p, place)| TopicPartition {
+            partition: p.id,
+            leader: place.leader,
+            replicas: place.replicas,
+            isr: place.isr,
+            log_start_offset: p.start().0,
+            log_end_offset: p.end().0,
+            high_watermark: p.log.high_watermark().0,
+            durable_offset: p.log.durable_offset().0,
+        })
+        .collect();
+    let spec = &topic.spec;
+    TopicDescription {
+        name: spec.name.clone(),
+        partitions,
+        partition_count: spec.partitions,
+        replication_factor: spec.replication_factor,
+        retention_ms: spec.retention_ms,
+        retention_bytes: spec.retention_bytes,
+        durability: spec.durability.into(),
+        subscription_count: topic.subscriptions().len(),
+    }
+}
+
+fn summary(topic: &Topic) -> TopicSummary {
+    let spec = &topic.spec;
+    TopicSummary {
+        name: spec.name.clone(),
+        partitions: spec.partitions,
+        replication_factor: spec.replication_factor,
+        retention_ms: spec.retention_ms,
+        retention_bytes: spec.retention_bytes,
+        durability: spec.durability.into(),
+    }
+}
+
+/// Checks a topic name from a path, then that the caller may `action` on it, then
+/// looks it up: 400, 403, 404 in that order.
+pub fn lookup(
+    app: &AppState,
+    caller: &Caller,
+    name: &str,
+    action: Action,
+) -> Result<Arc<Topic>, ApiError> {
+    names::validate("topic", name)?;
+    caller.require(&app.broker, action, Resource::Topic(name))?;
+    app.broker.topic(name)
+}
+
+/// Creates a topic.
+#[utoipa::path(
+    post,
+    path = "/v1/topics",
+    tag = "topics",
+    security(("bearer" = [])),
+    request_body = CreateTopic,
+    responses(
+        (status = 201, description = "Created", body = TopicDescription),
+        (status = 400, description = "Malformed request or invalid settings", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "No admin right on the name", body = ErrorBody),
+        (status = 409, description = "A topic of that name exists", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    )
+)]
+pub async fn create_topic(
+    State(app): State<AppState>,
+    caller: Caller,
+    Json(req): Json<CreateTopic>,
+) -> Result<Response, ApiError> {
+    names::validate("topic", &req.name)?;
+    caller.require(&app.broker, Action::Admin, Resource::Topic(&req.name))?;
+    let spec = TopicSpec {
+        name: req.name,
+        partitions: req.partitions.unwrap_or(1),
+        replication_factor: req.replication_factor.unwrap_or(1),
+        retention_ms: req.retention_ms,
+        retention_bytes: req.retention_bytes,
+        durability: req
+            .durability
+            .map_or(app.broker.config.durability, Into::into),
+    };
+    let broker = Arc::clone(&app.broker);
+    let topic = blocking(move || broker.create_topic(spec)).await?;
+    Ok(json(StatusCode::CREATED, &describe(&app, &topic)))
+}
+
+/// Lists the topics the caller has a right on.
+#[utoipa::path(
+    get,
+    path = "/v1/topics",
+    tag = "topics",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The topics", body = TopicList),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
+)]
+pub async fn list_topics(State(app): State<AppState>, caller: Caller) -> Response {
+    let topics = app
+        .broker
+        .topics()
+        .iter()
+        .filter(|t| {
+            app.broker
+                .auth
+                .can_see(&caller.0, Resource::Topic(t.name()))
+        })
+        .map(|t| summary(t))
+        .collect();
+    json(StatusCode::OK, &TopicList { topics })
+}
+
+/// Describes a topic: its settings and each partition's offsets.
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    security(("bearer" = [])),
+    params(("topic" = String, Path, description = "The topic")),
+    responses(
+        (status = 200, description = "The topic", body = TopicDescription),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "No right on the topic", body = ErrorBody),
+        (status = 404, description = "No such topic", body = ErrorBody),
+    )
+)]
+pub async fn get_topic(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    names::validate("topic", &name)?;
+    caller.require_visible(&app.broker, Resource::Topic(&name))?;
+    let topic = app.broker.topic(&name)?;
+    Ok(json(StatusCode::OK, &describe(&app, &topic)))
+}
+
+/// Deletes a topic with its subscriptions and messages.
+#[utoipa::path(
+    delete,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    security(("bearer" = [])),
+    params(("topic" = String, Path, description = "The topic")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "No admin right on the topic", body = ErrorBody),
+        (status = 404, description = "No such topic", body = ErrorBody),
+    )
+)]
+pub async fn delete_topic(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    names::validate("topic", &name)?;
+    caller.require(&app.broker, Action::Admin, Resource::Topic(&name))?;
+    let broker = Arc::clone(&app.broker);
+    let deleted = name.clone();
+    blocking(move || broker.delete_topic(&deleted)).await?;
+    app.metrics.forget(Kind::Topic, &name);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Produces messages. Each goes to the partition its key picks (in turn without a
+/// key). With an `Idempotency-Key` seen on this topic within the window, nothing is
+/// appended and the first answer comes back.
+#[utoipa::path(
+    post,
+    path = "/v1/topics/{topic}/messages",
+    tag = "topics",
+    security(("bearer" = [])),
+    params(
+        ("topic" = String, Path, description = "The topic"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1-256 printable characters; a retry with the same key returns the first answer"),
+    ),
+    request_body = ProduceRequest,
+    responses(
+        (status = 200, description = "Stored", body = ProduceResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "No produce right on the topic", body = ErrorBody),
+        (status = 404, description = "No such topic", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 503, description = "Not enough in-sync replicas", body = ErrorBody),
+    )
+)]
+pub async fn produce(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    Json(req): Json<ProduceRequest>,
+) -> Result<Response, ApiError> {
+    let topic = lookup(&app, &caller, &name, Action::Produce)?;
+    let messages = body::new_messages(req.messages)?;
+    let acks: Acks = req.acks.unwrap_or_default().into();
+    let placement = topic.produce(&messages, acks, key.as_deref()).await?;
+    app.metrics.record_in(
+        Kind::Topic,
+        topic.name(),
+        messages.len(),
+        body::payload_bytes(&messages),
+    );
+    let offsets = placement
+        .iter()
+        .map(|&(partition, offset)| PartitionOffset {
+            partition,
+            offset: offset.0,
+        })
+        .collect();
+    let durability = match acks {
+        Acks::None => DurabilityOutcome::None,
+        Acks::All | Acks::Leader => topic.spec.durability.into(),
+    };
+    let answer = ProduceResponse {
+        offsets,
+        durability,
+    };
+    Ok(body::json_response(
+        StatusCode::OK,
+        &answer,
+        32 + 40 * messages.len(),
+    ))
+}
