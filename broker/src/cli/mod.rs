@@ -1,10 +1,33 @@
-//! The `broker` command line: `serve`, operator commands and client commands.
+//! The `broker` command line: `serve`; operator commands on the data directory
+//! (`user`, `acl`); client commands for people at a terminal, over the REST API
+//! (`login`, `logout`, `topic`, `produce`, `consume`, `queue`, `sub`); and the
+//! load generator `bench`. One file per command group; this one parses and
+//! dispatches, and turns failures into `error: <sentence>` and exit code 1.
+
+mod acl;
+mod bench;
+mod client;
+mod consume;
+mod credentials;
+mod data_dir;
+mod error;
+mod lines;
+mod login;
+mod output;
+mod password;
+mod produce;
+mod queue;
+mod sub;
+mod topic;
+mod user;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::{BrokerConfig, ServeArgs};
+
+use self::error::ApiFailure;
 
 /// A message broker: topics and queues over REST.
 #[derive(Debug, Parser)]
@@ -20,35 +43,94 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker (defaults: 127.0.0.1:8080, ./data, standalone).
     Serve(ServeArgs),
+    /// Manage users in the data directory (works while the broker runs).
+    User(user::UserArgs),
+    /// Manage users' rights in the data directory.
+    Acl(acl::AclArgs),
+    /// Log in to a broker and keep the token for later commands.
+    Login(login::LoginArgs),
+    /// Forget the token of a broker.
+    Logout(login::LogoutArgs),
+    /// Create, list, describe and delete topics.
+    Topic(topic::TopicArgs),
+    /// Send each line of stdin to a topic as a message.
+    Produce(produce::ProduceArgs),
+    /// Print a topic's messages through a subscription.
+    Consume(consume::ConsumeArgs),
+    /// Work with queues: create, send, receive, ack...
+    Queue(queue::QueueArgs),
+    /// Work with a topic's subscriptions.
+    Sub(sub::SubArgs),
+    /// Measure a running broker: throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 /// The entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let result = match cli.command {
-        Command::Serve(args) => serve(&args),
-    };
-    match result {
+    let serving = matches!(cli.command, Command::Serve(_));
+    // The server logs its progress; the other commands speak for themselves
+    // and log only warnings.
+    init_tracing(if serving { "info" } else { "warn" });
+    let unauthorized_hint = !matches!(cli.command, Command::Login(_) | Command::Serve(_));
+    match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
+            let refused = error
+                .downcast_ref::<ApiFailure>()
+                .is_some_and(ApiFailure::is_unauthorized);
+            if refused && unauthorized_hint {
+                eprintln!("hint: log in again with `broker login`");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve(&args),
+        Command::User(args) => user::run(args),
+        Command::Acl(args) => acl::run(args),
+        Command::Login(args) => login::login(args),
+        Command::Logout(args) => login::logout(args),
+        Command::Topic(args) => topic::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Queue(args) => queue::run(args),
+        Command::Sub(args) => sub::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// Whether the command failed only because stdout was closed (`| head`): not an
+/// error for the person who closed it.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = BrokerConfig::load(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(crate::server::serve(config))
 }
 
-fn init_tracing() {
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BROKER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,499 @@
+//! `broker bench`: a load generator against a running broker.
+//!
+//! Workers (`--connections`, each with one HTTP/1.1 connection) send prebuilt
+//! produce bodies (`--batch` messages of `--message-size` bytes) one request at
+//! a time, until `--count` messages or `--duration` are done; consumers pull
+//! through one subscription made for the run. It reports messages and
+//! megabytes per second and request latency percentiles from HDR histograms.
+//! `--mode noop` posts the same bodies to `POST /v1/bench/noop`, an endpoint
+//! that reads the body and answers at once: the cost of HTTP, auth and JSON
+//! with no storage, the baseline `--compare-noop` measures produce against.
+
+mod report;
+mod worker;
+mod workload;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{ArgGroup, Args, ValueEnum};
+use reqwest::header::HeaderValue;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use self::report::{PhaseReport, Progress};
+use self::worker::{ConsumeGoal, ConsumeJob, Counters, SendJob, Totals};
+use self::workload::{Bodies, Budget, parse_duration};
+use super::client::{self, Api, ConnectArgs};
+use super::consume::{StartArg, create_subscription, is_conflict};
+use super::password::{self, Purpose};
+use super::produce::AcksArg;
+
+/// The most concurrent connections.
+pub const CONNECTIONS_MAX: u32 = 1024;
+
+/// The longest consumers go on after the producers' `--duration` to catch up.
+const CONSUMER_CATCH_UP: Duration = Duration::from_secs(30);
+
+/// `broker bench`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("limit").required(true).multiple(true).args(["duration", "count"])))]
+pub struct BenchArgs {
+    /// The broker.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Log in as this user for the run instead of using the saved login.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The password of --user [default: read from stdin]. Prefer the
+    /// environment variable: flags show in `ps`.
+    #[arg(
+        long,
+        env = "BROKER_PASSWORD",
+        hide_env_values = true,
+        requires = "user"
+    )]
+    pub password: Option<String>,
+    /// The topic to use; created when missing.
+    #[arg(long, default_value = "bench")]
+    pub topic: String,
+    /// Partitions of the topic when it is created.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Produce)]
+    pub mode: Mode,
+    /// Bytes per message value.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=(1 << 20)))]
+    pub message_size: u64,
+    /// Messages per produce request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch: u64,
+    /// Concurrent workers, each with its own connection (consumers as many
+    /// again in `both` mode).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=i64::from(CONNECTIONS_MAX)))]
+    pub connections: u32,
+    /// How long to run: 10s, 500ms, 2m (at most 1h).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// How many messages to produce or consume.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000_000))]
+    pub count: Option<u64>,
+    /// The `acks` of produce requests [default: the broker's].
+    #[arg(long, value_enum)]
+    pub acks: Option<AcksArg>,
+    /// Run produce, then the no-op baseline with the same bodies, and compare.
+    #[arg(long)]
+    pub compare_noop: bool,
+    /// The most messages one consumer pull asks for.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub pull_max: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `broker bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Produce to the topic.
+    Produce,
+    /// Consume what the topic holds, from its start.
+    Consume,
+    /// Produce and consume at once (consumers read what the producers write).
+    Both,
+    /// Post produce bodies to the no-op endpoint: the HTTP baseline.
+    Noop,
+}
+
+/// The settings of a run, shared by its phases.
+struct Run {
+    args: BenchArgs,
+    api: Api,
+    authorization: HeaderValue,
+    bodies: Bodies,
+}
+
+/// Runs `broker bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.compare_noop && args.mode != Mode::Produce {
+        anyhow::bail!(
+            "--compare-noop compares produce with the baseline: use it with --mode produce"
+        );
+    }
+    client::name("topic", &args.topic)?;
+    let password = match (&args.user, &args.password) {
+        (Some(user), None) => Some(password::read(
+            &format!("Password for {user}: "),
+            Purpose::Login,
+        )?),
+        (_, password) => password.clone(),
+    };
+    // Built before the clock starts: the client's JSON encoding is not measured.
+    let acks = args.acks.map(AcksArg::as_str);
+    let bodies = Bodies::build(args.batch, args.message_size as usize, args.count, acks)?;
+    client::run(async move {
+        let (api, token) = authenticate(&args, password).await?;
+        let authorization = HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token is not a valid header value")?;
+        let run = Run {
+            args,
+            api,
+            authorization,
+            bodies,
+        };
+        run.execute().await
+    })
+}
+
+/// The API client and the token for the run: a fresh login with `--user`, else
+/// the saved login or `BROKER_TOKEN`.
+async fn authenticate(args: &BenchArgs, password: Option<String>) -> anyhow::Result<(Api, String)> {
+    let saved = super::credentials::Credentials::load(&super::credentials::default_path()?)?;
+    let env_token = std::env::var("BROKER_TOKEN").ok();
+    let target = client::resolve(args.connect.url.as_deref(), env_token, &saved)?;
+    let token = match (&args.user, password) {
+        (Some(user), Some(password)) => {
+            let anonymous = Api::new(&target.url, None)?;
+            super::login::token(&anonymous, user, &password).await?.0
+        }
+        _ => {
+            client::check_token(&target, client::now_unix_secs())?;
+            target.token.map(|(token, _)| token).unwrap_or_default()
+        }
+    };
+    Ok((Api::new(&target.url, Some(token.clone()))?, token))
+}
+
+impl Run {
+    async fn execute(self) -> anyhow::Result<()> {
+        let partitions = match self.args.mode {
+            Mode::Noop => None,
+            _ => Some(self.ensure_topic().await?),
+        };
+        if !self.args.json {
+            eprintln!("{}", self.describe(partitions));
+        }
+        let mut results = serde_json::Map::new();
+        let mut text = String::new();
+        let mut phases = Vec::new();
+        match self.args.mode {
+            Mode::Produce => {
+                phases.push(self.send_phase("produce").await?);
+                if self.args.compare_noop {
+                    phases.push(self.send_phase("noop").await?);
+                }
+            }
+            Mode::Noop => phases.push(self.send_phase("noop").await?),
+            Mode::Consume => phases.push(self.consume_only().await?),
+            Mode::Both => phases.extend(self.produce_and_consume().await?),
+        }
+        for phase in &phases {
+            results.insert(phase.phase.to_owned(), phase.to_json());
+            text.push_str(&phase.to_text());
+        }
+        if let [produce, noop] = phases.as_slice()
+            && noop.phase == "noop"
+        {
+            let (json, sentence) = report::comparison(produce, noop);
+            results.insert("produce_vs_noop".to_owned(), json);
+            text.push_str(&sentence);
+        }
+        if self.args.json {
+            let mut object = self.settings_json(partitions);
+            if let Value::Object(fields) = &mut object {
+                fields.extend(results);
+            }
+            super::output::line(serde_json::to_string(&object)?)?;
+        } else {
+            super::output::text(&text)?;
+        }
+        let errors: u64 = phases.iter().map(|p| p.totals.errors).sum();
+        if errors > 0 {
+            anyhow::bail!("{errors} requests failed during the run");
+        }
+        Ok(())
+    }
+
+    /// Creates the topic unless it exists; its partition count.
+    async fn ensure_topic(&self) -> anyhow::Result<u64> {
+        let body = json!({ "name": self.args.topic, "partitions": self.args.partitions });
+        match self.api.post("/v1/topics", &body).await {
+            Ok(_) => {}
+            Err(error) if is_conflict(&error) => {}
+            Err(error) => return Err(error),
+        }
+        let topic = self
+            .api
+            .get(&format!("/v1/topics/{}", self.args.topic))
+            .await?;
+        Ok(super::topic::partition_count(&topic).unwrap_or(u64::from(self.args.partitions)))
+    }
+
+    /// One line on what is measured.
+    fn describe(&self, partitions: Option<u64>) -> String {
+        let a = &self.args;
+        let target = match partitions {
+            Some(p) => format!(
+                "topic {:?} ({p} partition{})",
+                a.topic,
+                if p == 1 { "" } else { "s" }
+            ),
+            None => "the no-op endpoint".to_owned(),
+        };
+        let limit = match (a.count, a.duration) {
+            (Some(count), Some(d)) => format!("{count} messages or {:.1} s", d.as_secs_f64()),
+            (Some(count), None) => format!("{count} messages"),
+            (None, Some(d)) => format!("{:.1} s", d.as_secs_f64()),
+            (None, None) => String::new(),
+        };
+        format!(
+            "bench {}: {target} at {}, {} connections, {} messages of {} B per request \
+             ({} B bodies), acks {}, for {limit}",
+            self.mode_name(),
+            self.api.url(),
+            a.connections,
+            a.batch,
+            a.message_size,
+            self.bodies.body_bytes(),
+            a.acks.map_or("as the broker defaults", AcksArg::as_str),
+        )
+    }
+
+    fn mode_name(&self) -> &'static str {
+        match self.args.mode {
+            Mode::Produce => "produce",
+            Mode::Consume => "consume",
+            Mode::Both => "both",
+            Mode::Noop => "noop",
+        }
+    }
+
+    /// The run's settings, the head of the JSON report.
+    fn settings_json(&self, partitions: Option<u64>) -> Value {
+        let a = &self.args;
+        json!({
+            "url": self.api.url(),
+            "mode": self.mode_name(),
+            "topic": a.topic,
+            "partitions": partitions,
+            "connections": a.connections,
+            "message_size": a.message_size,
+            "batch": a.batch,
+            "count": a.count,
+            "duration_s": a.duration.map(|d| d.as_secs_f64()),
+            "acks": a.acks.map(AcksArg::as_str),
+        })
+    }
+
+    fn send_job(&self, phase: &'static str) -> SendJob {
+        let url = match phase {
+            "noop" => format!("{}/v1/bench/noop", self.api.url()),
+            _ => format!("{}/v1/topics/{}/messages", self.api.url(), self.args.topic),
+        };
+        SendJob {
+            url,
+            base_url: self.api.url().to_owned(),
+            authorization: self.authorization.clone(),
+            bodies: self.bodies.clone(),
+            message_size: self.args.message_size,
+            budget: Budget::new(self.args.count, self.args.batch, self.args.duration),
+            counters: Arc::new(Counters::default()),
+            is_produce: phase == "produce",
+            durability: OnceLock::new(),
+        }
+    }
+
+    /// Produces (or posts to the no-op endpoint) with every connection.
+    async fn send_phase(&self, phase: &'static str) -> anyhow::Result<PhaseReport> {
+        let job = Arc::new(self.send_job(phase));
+        let progress = Progress::start(
+            phase,
+            self.args.count,
+            self.args.duration,
+            vec![(phase, Arc::clone(&job.counters))],
+        );
+        let started = Instant::now();
+        let result = self.run_senders(&job).await;
+        progress.finish();
+        Ok(PhaseReport {
+            phase,
+            totals: result?,
+            elapsed: started.elapsed(),
+            durability: job.durability.get().cloned(),
+        })
+    }
+
+    async fn run_senders(&self, job: &Arc<SendJob>) -> anyhow::Result<Totals> {
+        let workers: Vec<_> = (0..self.args.connections)
+            .map(|_| tokio::spawn(worker::send(Arc::clone(job))))
+            .collect();
+        merge(workers).await
+    }
+
+    /// A subscription of its own for the run.
+    async fn subscription(&self, start: StartArg) -> anyhow::Result<String> {
+        let mut suffix = [0u8; 6];
+        getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("no random bytes: {e}"))?;
+        let name = format!(
+            "bench-{}",
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        create_subscription(&self.api, &self.args.topic, &name, Some(start)).await?;
+        Ok(name)
+    }
+
+    fn consume_job(&self, sub: &str, goal: ConsumeGoal) -> ConsumeJob {
+        ConsumeJob {
+            url: format!(
+                "{}/v1/topics/{}/subscriptions/{sub}/messages?max={}&wait_ms={}",
+                self.api.url(),
+                self.args.topic,
+                self.args.pull_max,
+                worker::IDLE_WAIT_MS
+            ),
+            base_url: self.api.url().to_owned(),
+            authorization: self.authorization.clone(),
+            goal,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    async fn run_consumers(&self, job: &Arc<ConsumeJob>) -> anyhow::Result<Totals> {
+        let workers: Vec<_> = (0..self.args.connections)
+            .map(|_| tokio::spawn(worker::consume(Arc::clone(job))))
+            .collect();
+        merge(workers).await
+    }
+
+    /// Consumes what the topic holds, from its start, until `--count`, the
+    /// duration, or the end.
+    async fn consume_only(&self) -> anyhow::Result<PhaseReport> {
+        let sub = self.subscription(StartArg::Earliest).await?;
+        let goal = ConsumeGoal {
+            target: AtomicU64::new(self.args.count.unwrap_or(u64::MAX)),
+            producers_done: AtomicBool::new(true),
+            deadline: self.args.duration.map(|d| Instant::now() + d),
+            budget: Budget::new(None, 1, None),
+        };
+        let job = Arc::new(self.consume_job(&sub, goal));
+        let progress = Progress::start(
+            "consume",
+            self.args.count,
+            self.args.duration,
+            vec![("consume", Arc::clone(&job.counters))],
+        );
+        let started = Instant::now();
+        let result = self.run_consumers(&job).await;
+        progress.finish();
+        self.delete_subscription(&sub).await;
+        let report = PhaseReport {
+            phase: "consume",
+            totals: result?,
+            elapsed: started.elapsed(),
+            durability: None,
+        };
+        if report.totals.messages == 0 && !self.args.json {
+            eprintln!(
+                "note: topic {:?} had nothing to consume; try --mode both",
+                self.args.topic
+            );
+        }
+        Ok(report)
+    }
+
+    /// Producers and consumers at once; consumers read from the producers' first
+    /// message and stop once they have read everything produced.
+    async fn produce_and_consume(&self) -> anyhow::Result<Vec<PhaseReport>> {
+        let sub = self.subscription(StartArg::Latest).await?;
+        let send = Arc::new(self.send_job("produce"));
+        let goal = ConsumeGoal {
+            target: AtomicU64::new(u64::MAX),
+            producers_done: AtomicBool::new(false),
+            deadline: self
+                .args
+                .duration
+                .map(|d| Instant::now() + d + CONSUMER_CATCH_UP),
+            budget: Budget::new(None, 1, None),
+        };
+        let consume = Arc::new(self.consume_job(&sub, goal));
+        let progress = Progress::start(
+            "both",
+            self.args.count,
+            self.args.duration,
+            vec![
+                ("produce", Arc::clone(&send.counters)),
+                ("consume", Arc::clone(&consume.counters)),
+            ],
+        );
+        let started = Instant::now();
+        let producing = async {
+            let totals = self.run_senders(&send).await;
+            let produced = totals.as_ref().map_or(0, |t| t.messages);
+            consume.goal.target.store(produced, Ordering::Relaxed);
+            consume.goal.producers_done.store(true, Ordering::Relaxed);
+            if totals.is_err() {
+                consume.goal.budget.stop();
+            }
+            (totals, started.elapsed())
+        };
+        let consuming = async {
+            let totals = self.run_consumers(&consume).await;
+            (totals, started.elapsed())
+        };
+        let ((produced, produce_elapsed), (consumed, consume_elapsed)) =
+            tokio::join!(producing, consuming);
+        progress.finish();
+        self.delete_subscription(&sub).await;
+        Ok(vec![
+            PhaseReport {
+                phase: "produce",
+                totals: produced?,
+                elapsed: produce_elapsed,
+                durability: send.durability.get().cloned(),
+            },
+            PhaseReport {
+                phase: "consume",
+                totals: consumed?,
+                elapsed: consume_elapsed,
+                durability: None,
+            },
+        ])
+    }
+
+    /// Removes the run's subscription; a failure is only reported.
+    async fn delete_subscription(&self, sub: &str) {
+        let path = format!("/v1/topics/{}/subscriptions/{sub}", self.args.topic);
+        if let Err(error) = self.api.delete(&path).await {
+            eprintln!("warning: could not delete the bench subscription {sub:?}: {error:#}");
+        }
+    }
+}
+
+/// Waits for every worker and merges their totals; the first failure wins.
+async fn merge(
+    workers: Vec<tokio::task::JoinHandle<anyhow::Result<Totals>>>,
+) -> anyhow::Result<Totals> {
+    let mut totals = Totals::new()?;
+    let mut first_error = None;
+    for worker in workers {
+        match worker.await {
+            Ok(Ok(one)) => totals.merge(&one)?,
+            Ok(Err(error)) => {
+                first_error.get_or_insert(error);
+            }
+            Err(join) => {
+                first_error.get_or_insert(anyhow::anyhow!("a bench worker failed: {join}"));
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(totals),
+    }
+}

@@ -1,0 +1,320 @@
+//! The bench's workers: each owns one HTTP/1.1 connection (a client of its own
+//! with a pool of one) and sends one request at a time, timing each from send to
+//! the answer's last byte into its own HDR histogram; the histograms are merged
+//! when the phase ends.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::workload::{Bodies, Budget};
+use crate::cli::error::{ApiFailure, TransportError};
+
+/// The longest latency recorded exactly, in microseconds (a minute); longer
+/// ones are recorded as this.
+pub const LATENCY_US_MAX: u64 = 60_000_000;
+
+/// Significant digits of the latency histograms.
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+
+/// Failed requests (5xx, timeouts, broken connections) a worker tolerates
+/// before it ends the run; a 4xx or an unreachable broker ends it at once.
+const ERRORS_MAX: u64 = 100;
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a consumer's pull waits for messages. An empty answer after that
+/// wait means the subscription is drained.
+pub const IDLE_WAIT_MS: u64 = 1000;
+
+/// Running totals every worker adds to; the progress bar reads them.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Messages acknowledged (sent) or received (consumed).
+    pub messages: AtomicU64,
+    /// Requests answered with success.
+    pub requests: AtomicU64,
+    /// Requests that failed.
+    pub errors: AtomicU64,
+}
+
+/// What one worker measured.
+#[derive(Debug, Clone)]
+pub struct Totals {
+    /// Request latencies in microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Messages acknowledged or received.
+    pub messages: u64,
+    /// Message value bytes acknowledged or received.
+    pub value_bytes: u64,
+    /// Requests answered with success.
+    pub requests: u64,
+    /// Requests that failed.
+    pub errors: u64,
+}
+
+impl Totals {
+    /// Empty totals.
+    pub fn new() -> anyhow::Result<Totals> {
+        Ok(Totals {
+            latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS)?,
+            messages: 0,
+            value_bytes: 0,
+            requests: 0,
+            errors: 0,
+        })
+    }
+
+    /// Adds another worker's totals.
+    pub fn merge(&mut self, other: &Totals) -> anyhow::Result<()> {
+        self.latency_us.add(&other.latency_us)?;
+        self.messages += other.messages;
+        self.value_bytes += other.value_bytes;
+        self.requests += other.requests;
+        self.errors += other.errors;
+        Ok(())
+    }
+
+    fn record_latency(&mut self, started: Instant) {
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.latency_us
+            .saturating_record(us.clamp(1, LATENCY_US_MAX));
+    }
+}
+
+/// A client that keeps exactly one connection to the broker.
+pub fn one_connection_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(REQUEST_TIMEOUT)
+        .build()?)
+}
+
+/// What the sending workers of a phase share.
+#[derive(Debug)]
+pub struct SendJob {
+    /// The endpoint: the topic's messages, or the no-op baseline.
+    pub url: String,
+    /// The broker's base URL, for errors.
+    pub base_url: String,
+    /// `Bearer <token>`.
+    pub authorization: HeaderValue,
+    /// The prebuilt bodies.
+    pub bodies: Bodies,
+    /// Value bytes per message.
+    pub message_size: u64,
+    /// Requests left.
+    pub budget: Budget,
+    /// For the progress bar.
+    pub counters: Arc<Counters>,
+    /// Produce answers are checked (one offset per message) and their
+    /// `durability` kept; no-op answers are not read.
+    pub is_produce: bool,
+    /// The `durability` of the first produce answer.
+    pub durability: OnceLock<Value>,
+}
+
+/// Sends requests until the budget is spent.
+pub async fn send(job: Arc<SendJob>) -> anyhow::Result<Totals> {
+    let client = one_connection_client()?;
+    let mut totals = Totals::new()?;
+    let mut checked = !job.is_produce;
+    while let Some(index) = job.budget.take() {
+        let (body, messages) = job.bodies.get(index, job.budget.requests_total);
+        let started = Instant::now();
+        let answer = post(&client, &job, body).await;
+        match answer {
+            Ok(bytes) => {
+                totals.record_latency(started);
+                if !checked {
+                    check_produce_answer(&job, &bytes, messages)?;
+                    checked = true;
+                }
+                totals.messages += messages;
+                totals.value_bytes += messages * job.message_size;
+                totals.requests += 1;
+                job.counters.messages.fetch_add(messages, Ordering::Relaxed);
+                job.counters.requests.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => failed(&job.budget, &job.counters, &mut totals, error)?,
+        }
+    }
+    Ok(totals)
+}
+
+/// One POST, the whole answer read.
+async fn post(client: &reqwest::Client, job: &SendJob, body: Bytes) -> anyhow::Result<Bytes> {
+    let response = client
+        .post(&job.url)
+        .header(AUTHORIZATION, job.authorization.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| TransportError::from_reqwest(&job.base_url, REQUEST_TIMEOUT.as_secs(), &e))?;
+    answer(response, &job.base_url).await
+}
+
+/// The body of a success; an [`ApiFailure`] otherwise.
+async fn answer(response: reqwest::Response, base_url: &str) -> anyhow::Result<Bytes> {
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| TransportError::from_reqwest(base_url, REQUEST_TIMEOUT.as_secs(), &e))?;
+    if !status.is_success() {
+        return Err(ApiFailure::from_answer(status.as_u16(), &bytes).into());
+    }
+    Ok(bytes)
+}
+
+/// Counts a failed request. A failure no retry can cure (a 4xx, an unreachable
+/// broker) or one too many ends the run with that error.
+fn failed(
+    budget: &Budget,
+    counters: &Counters,
+    totals: &mut Totals,
+    error: anyhow::Error,
+) -> anyhow::Result<()> {
+    totals.errors += 1;
+    counters.errors.fetch_add(1, Ordering::Relaxed);
+    let curable = crate::cli::produce::worth_resending(&error)
+        || error
+            .downcast_ref::<ApiFailure>()
+            .is_some_and(|f| f.status >= 500);
+    if !curable || totals.errors >= ERRORS_MAX {
+        budget.stop();
+        return Err(error);
+    }
+    tracing::warn!(%error, "a bench request failed");
+    Ok(())
+}
+
+/// The first produce answer: one offset per message, and the durability it
+/// states.
+fn check_produce_answer(job: &SendJob, bytes: &[u8], messages: u64) -> anyhow::Result<()> {
+    let answer: Value = serde_json::from_slice(bytes)?;
+    let offsets = answer
+        .get("offsets")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len) as u64;
+    if offsets != messages {
+        job.budget.stop();
+        anyhow::bail!("the broker acknowledged {messages} messages with {offsets} offsets");
+    }
+    if let Some(durability) = answer.get("durability") {
+        let _ = job.durability.set(durability.clone());
+    }
+    Ok(())
+}
+
+/// What the consuming workers of a phase share.
+#[derive(Debug)]
+pub struct ConsumeJob {
+    /// The pull URL, with `max` and `wait_ms`.
+    pub url: String,
+    /// The broker's base URL, for errors.
+    pub base_url: String,
+    /// `Bearer <token>`.
+    pub authorization: HeaderValue,
+    /// When to stop.
+    pub goal: ConsumeGoal,
+    /// For the progress bar.
+    pub counters: Arc<Counters>,
+}
+
+/// When consumers stop: once they have received `target` messages, once the
+/// producers are done and a pull finds nothing, or at the deadline.
+#[derive(Debug)]
+pub struct ConsumeGoal {
+    /// Messages to receive; `u64::MAX` while unknown (producers still running).
+    pub target: AtomicU64,
+    /// Whether every message to expect has been produced.
+    pub producers_done: AtomicBool,
+    /// No new pull starts after this.
+    pub deadline: Option<Instant>,
+    /// Ends the run on a failure.
+    pub budget: Budget,
+}
+
+impl ConsumeGoal {
+    fn is_reached(&self, received: u64) -> bool {
+        received >= self.target.load(Ordering::Relaxed)
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+            || self.budget.is_over()
+    }
+}
+
+/// A pull's answer, read only as far as counting needs; values borrowed.
+#[derive(Deserialize)]
+struct Pulled<'a> {
+    #[serde(borrow)]
+    messages: Vec<PulledMessage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PulledMessage<'a> {
+    #[serde(borrow)]
+    value: Cow<'a, str>,
+}
+
+/// Pulls until the goal is reached.
+pub async fn consume(job: Arc<ConsumeJob>) -> anyhow::Result<Totals> {
+    let client = one_connection_client()?;
+    let mut totals = Totals::new()?;
+    while !job
+        .goal
+        .is_reached(job.counters.messages.load(Ordering::Relaxed))
+    {
+        let started = Instant::now();
+        let answer = pull(&client, &job).await;
+        let bytes = match answer {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                failed(&job.goal.budget, &job.counters, &mut totals, error)?;
+                continue;
+            }
+        };
+        totals.record_latency(started);
+        totals.requests += 1;
+        job.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let pulled: Pulled<'_> = serde_json::from_slice(&bytes)?;
+        if pulled.messages.is_empty() {
+            if job.goal.producers_done.load(Ordering::Relaxed) {
+                break;
+            }
+            continue;
+        }
+        let count = pulled.messages.len() as u64;
+        totals.messages += count;
+        totals.value_bytes += pulled
+            .messages
+            .iter()
+            .map(|m| m.value.len() as u64)
+            .sum::<u64>();
+        job.counters.messages.fetch_add(count, Ordering::Relaxed);
+    }
+    Ok(totals)
+}
+
+async fn pull(client: &reqwest::Client, job: &ConsumeJob) -> anyhow::Result<Bytes> {
+    let response = client
+        .get(&job.url)
+        .header(AUTHORIZATION, job.authorization.clone())
+        .send()
+        .await
+        .map_err(|e| TransportError::from_reqwest(&job.base_url, REQUEST_TIMEOUT.as_secs(), &e))?;
+    answer(response, &job.base_url).await
+}

@@ -1,0 +1,127 @@
+//! `broker login` and `broker logout`: a token from `POST /v1/auth/token`, kept
+//! in the credentials file for later client commands (see [`super::credentials`]).
+
+use std::io::{self, BufRead, IsTerminal, Write};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::json;
+
+use super::client::{self, Api, ConnectArgs, DEFAULT_URL};
+use super::credentials::{self, Credentials, Login};
+use super::output;
+use super::password::{self, Purpose};
+
+/// `broker login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The broker.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// The user name [default: asked at a terminal].
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+/// `broker logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The broker.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Trades a user name and password for a token.
+pub async fn token(api: &Api, username: &str, password: &str) -> anyhow::Result<(String, u64)> {
+    let answer = api
+        .post(
+            "/v1/auth/token",
+            &json!({"username": username, "password": password}),
+        )
+        .await?;
+    let token = answer
+        .get("access_token")
+        .and_then(|v| v.as_str())
+        .context("the broker's token answer has no access_token")?
+        .to_owned();
+    let expires_in = answer
+        .get("expires_in")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    Ok((token, expires_in))
+}
+
+/// Runs `broker login`: asks for the password, fetches a token, saves it.
+pub fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let path = credentials::default_path()?;
+    let mut saved = Credentials::load(&path)?;
+    let url = match &args.connect.url {
+        Some(url) => client::normalize_url(url)?,
+        None => saved
+            .current_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_URL.to_owned()),
+    };
+    let username = match args.user {
+        Some(user) => user,
+        None => ask_username()?,
+    };
+    let password = password::read(
+        &format!("Password for {username} at {url}: "),
+        Purpose::Login,
+    )?;
+    let api = Api::new(&url, None)?;
+    let (token, expires_in) = client::run(token(&api, &username, &password))?;
+    let expires_at_unix_secs = client::now_unix_secs() + expires_in;
+    saved.insert(
+        &url,
+        Login {
+            username: username.clone(),
+            token,
+            expires_at_unix_secs,
+        },
+    );
+    saved.save(&path)?;
+    output::line(format!(
+        "Logged in to {url} as {username:?}; the token is valid for {} minutes (saved in {}).",
+        expires_in / 60,
+        path.display()
+    ))?;
+    Ok(())
+}
+
+/// Runs `broker logout`: forgets the token of the broker.
+pub fn logout(args: LogoutArgs) -> anyhow::Result<()> {
+    let path = credentials::default_path()?;
+    let mut saved = Credentials::load(&path)?;
+    let url = match &args.connect.url {
+        Some(url) => client::normalize_url(url)?,
+        None => saved
+            .current_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_URL.to_owned()),
+    };
+    if saved.remove(&url) {
+        saved.save(&path)?;
+        output::line(format!("Logged out of {url}."))?;
+    } else {
+        output::line(format!("Not logged in to {url}; nothing to do."))?;
+    }
+    Ok(())
+}
+
+/// Asks for the user name at a terminal.
+fn ask_username() -> anyhow::Result<String> {
+    if !io::stdin().is_terminal() {
+        anyhow::bail!("give --user: stdin is not a terminal to ask on");
+    }
+    eprint!("User: ");
+    io::stderr().flush()?;
+    let mut name = String::new();
+    io::stdin().lock().read_line(&mut name)?;
+    let name = name.trim();
+    if name.is_empty() {
+        anyhow::bail!("no user name given");
+    }
+    Ok(name.to_owned())
+}
