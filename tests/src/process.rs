@@ -1,0 +1,377 @@
+//! One real `broker serve` process on a loopback port, over a data directory that
+//! outlives it, so a scenario can kill it, restart it, and look at what survived.
+
+use std::fs::File;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tempfile::TempDir;
+
+use crate::api::Api;
+use crate::binary::broker_bin;
+use crate::command::{Bounded, run_bounded};
+
+/// The password of the `admin` user, given to every broker the harness starts
+/// through `BROKER_ADMIN_PASSWORD`.
+pub const ADMIN_PASSWORD: &str = "system-tests-admin-password";
+/// The longest a broker may take from spawn to answering `/healthz` with 200. A
+/// debug build opening a few logs takes well under a second; recovery after a kill
+/// scans only the tails.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest a broker may take to exit after SIGTERM (a graceful shutdown flushes
+/// and closes every log).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest the kernel may take to reap a SIGKILLed process.
+const REAP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a starting or stopping broker is checked.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How much of the end of each output file is shown when a scenario fails.
+const LOG_TAIL_BYTES: u64 = 6 << 10;
+
+/// The output tails of brokers that are gone, kept until the scenario ends so that
+/// [`crate::scenario`] can show them when it fails. One scenario per test binary, so
+/// nothing else shares this.
+static STASHED_LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Takes the output tails stashed by dropped [`BrokerProcess`]es.
+pub(crate) fn take_stashed_logs() -> Vec<String> {
+    std::mem::take(&mut *STASHED_LOGS.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// A `broker serve` child process. Dropping it kills the process (SIGKILL).
+///
+/// Output of each start goes to `start-<n>.stdout` and `start-<n>.stderr` in a
+/// temporary directory of its own; [`BrokerProcess::log_tails`] shows their ends.
+#[derive(Debug)]
+pub struct BrokerProcess {
+    /// The broker executable.
+    bin: PathBuf,
+    /// The data directory; owned by the scenario, reused by every restart.
+    data_dir: PathBuf,
+    /// The loopback port, the same for every restart.
+    port: u16,
+    /// Holds the output files of every start.
+    logs: TempDir,
+    /// The running process; `None` once it was killed or stopped.
+    child: Option<Child>,
+    /// How many times a process was started, the first included.
+    starts: u32,
+    /// A client logged in as `admin` to the current process.
+    api: Api,
+}
+
+impl BrokerProcess {
+    /// Starts a broker on a free loopback port over `data_dir` (created by the
+    /// broker when missing), waits until it answers `/healthz`, and logs in as
+    /// `admin`.
+    pub async fn start(data_dir: &Path) -> anyhow::Result<BrokerProcess> {
+        let bin = tokio::task::spawn_blocking(broker_bin).await??;
+        let port = free_port()?;
+        let mut broker = BrokerProcess {
+            bin,
+            data_dir: data_dir.to_path_buf(),
+            port,
+            logs: tempfile::Builder::new()
+                .prefix("broker-logs-")
+                .tempdir()
+                .context("a directory for broker output")?,
+            child: None,
+            starts: 0,
+            api: Api::new(format!("http://127.0.0.1:{port}"))?,
+        };
+        broker.launch().await?;
+        Ok(broker)
+    }
+
+    /// Starts the broker again on the same data directory and port; the old process
+    /// must be gone ([`BrokerProcess::kill9`] or [`BrokerProcess::terminate`]). Makes
+    /// a new client: connections to the old process are dead.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("restart: the broker is still running; kill or stop it first");
+        }
+        self.api = Api::new(self.base_url())?;
+        self.launch().await
+    }
+
+    /// A client logged in as `admin` (clone it for concurrent tasks).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// The loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The broker executable.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// Whether a process is running (started and not yet killed or stopped).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILLs the broker and reaps it: no chance to flush anything. Fails when the
+    /// process had already exited on its own (a crash is a finding, not a kill).
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        let mut child = self.child.take().context("kill9: no broker is running")?;
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "kill9: the broker had already exited on its own ({status})\n{}",
+                self.log_tails()
+            );
+        }
+        signal(&child, libc::SIGKILL)?;
+        let status = wait_bounded(&mut child, REAP_TIMEOUT).await?;
+        match status {
+            Some(status) if status.signal() == Some(libc::SIGKILL) => Ok(()),
+            Some(status) => bail!("kill9: the broker exited with {status}, not by SIGKILL"),
+            None => bail!("kill9: the broker was not reaped within {REAP_TIMEOUT:?}"),
+        }
+    }
+
+    /// SIGTERMs the broker and waits for a graceful shutdown: the process must exit
+    /// with status 0 within [`STOP_TIMEOUT`], else it is SIGKILLed and this fails.
+    /// Returns how long the shutdown took.
+    pub async fn terminate(&mut self) -> anyhow::Result<Duration> {
+        let mut child = self
+            .child
+            .take()
+            .context("terminate: no broker is running")?;
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "terminate: the broker had already exited on its own ({status})\n{}",
+                self.log_tails()
+            );
+        }
+        let started = Instant::now();
+        signal(&child, libc::SIGTERM)?;
+        match wait_bounded(&mut child, STOP_TIMEOUT).await? {
+            Some(status) if status.success() => Ok(started.elapsed()),
+            Some(status) => bail!(
+                "after SIGTERM the broker exited with {status}, not 0\n{}",
+                self.log_tails()
+            ),
+            None => {
+                let _ = signal(&child, libc::SIGKILL);
+                let _ = wait_bounded(&mut child, REAP_TIMEOUT).await;
+                bail!(
+                    "the broker did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
+                    self.log_tails()
+                )
+            }
+        }
+    }
+
+    /// The ends of the output files of every start, for a failure message.
+    pub fn log_tails(&self) -> String {
+        let mut out = format!(
+            "--- broker on port {} over {} ({} start(s)) ---\n",
+            self.port,
+            self.data_dir.display(),
+            self.starts
+        );
+        for start in 1..=self.starts {
+            for stream in ["stdout", "stderr"] {
+                let path = self.logs.path().join(format!("start-{start}.{stream}"));
+                let tail = read_tail(&path, LOG_TAIL_BYTES);
+                if !tail.trim().is_empty() {
+                    out.push_str(&format!("--- start {start} {stream} ---\n{tail}\n"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Spawns the process and waits until it is ready and logged in.
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        self.starts += 1;
+        let child = self.spawn()?;
+        self.child = Some(child);
+        if let Err(error) = self.wait_ready().await {
+            if let Some(mut child) = self.child.take() {
+                let _ = signal(&child, libc::SIGKILL);
+                let _ = wait_bounded(&mut child, REAP_TIMEOUT).await;
+            }
+            return Err(error.context(self.log_tails()));
+        }
+        Ok(())
+    }
+
+    fn spawn(&self) -> anyhow::Result<Child> {
+        let open = |stream: &str| {
+            let path = self
+                .logs
+                .path()
+                .join(format!("start-{}.{stream}", self.starts));
+            File::create(&path).with_context(|| format!("creating {}", path.display()))
+        };
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(open("stdout")?)
+            .stderr(open("stderr")?);
+        hermetic_env(&mut command);
+        // SAFETY: the closure runs in the child between fork and exec and calls only
+        // prctl, which is async-signal-safe. PR_SET_PDEATHSIG makes the kernel kill the
+        // broker when the thread that spawned it exits, so a test process that is
+        // itself killed leaves no broker behind. Brokers are spawned from the test's
+        // runtime threads, which live as long as the test.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))
+    }
+
+    /// Polls `/healthz` until it answers 200, the process exits, or
+    /// [`READY_TIMEOUT`] passes; then logs in.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("the broker exited during start ({status})");
+            }
+            let probe = tokio::time::timeout_at(deadline, self.api.get("/healthz")).await;
+            match probe {
+                Ok(Ok((200, _))) => break,
+                Ok(_) => {}
+                Err(_) => bail!("the broker did not answer /healthz within {READY_TIMEOUT:?}"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the broker did not answer /healthz within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        let login = self.api.login("admin", ADMIN_PASSWORD);
+        tokio::time::timeout_at(deadline, login)
+            .await
+            .map_err(|_| anyhow::anyhow!("login took longer than {READY_TIMEOUT:?}"))?
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let tails = self.log_tails();
+        if std::thread::panicking() {
+            eprintln!("{tails}");
+        }
+        STASHED_LOGS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tails);
+    }
+}
+
+/// A port that was free a moment ago: bind port 0 on loopback, read it, let go.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding port 0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Clears every `BROKER_*` variable the test run inherited (a developer's
+/// `BROKER_CONFIG` must not leak into a test), then sets the harness's own.
+fn hermetic_env(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("BROKER_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("BROKER_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("BROKER_LOG", "warn");
+}
+
+fn signal(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    // SAFETY: kill(2) with the pid of our own child, which has not been reaped yet (we
+    // hold its `Child` and have not waited on it successfully), so the pid cannot
+    // have been reused by another process.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("kill(2)");
+    }
+    Ok(())
+}
+
+/// Waits for the child to exit, up to `timeout`; `None` when it did not.
+async fn wait_bounded(child: &mut Child, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn read_tail(path: &Path, bytes: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = len.saturating_sub(bytes);
+    if file.seek(SeekFrom::Start(from)).is_err() {
+        return String::new();
+    }
+    let mut tail = Vec::new();
+    let _ = file.take(bytes).read_to_end(&mut tail);
+    let text = String::from_utf8_lossy(&tail).into_owned();
+    if from > 0 {
+        format!("[... {from} bytes before ...]\n{text}")
+    } else {
+        text
+    }
+}
+
+/// The longest a `broker` command-line subcommand (not `serve`) may run.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `broker <args>` (e.g. `user add NAME --data-dir DIR`) with `stdin` as its
+/// input, the same clean environment as a served broker, and [`CLI_TIMEOUT`].
+pub async fn broker_cli(args: Vec<String>, stdin: Option<String>) -> anyhow::Result<Bounded> {
+    tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(broker_bin()?);
+        command.args(&args);
+        hermetic_env(&mut command);
+        run_bounded(command, stdin.as_deref().map(str::as_bytes), CLI_TIMEOUT)
+    })
+    .await?
+}
