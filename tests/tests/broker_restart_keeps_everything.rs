@@ -137,6 +137,29 @@ fn pick(object: &Value, fields: &[&str]) -> Value {
     Value::Object(picked)
 }
 
+/// Topic settings (those the broker shows) that must survive.
+const TOPIC_SETTINGS: &[&str] = &[
+    "partition_count",
+    "replication_factor",
+    "retention_ms",
+    "retention_bytes",
+    "durability",
+];
+/// Queue numbers and settings (those the broker shows) that must survive.
+const QUEUE_FIELDS: &[&str] = &[
+    "depth",
+    "in_flight",
+    "dead_lettered",
+    "dropped",
+    "visibility_timeout_ms",
+    "max_deliveries",
+    "dead_letter_queue",
+    "partition_count",
+    "replication_factor",
+    "durability",
+    "partitions",
+];
+
 /// Everything that must survive, as the API describes it: topics and their
 /// partitions, subscriptions and their committed offsets, queues and their numbers
 /// and settings. Nothing time-dependent is in it.
@@ -156,6 +179,7 @@ async fn snapshot(api: &Api) -> anyhow::Result<Value> {
                         "log_start_offset",
                         "log_end_offset",
                         "high_watermark",
+                        "durable_offset",
                     ],
                 )
             })
@@ -167,24 +191,16 @@ async fn snapshot(api: &Api) -> anyhow::Result<Value> {
         for sub in names(&subs_list, "subscriptions")? {
             subs.insert(sub.clone(), json!(api.committed(&topic, &sub).await?));
         }
+        let settings = pick(&detail, TOPIC_SETTINGS);
         topics.insert(
             topic,
-            json!({"partitions": partitions, "subscriptions": subs}),
+            json!({"settings": settings, "partitions": partitions, "subscriptions": subs}),
         );
     }
     let mut queues = serde_json::Map::new();
     for queue in names(&api.get_ok("/v1/queues").await?, "queues")? {
         let detail = api.queue(&queue).await?;
-        let fields = [
-            "depth",
-            "in_flight",
-            "dead_lettered",
-            "visibility_timeout_ms",
-            "max_deliveries",
-            "dead_letter_queue",
-            "partitions",
-        ];
-        queues.insert(queue, pick(&detail, &fields));
+        queues.insert(queue, pick(&detail, QUEUE_FIELDS));
     }
     Ok(json!({"topics": topics, "queues": queues}))
 }

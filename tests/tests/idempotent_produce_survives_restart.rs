@@ -1,6 +1,7 @@
 //! Invariant: a produce repeated with the same `Idempotency-Key` appends nothing and
 //! answers what the first one answered, also after a SIGKILL and a restart of the
-//! broker (the window is rebuilt from the log, not only kept in memory).
+//! broker, and after a graceful one (the window is rebuilt from the log, not only
+//! kept in memory).
 
 use std::time::Duration;
 
@@ -69,28 +70,35 @@ async fn run() -> anyhow::Result<()> {
         "ends {ends:?} after 9 messages"
     );
 
-    broker.kill9().await?;
-    broker.restart().await?;
+    for stop in ["SIGKILL", "SIGTERM"] {
+        if stop == "SIGKILL" {
+            broker.kill9().await?;
+        } else {
+            broker.terminate().await?;
+        }
+        broker.restart().await?;
+        let api = broker.api();
+        ensure!(
+            api.log_end_offsets(TOPIC).await? == ends,
+            "the restart after {stop} changed the log ends"
+        );
+        let after = produce_with_key(api, &a, KEY_A).await?;
+        ensure!(
+            after == first,
+            "a retry after {stop} and a restart answered {after:?}, the first {first:?}"
+        );
+        let after_b = produce_with_key(api, &b, KEY_B).await?;
+        ensure!(
+            after_b == other,
+            "the second key's retry after {stop} answered {after_b:?}, first {other:?}"
+        );
+        let now = api.log_end_offsets(TOPIC).await?;
+        ensure!(
+            now == ends,
+            "retries after {stop} and a restart appended: {ends:?} -> {now:?}"
+        );
+    }
     let api = broker.api().clone();
-    ensure!(
-        api.log_end_offsets(TOPIC).await? == ends,
-        "the restart changed the log ends"
-    );
-    let after = produce_with_key(&api, &a, KEY_A).await?;
-    ensure!(
-        after == first,
-        "a retry after the restart answered {after:?}, the first {first:?}"
-    );
-    let after_b = produce_with_key(&api, &b, KEY_B).await?;
-    ensure!(
-        after_b == other,
-        "the second key's retry answered {after_b:?}"
-    );
-    let now = api.log_end_offsets(TOPIC).await?;
-    ensure!(
-        now == ends,
-        "retries after the restart appended: {ends:?} -> {now:?}"
-    );
 
     let mut expected: Vec<String> = a
         .iter()
@@ -103,7 +111,9 @@ async fn run() -> anyhow::Result<()> {
         stored == expected,
         "stored {stored:?}, sent once each {expected:?}"
     );
-    println!("first answer {first:?}, repeated identically before and after the kill");
+    println!(
+        "first answer {first:?}, repeated identically before and after SIGKILL and SIGTERM restarts"
+    );
     broker.terminate().await?;
     Ok(())
 }

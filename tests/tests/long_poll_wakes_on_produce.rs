@@ -2,17 +2,21 @@
 //! wait runs out when none comes. A subscription pull with `wait_ms=5000` parked on
 //! an empty subscription returns within a few milliseconds of a produce made over
 //! another connection; a pull with `wait_ms=300` and no produce returns empty after
-//! at least 300 ms. The same for a queue receive and a send.
+//! at least 300 ms. The same for a queue receive and a send. The topic and the queue
+//! have several partitions and the messages go to different ones: a poll waits on
+//! all of them.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use serde_json::json;
-use system_tests::{Api, BrokerProcess, scenario, unkeyed};
+use system_tests::{Api, BrokerProcess, keyed, scenario};
 
 const TOPIC: &str = "wake";
 const SUB: &str = "waiter";
 const QUEUE: &str = "wake-queue";
+const TOPIC_PARTITIONS: u32 = 3;
+const QUEUE_PARTITIONS: u32 = 2;
 /// The wait of a parked poll: far longer than the wake-up may take.
 const LONG_WAIT_MS: u64 = 5_000;
 /// How long the poll is left parked before the produce.
@@ -47,8 +51,9 @@ async fn pull_wake(consumer: Api, producer: &Api, round: usize) -> anyhow::Resul
     );
     let value = format!("wake-{round}");
     let requested = Instant::now();
+    let key = format!("key-{round}");
     producer
-        .produce(TOPIC, &[unkeyed(&value)], "all", &[])
+        .produce(TOPIC, &[keyed(&key, &value)], "all", &[])
         .await?;
     let answered = Instant::now();
     let (returned, messages) = parked.await?;
@@ -75,7 +80,9 @@ async fn receive_wake(consumer: Api, producer: &Api, round: usize) -> anyhow::Re
     );
     let value = format!("wake-{round}");
     let requested = Instant::now();
-    producer.send(QUEUE, &[unkeyed(&value)]).await?;
+    producer
+        .send(QUEUE, &[keyed(&format!("key-{round}"), &value)])
+        .await?;
     let answered = Instant::now();
     let (returned, messages, consumer) = parked.await?;
     let messages = messages?;
@@ -140,9 +147,10 @@ async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut broker = BrokerProcess::start(dir.path()).await?;
     let api = broker.api().clone();
-    api.create_topic(TOPIC, 1).await?;
+    api.create_topic(TOPIC, TOPIC_PARTITIONS).await?;
     api.subscribe(TOPIC, SUB, "latest", false).await?;
-    api.create_queue(QUEUE, json!({})).await?;
+    api.create_queue(QUEUE, json!({ "partitions": QUEUE_PARTITIONS }))
+        .await?;
 
     let mut wakes = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {

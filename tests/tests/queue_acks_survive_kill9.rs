@@ -133,6 +133,12 @@ async fn run() -> anyhow::Result<()> {
         );
     }
     ensure!(api.queue_depth(QUEUE).await? == (0, 0));
+    let stale: Vec<String> = to_leave.iter().map(|m| m.receipt.clone()).collect();
+    let counted = api.ack(QUEUE, &stale).await?;
+    ensure!(
+        counted == 0,
+        "{counted} receipts of leases that ran out (and were delivered again) counted as acks"
+    );
     let late = api
         .receive(QUEUE, 10, SHORT_LEASE_MS + 500, SHORT_LEASE_MS)
         .await?;
