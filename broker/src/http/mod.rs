@@ -69,7 +69,7 @@ pub fn router_with(broker: Arc<Broker>, cluster: ClusterView) -> Router {
 }
 
 /// The router, and the (method, path) of every operation it serves.
-fn app(broker: Arc<Broker>, cluster: ClusterView) -> (Router, Vec<(HttpMethod, String)>) {
+fn app(broker: Arc<Broker>, cluster: ClusterView) -> (Router, Vec<(Method, String)>) {
     let max_body_bytes = broker.config.max_body_bytes;
     let state = AppState {
         metrics: Arc::new(Metrics::new(Arc::clone(&broker))),
@@ -123,7 +123,7 @@ fn app(broker: Arc<Broker>, cluster: ClusterView) -> (Router, Vec<(HttpMethod, S
 /// Routes under construction, with the operations they serve.
 struct Routes {
     router: Router<AppState>,
-    operations: Vec<(HttpMethod, String)>,
+    operations: Vec<(Method, String)>,
 }
 
 impl Default for Routes {
@@ -146,7 +146,8 @@ impl Routes {
         let path = P::path();
         let mut methods = MethodRouter::new();
         for method in P::methods() {
-            methods = methods.on(method_filter(&method), handler.clone());
+            let (filter, method) = method_of(&method);
+            methods = methods.on(filter, handler.clone());
             self.operations.push((method, path.clone()));
         }
         self.router = self.router.route(&path, methods);
@@ -154,16 +155,16 @@ impl Routes {
     }
 }
 
-fn method_filter(method: &HttpMethod) -> MethodFilter {
+fn method_of(method: &HttpMethod) -> (MethodFilter, Method) {
     match method {
-        HttpMethod::Get => MethodFilter::GET,
-        HttpMethod::Post => MethodFilter::POST,
-        HttpMethod::Put => MethodFilter::PUT,
-        HttpMethod::Delete => MethodFilter::DELETE,
-        HttpMethod::Options => MethodFilter::OPTIONS,
-        HttpMethod::Head => MethodFilter::HEAD,
-        HttpMethod::Patch => MethodFilter::PATCH,
-        HttpMethod::Trace => MethodFilter::TRACE,
+        HttpMethod::Get => (MethodFilter::GET, Method::GET),
+        HttpMethod::Post => (MethodFilter::POST, Method::POST),
+        HttpMethod::Put => (MethodFilter::PUT, Method::PUT),
+        HttpMethod::Delete => (MethodFilter::DELETE, Method::DELETE),
+        HttpMethod::Options => (MethodFilter::OPTIONS, Method::OPTIONS),
+        HttpMethod::Head => (MethodFilter::HEAD, Method::HEAD),
+        HttpMethod::Patch => (MethodFilter::PATCH, Method::PATCH),
+        HttpMethod::Trace => (MethodFilter::TRACE, Method::TRACE),
     }
 }
 

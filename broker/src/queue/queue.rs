@@ -858,8 +858,12 @@ impl Queue {
         from: Offset,
         max: usize,
     ) -> Result<Option<(ClaimGuard<'_>, Offset)>, ApiError> {
+        let now = self.clock.now_ms();
         let (partition, mut cell) = self.partition(index)?;
         let end = partition.log.watermark(partition.read_bound());
+        // Leases that ran out are not leased any more: redrive those too, as a
+        // receive would deliver them.
+        cell.state.expire(now);
         let offsets: Vec<Offset> = cell
             .state
             .undone_from(from, end)

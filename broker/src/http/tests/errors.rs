@@ -1,0 +1,292 @@
+//! Errors the router and extractors produce: unknown routes, wrong methods, oversized
+//! bodies, invalid names in paths, missing rights, wrong content types.
+
+use axum::http::{Method, StatusCode, header};
+use serde_json::json;
+
+use super::support::{MAX_BODY_BYTES, TestApp, req};
+use crate::auth::{Action, Grant, ResourceKind};
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405_with_error_bodies() {
+    let app = TestApp::start().await;
+    for path in [
+        "/",
+        "/v1",
+        "/v2/topics",
+        "/v1/topicz",
+        "/v1/topics/t/nothing/here",
+    ] {
+        app.get(path)
+            .await
+            .expect_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    for (method, path) in [
+        (Method::PUT, "/v1/topics"),
+        (Method::DELETE, "/v1/topics/t/messages"),
+        (Method::GET, "/v1/auth/token"),
+        (Method::PATCH, "/v1/queues/q"),
+        (Method::GET, "/v1/queues/q/receive"),
+        (Method::POST, "/healthz"),
+    ] {
+        let resp = app.send(req(method.clone(), path).token(&app.token)).await;
+        resp.expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        assert!(resp.headers.contains_key(header::ALLOW), "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_and_store_nothing() {
+    let app = TestApp::start().await;
+    app.create_topic("t", json!({})).await;
+    app.create_queue("q", json!({})).await;
+    let big = "x".repeat(MAX_BODY_BYTES + 1);
+    let body = json!({"messages": [{"value": big}]});
+    for path in [
+        "/v1/topics/t/messages",
+        "/v1/queues/q/messages",
+        "/v1/topics",
+    ] {
+        app.post(path, body.clone())
+            .await
+            .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    }
+    app.send(
+        req(Method::POST, "/v1/bench/noop")
+            .token(&app.token)
+            .raw("application/octet-stream", big.clone().into_bytes()),
+    )
+    .await
+    .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    app.send(
+        req(Method::POST, "/v1/queues/q/receive")
+            .token(&app.token)
+            .raw("application/json", big.into_bytes()),
+    )
+    .await
+    .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_eq!(app.broker.topic("t").unwrap().partitions()[0].end().0, 0);
+    assert_eq!(app.broker.queue("q").unwrap().stats().depth, 0);
+    // Just under the limit is fine.
+    let fits = "y".repeat(MAX_BODY_BYTES - 100);
+    app.post(
+        "/v1/topics/t/messages",
+        json!({"messages": [{"value": fits}]}),
+    )
+    .await
+    .expect(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn invalid_names_in_paths_are_400_before_any_lookup() {
+    let app = TestApp::start().await;
+    app.create_topic("t", json!({})).await;
+    let long = "a".repeat(250);
+    let names = ["..", ".", "a%2Fb", "a%20b", "%C3%A9", "%FF", long.as_str()];
+    for name in names {
+        for path in [
+            format!("/v1/topics/{name}"),
+            format!("/v1/topics/{name}/partitions"),
+            format!("/v1/topics/{name}/subscriptions"),
+            format!("/v1/topics/t/subscriptions/{name}"),
+            format!("/v1/topics/t/subscriptions/{name}/offsets"),
+            format!("/v1/queues/{name}"),
+        ] {
+            let resp = app.get(&path).await;
+            resp.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        }
+        app.post(
+            &format!("/v1/topics/{name}/messages"),
+            json!({"messages": [{"value": "x"}]}),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        app.delete(&format!("/v1/queues/{name}"))
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    for (method, path) in [
+        (Method::POST, "/v1/topics//messages"),
+        (Method::GET, "/v1/topics/t/subscriptions//messages"),
+        (Method::POST, "/v1/queues//receive"),
+        (Method::GET, "/v1/topics/"),
+        (Method::GET, "/v1/queues/"),
+    ] {
+        let resp = app
+            .send(
+                req(method, path)
+                    .token(&app.token)
+                    .json(&json!({"messages": [{"value": "x"}]})),
+            )
+            .await;
+        resp.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+}
+
+#[tokio::test]
+async fn json_endpoints_refuse_other_content_types() {
+    let app = TestApp::start().await;
+    app.create_topic("t", json!({})).await;
+    let body = json!({"messages": [{"value": "x"}]}).to_string();
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let message = app
+            .send(
+                req(Method::POST, "/v1/topics/t/messages")
+                    .token(&app.token)
+                    .raw(content_type, body.clone()),
+            )
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        assert!(message.contains("application/json"), "{message}");
+    }
+    app.send(
+        req(Method::POST, "/v1/topics/t/messages")
+            .token(&app.token)
+            .raw("application/json; charset=utf-8", body),
+    )
+    .await
+    .expect(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rights_are_checked_per_action_and_name() {
+    let app = TestApp::start().await;
+    app.create_topic("orders", json!({})).await;
+    app.create_topic("secret", json!({})).await;
+    app.create_queue("jobs", json!({})).await;
+    app.produce("orders", &["x"]).await;
+    app.post("/v1/topics/orders/subscriptions", json!({"name": "s"}))
+        .await
+        .expect(StatusCode::CREATED);
+    let producer = app
+        .user_with(
+            "producer",
+            &[
+                Grant::new(ResourceKind::Topic, "orders", Action::Produce),
+                Grant::new(ResourceKind::Queue, "jobs", Action::Produce),
+            ],
+        )
+        .await;
+    let as_producer = |method: Method, path: &str| req(method, path).token(&producer);
+
+    // Allowed: produce, send, describe and list what they have a right on.
+    app.send(
+        as_producer(Method::POST, "/v1/topics/orders/messages")
+            .json(&json!({"messages": [{"value": "y"}]})),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.send(
+        as_producer(Method::POST, "/v1/queues/jobs/messages")
+            .json(&json!({"messages": [{"value": "y"}]})),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.send(as_producer(Method::GET, "/v1/topics/orders"))
+        .await
+        .expect(StatusCode::OK);
+    app.send(as_producer(Method::GET, "/v1/topics/orders/partitions"))
+        .await
+        .expect(StatusCode::OK);
+    app.send(as_producer(Method::GET, "/v1/cluster"))
+        .await
+        .expect(StatusCode::OK);
+    let topics = app
+        .send(as_producer(Method::GET, "/v1/topics"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(topics["topics"].as_array().unwrap().len(), 1);
+    assert_eq!(topics["topics"][0]["name"], "orders");
+    let queues = app
+        .send(as_producer(Method::GET, "/v1/queues"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(queues["queues"][0]["name"], "jobs");
+
+    // Forbidden: everything else, whether or not the name exists.
+    let forbidden = [
+        (Method::POST, "/v1/topics", json!({"name": "orders2"})),
+        (Method::DELETE, "/v1/topics/orders", json!(null)),
+        (Method::GET, "/v1/topics/secret", json!(null)),
+        (Method::GET, "/v1/topics/no-such-topic", json!(null)),
+        (Method::GET, "/v1/topics/secret/partitions", json!(null)),
+        (
+            Method::POST,
+            "/v1/topics/secret/messages",
+            json!({"messages": [{"value": "y"}]}),
+        ),
+        (
+            Method::POST,
+            "/v1/topics/orders/subscriptions",
+            json!({"name": "mine"}),
+        ),
+        (Method::GET, "/v1/topics/orders/subscriptions", json!(null)),
+        (
+            Method::GET,
+            "/v1/topics/orders/subscriptions/s",
+            json!(null),
+        ),
+        (
+            Method::GET,
+            "/v1/topics/orders/subscriptions/s/messages",
+            json!(null),
+        ),
+        (
+            Method::GET,
+            "/v1/topics/orders/subscriptions/s/offsets",
+            json!(null),
+        ),
+        (
+            Method::POST,
+            "/v1/topics/orders/subscriptions/s/commit",
+            json!({"offsets": []}),
+        ),
+        (
+            Method::POST,
+            "/v1/topics/orders/subscriptions/s/seek",
+            json!({"offset": 0}),
+        ),
+        (
+            Method::DELETE,
+            "/v1/topics/orders/subscriptions/s",
+            json!(null),
+        ),
+        (Method::POST, "/v1/queues", json!({"name": "jobs2"})),
+        (Method::DELETE, "/v1/queues/jobs", json!(null)),
+        (Method::POST, "/v1/queues/jobs/receive", json!({})),
+        (Method::POST, "/v1/queues/jobs/ack", json!({"receipts": []})),
+        (
+            Method::POST,
+            "/v1/queues/jobs/nack",
+            json!({"receipts": []}),
+        ),
+        (Method::POST, "/v1/queues/jobs/redrive", json!({})),
+    ];
+    for (method, path, body) in forbidden {
+        let resp = app
+            .send(as_producer(method.clone(), path).json(&body))
+            .await;
+        resp.expect_error(StatusCode::FORBIDDEN, "forbidden");
+    }
+    // Nothing they were refused happened.
+    assert!(app.broker.topic("orders2").is_err());
+    assert!(app.broker.topic("orders").is_ok());
+    assert_eq!(app.broker.topic("orders").unwrap().subscriptions().len(), 1);
+
+    let consumer = app
+        .user_with(
+            "consumer",
+            &[Grant::new(ResourceKind::Topic, "orders", Action::Consume)],
+        )
+        .await;
+    app.send(req(Method::GET, "/v1/topics/orders/subscriptions/s/messages").token(&consumer))
+        .await
+        .expect(StatusCode::OK);
+    app.send(
+        req(Method::POST, "/v1/topics/orders/messages")
+            .token(&consumer)
+            .json(&json!({"messages": [{"value": "y"}]})),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "forbidden");
+}

@@ -1,0 +1,220 @@
+//! Health, readiness, metrics, the OpenAPI document (against the routes and
+//! `docs/api.md`), the cluster view and the bench baseline.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode, header};
+use serde_json::json;
+
+use super::support::{TestApp, req};
+use crate::http::ClusterView;
+
+#[tokio::test]
+async fn health_and_readiness_answer_without_a_token() {
+    let app = TestApp::start().await;
+    let health = app.send(req(Method::GET, "/healthz")).await;
+    assert_eq!(health.expect(StatusCode::OK), json!({"status": "ok"}));
+    let ready = app.send(req(Method::GET, "/readyz")).await;
+    assert_eq!(ready.expect(StatusCode::OK), json!({"status": "ready"}));
+    std::fs::rename(app.broker.data_dir(), app.dir.path().join("gone")).unwrap();
+    app.send(req(Method::GET, "/readyz"))
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let health = app.send(req(Method::GET, "/healthz")).await;
+    assert_eq!(health.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_count_messages_time_routes_and_show_storage_gauges() {
+    let app = TestApp::start().await;
+    app.create_topic("t", json!({"partitions": 2})).await;
+    app.create_queue("q", json!({})).await;
+    app.produce("t", &["abc", "de"]).await;
+    app.post("/v1/topics/t/subscriptions", json!({"name": "s"}))
+        .await
+        .expect(StatusCode::CREATED);
+    app.get("/v1/topics/t/subscriptions/s/messages?max=1")
+        .await
+        .expect(StatusCode::OK);
+    app.send_to_queue("q", &["x", "y", "z"]).await;
+    app.post("/v1/queues/q/receive", json!({}))
+        .await
+        .expect(StatusCode::OK);
+    app.get("/v1/topics/missing").await;
+
+    let resp = app.send(req(Method::GET, "/metrics")).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(
+        resp.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = resp.text();
+    for line in [
+        r#"broker_messages_in_total{kind="topic",name="t"} 2"#,
+        r#"broker_bytes_in_total{kind="topic",name="t"} 5"#,
+        r#"broker_messages_out_total{kind="topic",name="t"} 1"#,
+        r#"broker_messages_in_total{kind="queue",name="q"} 3"#,
+        r#"broker_messages_out_total{kind="queue",name="q"} 1"#,
+        r#"broker_partition_log_end_offset{kind="topic",name="t",partition="0"} 1"#,
+        r#"broker_partition_log_end_offset{kind="topic",name="t",partition="1"} 1"#,
+        r#"broker_partition_log_end_offset{kind="queue",name="q",partition="0"} 3"#,
+        r#"broker_subscription_lag{topic="t",subscription="s"} 2"#,
+        r#"broker_queue_depth{queue="q"} 3"#,
+        r#"broker_queue_in_flight{queue="q"} 1"#,
+        r#"broker_queue_dead_lettered{queue="q"} 0"#,
+        r#"broker_http_request_duration_seconds_count{method="POST",route="/v1/topics/{topic}/messages"} 1"#,
+        r#"broker_http_responses_total{method="GET",route="/v1/topics/{topic}",status="404"} 1"#,
+        "# EOF",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    // Deleting a topic forgets its counters.
+    app.delete("/v1/topics/t").await;
+    let text = app.send(req(Method::GET, "/metrics")).await.text();
+    assert!(!text.contains(r#"name="t""#), "{text}");
+}
+
+#[tokio::test]
+async fn the_cluster_view_names_this_node_as_leader_of_everything() {
+    let app = TestApp::start().await;
+    app.create_topic("t", json!({"partitions": 2})).await;
+    let cluster = app.get("/v1/cluster").await.expect(StatusCode::OK);
+    assert_eq!(
+        cluster,
+        json!({"brokers": [{"id": 1, "rest_addr": "127.0.0.1:8080", "alive": true}], "controller": 1})
+    );
+    let partitions = app
+        .get("/v1/topics/t/partitions")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        partitions,
+        json!({"partitions": [
+            {"partition": 0, "leader": 1, "leader_rest_addr": "127.0.0.1:8080", "replicas": [1], "isr": [1]},
+            {"partition": 1, "leader": 1, "leader_rest_addr": "127.0.0.1:8080", "replicas": [1], "isr": [1]},
+        ]})
+    );
+    app.get("/v1/topics/nope/partitions")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+
+    // The address is the view's: a server bound elsewhere passes its own.
+    let view = ClusterView::standalone("10.0.0.7:9000".parse().unwrap());
+    let router = crate::http::router_with(Arc::clone(&app.broker), view);
+    let request = axum::http::Request::get("/v1/cluster")
+        .header("authorization", format!("Bearer {}", app.token))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(router, request).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["brokers"][0]["rest_addr"], "10.0.0.7:9000");
+}
+
+#[tokio::test]
+async fn the_bench_baseline_reads_any_body_and_answers_an_empty_object() {
+    let app = TestApp::start().await;
+    let resp = app
+        .send(
+            req(Method::POST, "/v1/bench/noop")
+                .token(&app.token)
+                .raw("application/json", "not even json"),
+        )
+        .await;
+    assert_eq!(resp.expect(StatusCode::OK), json!({}));
+    let resp = app
+        .send(req(Method::POST, "/v1/bench/noop").token(&app.token))
+        .await;
+    assert_eq!(resp.expect(StatusCode::OK), json!({}));
+}
+
+/// Every (method, path) the OpenAPI document lists.
+fn documented(doc: &serde_json::Value) -> BTreeSet<(String, String)> {
+    let mut operations = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
+                operations.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    operations
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_routed_operations() {
+    let app = TestApp::start().await;
+    let doc = app
+        .send(req(Method::GET, "/openapi.json"))
+        .await
+        .expect(StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["paths"]["/v1/topics"]["post"]["security"],
+        json!([{"bearer": []}])
+    );
+    assert!(doc["paths"]["/healthz"]["get"].get("security").is_none());
+    assert!(doc["components"]["schemas"]["TopicDescription"].is_object());
+    assert!(doc["components"]["schemas"]["PulledMessage"].is_object());
+
+    let (_, routed) = super::super::app(
+        Arc::clone(&app.broker),
+        ClusterView::standalone("127.0.0.1:1".parse().unwrap()),
+    );
+    let routed: BTreeSet<(String, String)> = routed
+        .iter()
+        .map(|(method, path)| (method.to_string(), path.clone()))
+        .collect();
+    assert_eq!(routed, documented(&doc));
+    // Each documented operation is served: never the router's 404 or 405.
+    for (method, path) in &routed {
+        let concrete = path
+            .replace("{topic}", "t")
+            .replace("{queue}", "q")
+            .replace("{subscription}", "s");
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = app
+            .send(req(method.clone(), &concrete).token(&app.token))
+            .await;
+        assert_ne!(
+            resp.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {concrete}"
+        );
+        assert!(
+            !resp.text().contains("no route for"),
+            "{method} {concrete}: {}",
+            resp.text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn docs_api_md_describes_exactly_the_documented_operations() {
+    let app = TestApp::start().await;
+    let doc = app
+        .send(req(Method::GET, "/openapi.json"))
+        .await
+        .expect(StatusCode::OK);
+    let reference =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
+    // Operations appear in the reference as headings: "### `METHOD /path`".
+    let described: BTreeSet<(String, String)> = reference
+        .lines()
+        .filter_map(|line| line.strip_prefix("### `")?.strip_suffix('`'))
+        .filter_map(|op| op.split_once(' '))
+        .map(|(method, path)| (method.to_owned(), path.to_owned()))
+        .collect();
+    assert_eq!(described, documented(&doc));
+}
