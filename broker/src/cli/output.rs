@@ -105,6 +105,39 @@ pub fn objects(items: &[Value], first: &[&str]) -> io::Result<()> {
     text(&render_table(&rows))
 }
 
+/// Prints one object (a topic, a queue): `name` first, then its other flat
+/// fields as `field: value` lines by name, then each list of objects (the
+/// partitions) as a table whose `first` columns lead.
+pub fn describe(item: &Value, first: &[&str]) -> anyhow::Result<()> {
+    let Some(fields) = item.as_object() else {
+        anyhow::bail!("the broker's answer is not an object: {item}");
+    };
+    let mut text = String::new();
+    if let Some(name) = fields.get("name") {
+        text.push_str(&format!("name: {}\n", cell(Some(name))));
+    }
+    for (field, value) in fields {
+        if field != "name" && !is_table(value) {
+            text.push_str(&format!("{field}: {}\n", cell(Some(value))));
+        }
+    }
+    self::text(&text)?;
+    for (field, value) in fields {
+        if let Value::Array(items) = value
+            && is_table(value)
+        {
+            self::text(&format!("\n{field}:\n"))?;
+            objects(items, first)?;
+        }
+    }
+    Ok(())
+}
+
+/// A non-empty list of objects: shown as a table.
+fn is_table(value: &Value) -> bool {
+    matches!(value, Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object))
+}
+
 /// A scalar, or an array of scalars: what fits in a cell.
 fn is_flat(value: &Value) -> bool {
     match value {
@@ -112,6 +145,16 @@ fn is_flat(value: &Value) -> bool {
         Value::Array(items) => items.iter().all(|v| !v.is_object() && !v.is_array()),
         _ => true,
     }
+}
+
+/// Prints the list under `field` of an answer (`{"topics": [...]}`) as a table;
+/// says on stderr when it is empty.
+pub fn list(answer: &Value, field: &str, first: &[&str]) -> anyhow::Result<()> {
+    let items = array(answer, field)?;
+    if items.is_empty() {
+        eprintln!("(no {})", field.replace('_', " "));
+    }
+    Ok(objects(items, first)?)
 }
 
 /// The array under `field` of an answer (`{"topics": [...]}`), or an error

@@ -90,7 +90,12 @@ mod tests {
         assert!(read(&[0xff, 0xfe, b'\n']).is_err());
         let long = vec![b'x'; PASSWORD_BYTES_MAX + 1];
         assert!(read(&long).unwrap_err().to_string().contains("longer"));
-        let just_fits = vec![b'x'; PASSWORD_BYTES_MAX];
+        let mut long_line = vec![b'x'; PASSWORD_BYTES_MAX + 1];
+        long_line.push(b'\n');
+        assert!(read(&long_line).is_err());
+        let mut just_fits = vec![b'x'; PASSWORD_BYTES_MAX];
+        assert!(read(&just_fits).is_ok());
+        just_fits.extend(b"\r\n");
         assert!(read(&just_fits).is_ok());
     }
 }

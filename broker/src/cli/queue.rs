@@ -183,10 +183,7 @@ async fn run_async(api: &Api, command: QueueCommand) -> anyhow::Result<()> {
             if json {
                 return Ok(output::json(&answer)?);
             }
-            output::objects(
-                output::array(&answer, "queues")?,
-                &["name", "depth", "in_flight"],
-            )?;
+            output::list(&answer, "queues", &["name", "depth", "in_flight"])?;
         }
         QueueCommand::Describe { name, json } => {
             let queue = api
@@ -195,11 +192,7 @@ async fn run_async(api: &Api, command: QueueCommand) -> anyhow::Result<()> {
             if json {
                 return Ok(output::json(&queue)?);
             }
-            let mut text = String::new();
-            for (field, value) in queue.as_object().into_iter().flatten() {
-                text.push_str(&format!("{field}: {}\n", output::cell(Some(value))));
-            }
-            output::text(&text)?;
+            output::describe(&queue, &["partition", "leader", "replicas", "isr"])?;
         }
         QueueCommand::Delete { name } => {
             api.delete(&format!("/v1/queues/{}", client::name("queue", &name)?))

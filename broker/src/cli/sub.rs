@@ -134,7 +134,7 @@ async fn run_async(api: &Api, command: SubCommand) -> anyhow::Result<()> {
             if json {
                 return Ok(output::json(&answer)?);
             }
-            output::objects(output::array(&answer, "subscriptions")?, &["name", "lag"])?;
+            output::list(&answer, "subscriptions", &["name", "lag"])?;
         }
         SubCommand::Offsets { topic, name, json } => {
             let answer = api
@@ -143,8 +143,9 @@ async fn run_async(api: &Api, command: SubCommand) -> anyhow::Result<()> {
             if json {
                 return Ok(output::json(&answer)?);
             }
-            output::objects(
-                output::array(&answer, "offsets")?,
+            output::list(
+                &answer,
+                "offsets",
                 &["partition", "committed", "log_end_offset", "lag"],
             )?;
         }

@@ -112,7 +112,7 @@ async fn run_async(api: &Api, command: TopicCommand) -> anyhow::Result<()> {
             if json {
                 return Ok(output::json(&answer)?);
             }
-            output::objects(output::array(&answer, "topics")?, &["name", "partitions"])?;
+            output::list(&answer, "topics", &["name", "partitions"])?;
         }
         TopicCommand::Describe { name, json } => {
             let path = format!("/v1/topics/{}", client::name("topic", &name)?);
@@ -120,7 +120,7 @@ async fn run_async(api: &Api, command: TopicCommand) -> anyhow::Result<()> {
             if json {
                 return Ok(output::json(&topic)?);
             }
-            describe(&topic)?;
+            output::describe(&topic, &PARTITION_COLUMNS)?;
         }
         TopicCommand::Delete { name } => {
             api.delete(&format!("/v1/topics/{}", client::name("topic", &name)?))
@@ -131,35 +131,17 @@ async fn run_async(api: &Api, command: TopicCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a topic's scalar settings as `field: value` lines, then a table of its
-/// partitions.
-fn describe(topic: &Value) -> anyhow::Result<()> {
-    let Some(fields) = topic.as_object() else {
-        anyhow::bail!("the broker's answer is not a topic: {topic}");
-    };
-    let mut text = String::new();
-    for (field, value) in fields {
-        if field != "partitions" && !value.is_object() {
-            text.push_str(&format!("{field}: {}\n", output::cell(Some(value))));
-        }
-    }
-    output::text(&text)?;
-    if let Some(Value::Array(partitions)) = topic.get("partitions") {
-        output::line("")?;
-        let first = [
-            "partition",
-            "leader",
-            "replicas",
-            "isr",
-            "log_start_offset",
-            "log_end_offset",
-            "high_watermark",
-            "durable_offset",
-        ];
-        output::objects(partitions, &first)?;
-    }
-    Ok(())
-}
+/// The partition columns, in the API's order.
+const PARTITION_COLUMNS: [&str; 8] = [
+    "partition",
+    "leader",
+    "replicas",
+    "isr",
+    "log_start_offset",
+    "log_end_offset",
+    "high_watermark",
+    "durable_offset",
+];
 
 #[cfg(test)]
 mod tests {

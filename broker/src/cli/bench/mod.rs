@@ -350,13 +350,13 @@ impl Run {
 
     fn consume_job(&self, sub: &str, goal: ConsumeGoal) -> ConsumeJob {
         ConsumeJob {
-            url: format!(
-                "{}/v1/topics/{}/subscriptions/{sub}/messages?max={}&wait_ms={}",
+            url_before_max: format!(
+                "{}/v1/topics/{}/subscriptions/{sub}/messages?wait_ms={}&max=",
                 self.api.url(),
                 self.args.topic,
-                self.args.pull_max,
                 worker::IDLE_WAIT_MS
             ),
+            pull_max: self.args.pull_max,
             base_url: self.api.url().to_owned(),
             authorization: self.authorization.clone(),
             goal,
@@ -377,6 +377,7 @@ impl Run {
         let sub = self.subscription(StartArg::Earliest).await?;
         let goal = ConsumeGoal {
             target: AtomicU64::new(self.args.count.unwrap_or(u64::MAX)),
+            reserved: AtomicU64::new(0),
             producers_done: AtomicBool::new(true),
             deadline: self.args.duration.map(|d| Instant::now() + d),
             budget: Budget::new(None, 1, None),
@@ -392,10 +393,11 @@ impl Run {
         let result = self.run_consumers(&job).await;
         progress.finish();
         self.delete_subscription(&sub).await;
+        let totals = result?;
         let report = PhaseReport {
             phase: "consume",
-            totals: result?,
-            elapsed: started.elapsed(),
+            elapsed: consumed_for(&totals, started),
+            totals,
             durability: None,
         };
         if report.totals.messages == 0 && !self.args.json {
@@ -414,6 +416,7 @@ impl Run {
         let send = Arc::new(self.send_job("produce"));
         let goal = ConsumeGoal {
             target: AtomicU64::new(u64::MAX),
+            reserved: AtomicU64::new(0),
             producers_done: AtomicBool::new(false),
             deadline: self
                 .args
@@ -444,7 +447,10 @@ impl Run {
         };
         let consuming = async {
             let totals = self.run_consumers(&consume).await;
-            (totals, started.elapsed())
+            let elapsed = totals
+                .as_ref()
+                .map_or_else(|_| started.elapsed(), |t| consumed_for(t, started));
+            (totals, elapsed)
         };
         let ((produced, produce_elapsed), (consumed, consume_elapsed)) =
             tokio::join!(producing, consuming);
@@ -473,6 +479,14 @@ impl Run {
             eprintln!("warning: could not delete the bench subscription {sub:?}: {error:#}");
         }
     }
+}
+
+/// How long consumers took: until their last message, not counting the empty
+/// long poll that found the subscription drained.
+fn consumed_for(totals: &Totals, started: Instant) -> Duration {
+    totals
+        .last_message_at
+        .map_or_else(|| started.elapsed(), |last| last.duration_since(started))
 }
 
 /// Waits for every worker and merges their totals; the first failure wins.

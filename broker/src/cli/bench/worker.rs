@@ -60,6 +60,9 @@ pub struct Totals {
     pub requests: u64,
     /// Requests that failed.
     pub errors: u64,
+    /// When the last message arrived (consumers): a phase's end, not counting
+    /// the empty long poll that tells a drained subscription.
+    pub last_message_at: Option<Instant>,
 }
 
 impl Totals {
@@ -71,6 +74,7 @@ impl Totals {
             value_bytes: 0,
             requests: 0,
             errors: 0,
+            last_message_at: None,
         })
     }
 
@@ -81,6 +85,7 @@ impl Totals {
         self.value_bytes += other.value_bytes;
         self.requests += other.requests;
         self.errors += other.errors;
+        self.last_message_at = self.last_message_at.max(other.last_message_at);
         Ok(())
     }
 
@@ -223,8 +228,10 @@ fn check_produce_answer(job: &SendJob, bytes: &[u8], messages: u64) -> anyhow::R
 /// What the consuming workers of a phase share.
 #[derive(Debug)]
 pub struct ConsumeJob {
-    /// The pull URL, with `max` and `wait_ms`.
-    pub url: String,
+    /// The pull URL up to the value of `max`, which each pull appends.
+    pub url_before_max: String,
+    /// The most messages one pull asks for.
+    pub pull_max: u64,
     /// The broker's base URL, for errors.
     pub base_url: String,
     /// `Bearer <token>`.
@@ -237,10 +244,16 @@ pub struct ConsumeJob {
 
 /// When consumers stop: once they have received `target` messages, once the
 /// producers are done and a pull finds nothing, or at the deadline.
+///
+/// Concurrent pulls reserve what they ask for, so that together they never ask
+/// for more than `target`: a pull that got less gives the rest back, and the
+/// last pull to answer always sees every reservation settled.
 #[derive(Debug)]
 pub struct ConsumeGoal {
     /// Messages to receive; `u64::MAX` while unknown (producers still running).
     pub target: AtomicU64,
+    /// Messages received plus those asked for by pulls in flight.
+    pub reserved: AtomicU64,
     /// Whether every message to expect has been produced.
     pub producers_done: AtomicBool,
     /// No new pull starts after this.
@@ -250,10 +263,28 @@ pub struct ConsumeGoal {
 }
 
 impl ConsumeGoal {
-    fn is_reached(&self, received: u64) -> bool {
-        received >= self.target.load(Ordering::Relaxed)
-            || self.deadline.is_some_and(|d| Instant::now() >= d)
-            || self.budget.is_over()
+    /// Whether time is up or the run was stopped.
+    fn is_over(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d) || self.budget.is_over()
+    }
+
+    /// Reserves up to `max` messages for a pull; `None` when the target is
+    /// covered by what was received and what is asked for already.
+    fn reserve(&self, max: u64) -> Option<u64> {
+        let target = self.target.load(Ordering::Relaxed);
+        let before = self
+            .reserved
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |reserved| {
+                let left = target.saturating_sub(reserved);
+                (left > 0).then(|| reserved + left.min(max))
+            })
+            .ok()?;
+        Some(target.saturating_sub(before).min(max))
+    }
+
+    /// Gives back what a pull asked for and did not get.
+    fn release(&self, unused: u64) {
+        self.reserved.fetch_sub(unused, Ordering::Relaxed);
     }
 }
 
@@ -274,30 +305,34 @@ struct PulledMessage<'a> {
 pub async fn consume(job: Arc<ConsumeJob>) -> anyhow::Result<Totals> {
     let client = one_connection_client()?;
     let mut totals = Totals::new()?;
-    while !job
-        .goal
-        .is_reached(job.counters.messages.load(Ordering::Relaxed))
-    {
+    while !job.goal.is_over() {
+        let Some(want) = job.goal.reserve(job.pull_max) else {
+            break;
+        };
         let started = Instant::now();
-        let answer = pull(&client, &job).await;
-        let bytes = match answer {
+        let bytes = match pull(&client, &job, want).await {
             Ok(bytes) => bytes,
             Err(error) => {
+                job.goal.release(want);
                 failed(&job.goal.budget, &job.counters, &mut totals, error)?;
                 continue;
             }
         };
-        totals.record_latency(started);
+        let pulled: Pulled<'_> = serde_json::from_slice(&bytes)?;
+        let count = pulled.messages.len() as u64;
+        job.goal.release(want.saturating_sub(count));
         totals.requests += 1;
         job.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let pulled: Pulled<'_> = serde_json::from_slice(&bytes)?;
-        if pulled.messages.is_empty() {
+        if count == 0 {
+            // An empty answer waited out the long poll: its time is idleness,
+            // not service, and stays out of the latencies.
             if job.goal.producers_done.load(Ordering::Relaxed) {
                 break;
             }
             continue;
         }
-        let count = pulled.messages.len() as u64;
+        totals.record_latency(started);
+        totals.last_message_at = Some(Instant::now());
         totals.messages += count;
         totals.value_bytes += pulled
             .messages
@@ -309,12 +344,51 @@ pub async fn consume(job: Arc<ConsumeJob>) -> anyhow::Result<Totals> {
     Ok(totals)
 }
 
-async fn pull(client: &reqwest::Client, job: &ConsumeJob) -> anyhow::Result<Bytes> {
+/// One pull of at most `max` messages.
+async fn pull(client: &reqwest::Client, job: &ConsumeJob, max: u64) -> anyhow::Result<Bytes> {
     let response = client
-        .get(&job.url)
+        .get(format!("{}{max}", job.url_before_max))
         .header(AUTHORIZATION, job.authorization.clone())
         .send()
         .await
         .map_err(|e| TransportError::from_reqwest(&job.base_url, REQUEST_TIMEOUT.as_secs(), &e))?;
     answer(response, &job.base_url).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn goal(target: u64) -> ConsumeGoal {
+        ConsumeGoal {
+            target: AtomicU64::new(target),
+            reserved: AtomicU64::new(0),
+            producers_done: AtomicBool::new(true),
+            deadline: None,
+            budget: Budget::new(None, 1, None),
+        }
+    }
+
+    #[test]
+    fn concurrent_pulls_never_ask_for_more_than_the_target() {
+        let goal = goal(2500);
+        assert_eq!(goal.reserve(1000), Some(1000));
+        assert_eq!(goal.reserve(1000), Some(1000));
+        assert_eq!(goal.reserve(1000), Some(500));
+        assert_eq!(goal.reserve(1000), None);
+        goal.release(300);
+        assert_eq!(goal.reserve(1000), Some(300));
+        assert_eq!(goal.reserve(1000), None);
+    }
+
+    #[test]
+    fn an_unknown_target_reserves_full_pulls_until_it_is_known() {
+        let goal = goal(u64::MAX);
+        assert_eq!(goal.reserve(1000), Some(1000));
+        assert_eq!(goal.reserve(1000), Some(1000));
+        goal.target.store(1500, Ordering::Relaxed);
+        assert_eq!(goal.reserve(1000), None, "two pulls in flight cover it");
+        goal.release(1000);
+        assert_eq!(goal.reserve(1000), Some(500));
+    }
 }

@@ -1,0 +1,51 @@
+//! Failures that need no running broker print one `error: ...` sentence on
+//! stderr, nothing on stdout, and exit with 1: nothing listening, no login, a
+//! data directory that holds no broker (left uncreated).
+
+mod cli_support;
+
+use cli_support::{Sandbox, TestResult};
+
+#[test]
+fn cli_failures_without_a_broker_are_sentences_and_exit_codes() -> TestResult {
+    let sandbox = Sandbox::new()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+
+    let mut unreachable = sandbox.command(&["topic", "list", "--url", &url]);
+    unreachable.env("BROKER_TOKEN", "any");
+    let outcome = cli_support::run(unreachable, "")?;
+    assert_eq!(outcome.status.code(), Some(1));
+    assert_eq!(outcome.stdout, "");
+    assert_eq!(
+        outcome.stderr,
+        format!("error: cannot reach the broker at {url}: is it running?\n")
+    );
+
+    let outcome = sandbox.run(&["topic", "list", "--url", &url], "")?;
+    assert_eq!(outcome.status.code(), Some(1));
+    assert_eq!(
+        outcome.stderr,
+        format!(
+            "error: not logged in to {url}: run `broker login --url {url}` (or set BROKER_TOKEN)\n"
+        )
+    );
+
+    let outcome = sandbox.run(&["user", "list"], "")?;
+    assert_eq!(outcome.status.code(), Some(1));
+    assert!(outcome.stderr.contains("holds no broker"), "{outcome:?}");
+    assert!(
+        !sandbox.data_dir().exists(),
+        "a typo must not create a data directory"
+    );
+
+    let outcome = sandbox.run(&["bench", "--url", &url], "")?;
+    assert_eq!(
+        outcome.status.code(),
+        Some(2),
+        "clap refuses a bench without bounds"
+    );
+    Ok(())
+}
