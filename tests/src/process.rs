@@ -46,6 +46,9 @@ pub(crate) fn take_stashed_logs() -> Vec<String> {
 ///
 /// Output of each start goes to `start-<n>.stdout` and `start-<n>.stderr` in a
 /// temporary directory of its own; [`BrokerProcess::log_tails`] shows their ends.
+/// Errors do not repeat the output: when dropped, the process stashes it for
+/// [`crate::scenario`] to print if the scenario fails (and prints it itself when
+/// dropped by a panic).
 #[derive(Debug)]
 pub struct BrokerProcess {
     /// The broker executable.
@@ -133,10 +136,7 @@ impl BrokerProcess {
     pub async fn kill9(&mut self) -> anyhow::Result<()> {
         let mut child = self.child.take().context("kill9: no broker is running")?;
         if let Some(status) = child.try_wait()? {
-            bail!(
-                "kill9: the broker had already exited on its own ({status})\n{}",
-                self.log_tails()
-            );
+            bail!("kill9: the broker had already exited on its own ({status})",);
         }
         signal(&child, libc::SIGKILL)?;
         let status = wait_bounded(&mut child, REAP_TIMEOUT).await?;
@@ -151,31 +151,27 @@ impl BrokerProcess {
     /// with status 0 within [`STOP_TIMEOUT`], else it is SIGKILLed and this fails.
     /// Returns how long the shutdown took.
     pub async fn terminate(&mut self) -> anyhow::Result<Duration> {
+        self.terminate_within(STOP_TIMEOUT).await
+    }
+
+    /// [`BrokerProcess::terminate`] with another bound than [`STOP_TIMEOUT`].
+    pub async fn terminate_within(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
         let mut child = self
             .child
             .take()
             .context("terminate: no broker is running")?;
         if let Some(status) = child.try_wait()? {
-            bail!(
-                "terminate: the broker had already exited on its own ({status})\n{}",
-                self.log_tails()
-            );
+            bail!("terminate: the broker had already exited on its own ({status})",);
         }
         let started = Instant::now();
         signal(&child, libc::SIGTERM)?;
-        match wait_bounded(&mut child, STOP_TIMEOUT).await? {
+        match wait_bounded(&mut child, timeout).await? {
             Some(status) if status.success() => Ok(started.elapsed()),
-            Some(status) => bail!(
-                "after SIGTERM the broker exited with {status}, not 0\n{}",
-                self.log_tails()
-            ),
+            Some(status) => bail!("after SIGTERM the broker exited with {status}, not 0",),
             None => {
                 let _ = signal(&child, libc::SIGKILL);
                 let _ = wait_bounded(&mut child, REAP_TIMEOUT).await;
-                bail!(
-                    "the broker did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
-                    self.log_tails()
-                )
+                bail!("the broker did not exit within {timeout:?} of SIGTERM",)
             }
         }
     }
@@ -210,7 +206,7 @@ impl BrokerProcess {
                 let _ = signal(&child, libc::SIGKILL);
                 let _ = wait_bounded(&mut child, REAP_TIMEOUT).await;
             }
-            return Err(error.context(self.log_tails()));
+            return Err(error);
         }
         Ok(())
     }

@@ -3,6 +3,8 @@
 //! subscriptions with their committed offsets, queues with their settings, depths
 //! and acknowledgements, users added by the operator with the CLI (with the broker
 //! stopped), and their ACL grants; tokens issued before a restart stay valid.
+//! Changes made right before the SIGKILL (a topic, a queue, a commit, an ack, a
+//! deleted subscription) survive it too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -366,6 +368,63 @@ async fn check_all(
     Ok(())
 }
 
+/// A topic, a queue and a subscription made, used and deleted right before the
+/// SIGKILL: each change must be stored when its answer comes, not at the next
+/// maintenance round.
+const LATE_TOPIC: &str = "late.topic";
+const LATE_QUEUE: &str = "late.queue";
+const LATE_SUB: &str = "late-sub";
+/// The subscription deleted right before the SIGKILL.
+const DELETED_SUB: &str = "shipping";
+
+async fn late_changes(api: &Api) -> anyhow::Result<()> {
+    api.create_topic(LATE_TOPIC, 1).await?;
+    let messages: Vec<Value> = (0..3).map(|i| unkeyed(&format!("late-{i}"))).collect();
+    api.produce(LATE_TOPIC, &messages, "all", &[]).await?;
+    api.subscribe(LATE_TOPIC, LATE_SUB, "earliest", false)
+        .await?;
+    api.commit(LATE_TOPIC, LATE_SUB, &[(0, 2)]).await?;
+    api.create_queue(LATE_QUEUE, json!({})).await?;
+    let messages: Vec<Value> = (0..5).map(|i| unkeyed(&format!("late-{i}"))).collect();
+    api.send(LATE_QUEUE, &messages).await?;
+    let received = api.receive(LATE_QUEUE, 2, 200, 30_000).await?;
+    ensure!(received.len() == 2, "late receive: {received:?}");
+    ensure!(api.ack(LATE_QUEUE, &[received[0].receipt.clone()]).await? == 1);
+    let path = format!("/v1/topics/{ORDERS}/subscriptions/{DELETED_SUB}");
+    let (status, body) = api.delete(&path).await?;
+    ensure!(status == 204, "delete {DELETED_SUB}: {status} {body}");
+    Ok(())
+}
+
+/// Checks the late changes after the restart, and returns `expected` with them.
+async fn expect_late_changes(api: &Api, mut expected: Value) -> anyhow::Result<Value> {
+    let now = snapshot(api).await?;
+    let topic = &now["topics"][LATE_TOPIC];
+    ensure!(
+        topic["partitions"][0]["log_end_offset"] == json!(3),
+        "{LATE_TOPIC} after the SIGKILL: {topic}"
+    );
+    ensure!(
+        topic["subscriptions"][LATE_SUB] == json!([2]),
+        "{LATE_SUB} after the SIGKILL: {topic}"
+    );
+    let queue = &now["queues"][LATE_QUEUE];
+    ensure!(
+        queue["depth"] == json!(4) && queue["in_flight"] == json!(1),
+        "{LATE_QUEUE} after the SIGKILL (5 sent, 2 leased, 1 acked): {queue}"
+    );
+    ensure!(
+        now["topics"][ORDERS]["subscriptions"][DELETED_SUB].is_null(),
+        "{DELETED_SUB}, deleted before the SIGKILL, is back"
+    );
+    if let Some(subs) = expected["topics"][ORDERS]["subscriptions"].as_object_mut() {
+        subs.remove(DELETED_SUB);
+    }
+    expected["topics"][LATE_TOPIC] = topic.clone();
+    expected["queues"][LATE_QUEUE] = queue.clone();
+    Ok(expected)
+}
+
 async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut broker = BrokerProcess::start(dir.path()).await?;
@@ -406,8 +465,10 @@ async fn run() -> anyhow::Result<()> {
         .await
         .context("a token from before the restart")?;
 
+    late_changes(broker.api()).await?;
     broker.kill9().await?;
     broker.restart().await?;
+    let expected = expect_late_changes(broker.api(), expected).await?;
     check_all(broker.api(), &expected, &contents, user, "after SIGKILL").await?;
 
     let mut got = Vec::new();
