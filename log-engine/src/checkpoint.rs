@@ -27,7 +27,8 @@ pub(crate) struct RecoveryPoint {
 }
 
 impl RecoveryPoint {
-    /// Opens (or creates) the file and reads the point it holds, if it is valid.
+    /// Opens (or creates) the file, takes its exclusive lock (so two processes, or
+    /// two handles, never open one log), and reads the point it holds, if valid.
     pub(crate) fn open(dir: &Path) -> Result<(RecoveryPoint, Option<Offset>)> {
         let path = dir.join(RECOVERY_POINT_FILE);
         let file = OpenOptions::new()
@@ -37,6 +38,19 @@ impl RecoveryPoint {
             .truncate(false)
             .open(&path)
             .at(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(crate::error::Error::io(
+                    &path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        "the log directory is in use by another process or handle",
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(crate::error::Error::io(&path, e)),
+        }
         let mut buf = [0u8; 16];
         let point = match file.read_exact_at(&mut buf, 0) {
             Ok(()) => decode(&buf),

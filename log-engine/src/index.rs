@@ -15,7 +15,7 @@
 //! a lock. A reader that races with a truncation may see a stale entry; every entry
 //! is a hint that the segment checks against the batch header it points to.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -28,7 +28,6 @@ use crate::offset::{FilePosition, RelativeOffset, TimestampMs};
 #[derive(Debug)]
 struct MmapWords<const W: usize> {
     path: PathBuf,
-    file: File,
     /// The mapping; `None` while the file is empty (an empty file cannot be mapped).
     map: Option<MmapMut>,
     /// Entries the mapping has room for.
@@ -70,9 +69,12 @@ impl<const W: usize> MmapWords<W> {
             // readers never race.
             Some(unsafe { MmapMut::map_mut(&file) }.at(path)?)
         };
+        // The file handle is not kept: the mapping stays valid without it, and a log
+        // with thousands of partitions would otherwise hold two more descriptors per
+        // segment. `trim` reopens the file by path.
+        drop(file);
         Ok(MmapWords {
             path: path.to_path_buf(),
-            file,
             map,
             capacity,
             limit: AtomicUsize::new(capacity),
@@ -157,8 +159,10 @@ impl<const W: usize> MmapWords<W> {
         let len = self.len();
         self.limit.store(len, Ordering::Relaxed);
         // Not fsynced: after a crash an index is only a hint, checked and rebuilt.
-        self.file
-            .set_len((len * Self::ENTRY_BYTES) as u64)
+        OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .and_then(|file| file.set_len((len * Self::ENTRY_BYTES) as u64))
             .at(&self.path)
     }
 }

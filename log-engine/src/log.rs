@@ -18,9 +18,6 @@ use crate::record::{Record, RecordRef};
 use crate::retention::{self, SegmentSummary};
 use crate::segment::{self, Segment};
 
-/// The name of the lock file that keeps a second process out of a log directory.
-const LOCK_FILE: &str = ".lock";
-
 /// Which watermark bounds a read or a wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadBound {
@@ -208,8 +205,10 @@ pub struct Log {
     closed: AtomicBool,
     /// Woken on every change of a watermark.
     changed: Event,
-    /// Held for the life of the log: the directory's lock.
-    _lock: File,
+    /// True while the clean-shutdown marker of the last close is still on disk: it is
+    /// removed (durably) before the first change, so an idle log reopens without a
+    /// single fsync.
+    clean_marker: AtomicBool,
 }
 
 impl Log {
@@ -228,7 +227,6 @@ impl Log {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).at(&dir)?;
-        let lock = lock_dir(&dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
         let (recovery_point, point) = RecoveryPoint::open(&dir)?;
@@ -238,17 +236,17 @@ impl Log {
             point.unwrap_or(Offset::ZERO)
         };
         let segments = crate::recovery::open_segments(&dir, &config, trusted_below)?;
-        if clean {
-            std::fs::remove_file(&marker).at(&marker)?;
-        }
-        checkpoint::sync_dir(&dir)?;
         let (Some(first), Some(active)) = (segments.first(), segments.last()) else {
             return Err(Error::InvalidConfig("no segment after recovery".into()));
         };
         let start = first.base();
         let end = active.next_offset();
-        // What recovery kept is on disk from now on, so the durable offset is honest.
-        active.sync()?;
+        if !clean {
+            // What recovery kept is on disk from now on, so the durable offset is
+            // honest. After a clean close everything already is.
+            active.sync()?;
+            checkpoint::sync_dir(&dir)?;
+        }
         recovery_point.store(end)?;
         let now = clock.now_ms();
         let writer = Writer {
@@ -280,7 +278,7 @@ impl Log {
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
             changed: Event::new(),
-            _lock: lock,
+            clean_marker: AtomicBool::new(clean),
         })
     }
 
@@ -463,6 +461,7 @@ impl Log {
         }
         let mut writer = self.lock_writer();
         self.check_writable()?;
+        self.remove_clean_marker()?;
         let base = self.log_end_offset();
         if expected_base.is_some_and(|expected| expected != base) {
             return Err(Error::OffsetOutOfRange {
@@ -495,6 +494,24 @@ impl Log {
             base_offset: base,
             last_offset: header.last_offset(),
         })
+    }
+
+    /// Removes the clean-shutdown marker before the first change after a clean open,
+    /// durably: a crash from now on must be seen as one. Under the writer lock.
+    fn remove_clean_marker(&self) -> Result<()> {
+        if !self.clean_marker.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        match std::fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return self.latch(Err(Error::io(&marker, e))),
+        }
+        let synced = checkpoint::sync_dir(&self.dir);
+        self.latch(synced)?;
+        self.clean_marker.store(false, Ordering::Release);
+        Ok(())
     }
 
     fn roll_due(&self, writer: &Writer, len: u64, base: Offset, count: u64) -> bool {
@@ -747,6 +764,7 @@ impl Log {
     }
 
     fn truncate_locked(&self, writer: &mut Writer, offset: Offset) -> Result<Offset> {
+        self.remove_clean_marker()?;
         let segments = self.snapshot();
         let keep = segments.partition_point(|s| s.base() <= offset).max(1);
         let index_bytes = u64::from(self.config.index_bytes_max);
@@ -831,6 +849,7 @@ impl Log {
         if doomed == 0 {
             return Ok(report);
         }
+        self.remove_clean_marker()?;
         let (gone, kept) = segments.split_at(doomed);
         let start = kept.first().map_or(self.log_end_offset(), |s| s.base());
         self.replace_segments(kept.to_vec());
@@ -859,7 +878,8 @@ impl Log {
         let writer = self.lock_writer();
         self.closed.store(true, Ordering::Release);
         writer.active.seal()?;
-        if healthy {
+        if healthy && !self.clean_marker.load(Ordering::Acquire) {
+            self.clean_marker.store(true, Ordering::Release);
             let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
             File::create(&marker)
                 .and_then(|f| f.sync_all())
@@ -905,23 +925,6 @@ fn read_batches(
     };
     buf.truncate(kept);
     Ok(next)
-}
-
-/// Takes the directory's lock file, so that two processes never write one log.
-fn lock_dir(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE);
-    let file = File::create(&path).at(&path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::io(
-            &path,
-            std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                "the log directory is in use by another process or handle",
-            ),
-        )),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
-    }
 }
 
 /// Lists the segment base offsets in `dir`, sorted.
