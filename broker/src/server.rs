@@ -24,7 +24,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let maintenance = tokio::spawn(Arc::clone(&broker).run_maintenance(stop_rx));
     let app = crate::http::router(Arc::clone(&broker));
-    let local = listener.local_addr().map_err(|e| BrokerError::io("listener", e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| BrokerError::io("listener", e))?;
     tracing::info!(%local, "serving REST");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -65,14 +67,15 @@ pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the broker");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the broker");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = term.recv() => {}
@@ -85,23 +88,40 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Raises the soft limit of open files towards the hard limit: each partition keeps
-/// a few files open, and thousands of topics are normal.
+/// Raises the limit of open files: each partition keeps two files open, and
+/// thousands of topics are normal. The soft limit goes up to the hard one; a process
+/// allowed to (root) raises the hard limit too, up to the kernel's `nr_open`.
 fn raise_open_files_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            let wanted = OPEN_FILES_WANTED.min(limit.rlim_max);
-            if limit.rlim_cur < wanted {
-                limit.rlim_cur = wanted;
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    tracing::warn!("could not raise the open files limit");
-                }
-            }
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let kernel_max = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(limit.rlim_max);
+    let wanted = OPEN_FILES_WANTED.min(kernel_max);
+    if limit.rlim_max < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: wanted,
+        };
+        // SAFETY: as above; fails harmlessly without the privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return;
         }
     }
+    let wanted = wanted.min(limit.rlim_max);
+    if limit.rlim_cur < wanted {
+        limit.rlim_cur = wanted;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            tracing::warn!("could not raise the open files limit");
+        }
+    }
+    tracing::debug!(limit = limit.rlim_cur, "open files limit");
 }
