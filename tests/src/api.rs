@@ -331,18 +331,26 @@ impl Api {
 
     /// `POST /v1/queues/{queue}/messages`; the ids, one per message.
     pub async fn send(&self, queue: &str, messages: &[Value]) -> anyhow::Result<Vec<String>> {
+        self.send_with(queue, messages, &[]).await
+    }
+
+    /// [`Api::send`] with request headers (e.g. an `Idempotency-Key`).
+    pub async fn send_with(
+        &self,
+        queue: &str,
+        messages: &[Value],
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Vec<String>> {
         let path = format!("/v1/queues/{queue}/messages");
-        let answer = expect(
-            self.post(&path, &json!({ "messages": messages })).await?,
-            200,
-            &format!("send to {queue}"),
-        )?;
+        let body = json!({ "messages": messages });
+        let reply = self.call(Method::POST, &path, Some(&body), headers).await?;
+        let answer = expect(reply, 200, &format!("send to {queue}"))?;
         let ids = answer["ids"]
             .as_array()
             .with_context(|| format!("send answer without ids: {answer}"))?;
         if ids.len() != messages.len() {
             bail!(
-                "send of {} messages answered {} ids",
+                "send of {} messages answered {} ids: {answer}",
                 messages.len(),
                 ids.len()
             );

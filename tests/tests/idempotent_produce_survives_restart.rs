@@ -1,7 +1,7 @@
 //! Invariant: a produce repeated with the same `Idempotency-Key` appends nothing and
 //! answers what the first one answered, also after a SIGKILL and a restart of the
 //! broker, and after a graceful one (the window is rebuilt from the log, not only
-//! kept in memory).
+//! kept in memory). The same for a send to a queue.
 
 use std::time::Duration;
 
@@ -13,6 +13,9 @@ const TOPIC: &str = "payments";
 const PARTITIONS: u32 = 2;
 const KEY_A: &str = "payment-batch-42";
 const KEY_B: &str = "payment-batch-43";
+const QUEUE: &str = "refunds";
+const QUEUE_PARTITIONS: u32 = 2;
+const KEY_Q: &str = "refund-batch-7";
 
 fn batch(name: &str, count: usize) -> Vec<Value> {
     (0..count)
@@ -26,6 +29,11 @@ async fn produce_with_key(
     key: &str,
 ) -> anyhow::Result<Vec<(u32, u64)>> {
     api.produce(TOPIC, messages, "all", &[("Idempotency-Key", key)])
+        .await
+}
+
+async fn send_with_key(api: &Api, messages: &[Value]) -> anyhow::Result<Vec<String>> {
+    api.send_with(QUEUE, messages, &[("Idempotency-Key", KEY_Q)])
         .await
 }
 
@@ -46,6 +54,15 @@ async fn run() -> anyhow::Result<()> {
     api.create_topic(TOPIC, PARTITIONS).await?;
     let a = batch("a", 6);
     let b = batch("b", 3);
+    let q = batch("q", 4);
+    api.create_queue(QUEUE, serde_json::json!({ "partitions": QUEUE_PARTITIONS }))
+        .await?;
+    let first_ids = send_with_key(&api, &q).await?;
+    ensure!(send_with_key(&api, &q).await? == first_ids, "a send retry");
+    ensure!(
+        api.queue_depth(QUEUE).await? == (4, 0),
+        "a send retry appended"
+    );
 
     let first = produce_with_key(&api, &a, KEY_A).await?;
     let ends = api.log_end_offsets(TOPIC).await?;
@@ -96,6 +113,16 @@ async fn run() -> anyhow::Result<()> {
         ensure!(
             now == ends,
             "retries after {stop} and a restart appended: {ends:?} -> {now:?}"
+        );
+        let ids = send_with_key(api, &q).await?;
+        ensure!(
+            ids == first_ids,
+            "a send retry after {stop} answered {ids:?}, first {first_ids:?}"
+        );
+        let depth = api.queue_depth(QUEUE).await?;
+        ensure!(
+            depth == (4, 0),
+            "send retries after {stop} appended: {depth:?}"
         );
     }
     let api = broker.api().clone();
