@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -58,5 +58,10 @@ pub async fn issue_token(
         token_type: token.token_type.to_owned(),
         expires_in: token.expires_in,
     };
-    Ok(json(StatusCode::OK, &answer))
+    let mut response = json(StatusCode::OK, &answer);
+    // RFC 6749 5.1: a response with a token is not to be cached.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }

@@ -6,7 +6,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -24,15 +25,34 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+    type Rejection = Unauthorized;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Unauthorized> {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-        let token = bearer_token(header)?;
-        app.broker.auth.verify(token).map(Caller)
+        let token = bearer_token(header).map_err(Unauthorized)?;
+        app.broker
+            .auth
+            .verify(token)
+            .map(Caller)
+            .map_err(Unauthorized)
+    }
+}
+
+/// A refused bearer token: the 401 error body, with `WWW-Authenticate: Bearer` as
+/// RFC 6750 asks.
+#[derive(Debug)]
+pub struct Unauthorized(pub ApiError);
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        let mut response = self.0.into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
     }
 }
 
@@ -93,11 +113,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !json_content_type(req.headers()) {
+            return Err(not_json());
         }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
+        parse(&bytes).map(Json)
     }
+}
+
+/// Parses a JSON body. The fast path is plain serde_json; only a body that fails is
+/// parsed again, by axum, whose error names the path of the bad field
+/// (`messages[3].value: invalid type ...`).
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| match axum::Json::<T>::from_bytes(bytes) {
+        Err(rejection) => json_rejection(rejection),
+        Ok(_) => ApiError::bad_request(format!("invalid request body: {error}")),
+    })
 }
 
 /// A JSON body that may be left out: an empty body (or only whitespace) stands for
@@ -119,9 +152,7 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for JsonOrEmp
         if !is_json {
             return Err(not_json());
         }
-        axum::Json::<T>::from_bytes(&bytes)
-            .map(|axum::Json(value)| JsonOrEmpty(value))
-            .map_err(json_rejection)
+        parse(&bytes).map(JsonOrEmpty)
     }
 }
 

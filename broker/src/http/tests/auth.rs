@@ -1,7 +1,7 @@
 //! `POST /v1/auth/token` and bearer tokens: missing, malformed, expired, forged,
 //! `alg: none`.
 
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -32,12 +32,13 @@ fn sign(claims: &serde_json::Value, secret: &[u8]) -> String {
 #[tokio::test]
 async fn a_password_buys_a_bearer_token_that_opens_the_api() {
     let app = TestApp::start().await;
-    let answer = app
+    let resp = app
         .send(req(Method::POST, "/v1/auth/token").json(&json!({
             "username": "admin", "password": ADMIN_PASSWORD
         })))
-        .await
-        .expect(StatusCode::OK);
+        .await;
+    assert_eq!(resp.headers[header::CACHE_CONTROL], "no-store");
+    let answer = resp.expect(StatusCode::OK);
     assert_eq!(answer["token_type"], "Bearer");
     assert_eq!(answer["expires_in"], 3600);
     let token = answer["access_token"].as_str().unwrap();
@@ -103,6 +104,7 @@ async fn missing_malformed_expired_forged_and_unsigned_tokens_are_401() {
 
     let missing = app.send(req(Method::GET, "/v1/topics")).await;
     missing.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(missing.headers[header::WWW_AUTHENTICATE], "Bearer");
     for authorization in [
         format!("Basic {}", URL_SAFE_NO_PAD.encode("admin:x")),
         "Bearer".to_owned(),
