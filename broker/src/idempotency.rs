@@ -23,12 +23,19 @@ pub const KEYS_MAX: usize = 100_000;
 /// The answer to a produce or send: one (partition, offset) per message, in order.
 pub type Placement = Vec<(u32, Offset)>;
 
+/// The messages of a request that a crash cut short which are already stored, by
+/// their index in the request: a retry appends only the others.
+pub type Stored = std::collections::BTreeMap<usize, (u32, Offset)>;
+
 #[derive(Debug)]
 enum Entry {
     /// A request with this key is being served; others wait for it.
     Pending(Arc<Notify>),
     /// Served: the answer, and when.
     Done(Arc<Placement>, TimestampMs),
+    /// Found in the log after a restart, cut short by a crash: the messages already
+    /// stored, and when.
+    Partial(Arc<Stored>, TimestampMs),
 }
 
 #[derive(Debug, Default)]
@@ -91,14 +98,17 @@ impl IdempotencyWindow {
     /// Runs `serve` once per key: with no key it just runs; with a key seen within the
     /// window it returns the first answer; while a request with the key is in progress,
     /// it waits for that one. A failed request leaves no trace, so it can be retried.
+    /// `serve` gets the messages of the request already stored (empty, unless a crash
+    /// cut the first attempt short) and appends only the others.
     pub async fn run<F, Fut>(&self, key: Option<&str>, serve: F) -> Result<Arc<Placement>, ApiError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Arc<Stored>) -> Fut,
         Fut: Future<Output = Result<Placement, ApiError>>,
     {
         let Some(key) = key else {
-            return serve().await.map(Arc::new);
+            return serve(Arc::default()).await.map(Arc::new);
         };
+        let mut stored = Arc::default();
         let notify = loop {
             let waiting = {
                 let mut inner = self.lock();
@@ -107,6 +117,14 @@ impl IdempotencyWindow {
                 match inner.entries.get(key) {
                     Some(Entry::Done(answer, _)) => return Ok(Arc::clone(answer)),
                     Some(Entry::Pending(notify)) => Arc::clone(notify),
+                    Some(Entry::Partial(partial, _)) => {
+                        stored = Arc::clone(partial);
+                        let notify = Arc::new(Notify::new());
+                        inner
+                            .entries
+                            .insert(key.to_owned(), Entry::Pending(Arc::clone(&notify)));
+                        break notify;
+                    }
                     None => {
                         let notify = Arc::new(Notify::new());
                         inner
@@ -129,7 +147,7 @@ impl IdempotencyWindow {
             notify,
             armed: true,
         };
-        let result = serve().await;
+        let result = serve(stored).await;
         if let Ok(answer) = &result {
             let answer = Arc::new(answer.clone());
             self.remember(key, answer);
@@ -154,6 +172,16 @@ impl IdempotencyWindow {
         self.expire(&mut inner, now_ms());
     }
 
+    /// Records a request found cut short in the log, with what of it is stored.
+    pub fn remember_partial(&self, key: &str, stored: Arc<Stored>, at_ms: TimestampMs) {
+        let mut inner = self.lock();
+        inner
+            .entries
+            .insert(key.to_owned(), Entry::Partial(stored, at_ms));
+        inner.order.push_back((key.to_owned(), at_ms));
+        self.expire(&mut inner, now_ms());
+    }
+
     fn expire(&self, inner: &mut Inner, now: TimestampMs) {
         while let Some((key, at)) = inner.order.front() {
             let too_many = inner.order.len() > KEYS_MAX;
@@ -163,7 +191,11 @@ impl IdempotencyWindow {
             let key = key.clone();
             let at = *at;
             inner.order.pop_front();
-            if matches!(inner.entries.get(&key), Some(Entry::Done(_, t)) if *t == at) {
+            let stale = matches!(
+                inner.entries.get(&key),
+                Some(Entry::Done(_, t) | Entry::Partial(_, t)) if *t == at
+            );
+            if stale {
                 inner.entries.remove(&key);
             }
         }
@@ -184,7 +216,7 @@ mod tests {
     async fn a_key_is_served_once_and_replayed() {
         let window = IdempotencyWindow::new(60_000);
         let calls = AtomicUsize::new(0);
-        let serve = || async {
+        let serve = |_| async {
             calls.fetch_add(1, Ordering::SeqCst);
             Ok(vec![(0, Offset(7))])
         };
@@ -200,11 +232,11 @@ mod tests {
     async fn a_failed_request_can_be_retried() {
         let window = IdempotencyWindow::new(60_000);
         let failed = window
-            .run(Some("k"), || async { Err(ApiError::bad_request("no")) })
+            .run(Some("k"), |_| async { Err(ApiError::bad_request("no")) })
             .await;
         assert!(failed.is_err());
         let ok = window
-            .run(Some("k"), || async { Ok(vec![(1, Offset(1))]) })
+            .run(Some("k"), |_| async { Ok(vec![(1, Offset(1))]) })
             .await;
         assert_eq!(*ok.unwrap(), vec![(1, Offset(1))]);
     }
@@ -219,7 +251,7 @@ mod tests {
                 let calls = Arc::clone(&calls);
                 tokio::spawn(async move {
                     window
-                        .run(Some("same"), || async {
+                        .run(Some("same"), |_| async {
                             calls.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                             Ok(vec![(0, Offset(1))])

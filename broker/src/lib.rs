@@ -13,6 +13,7 @@ pub mod message;
 pub mod names;
 pub mod partition;
 pub mod partitioner;
+pub mod produce;
 pub mod queue;
 pub mod registry;
 pub mod server;

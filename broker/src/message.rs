@@ -8,8 +8,9 @@ use crate::error::ApiError;
 
 /// Header names starting with this are the broker's own.
 pub const RESERVED_HEADER_PREFIX: &str = "mom.";
-/// Carries a produce request's idempotency key and the message's index in the
-/// request: `<index>:<key>`.
+/// Carries a produce request's idempotency key, the message's index in the request
+/// and the request's message count: `<index>/<count>:<key>`. The count lets a
+/// restart tell a complete request from one a crash cut short.
 pub const IDEMPOTENCY_HEADER: &str = "mom.idempotency";
 /// Dead-lettered messages keep where they came from in these headers.
 pub const ORIGIN_QUEUE_HEADER: &str = "mom.origin.queue";
@@ -94,13 +95,13 @@ pub fn reserved_header<'a>(record: &RecordRef<'a>, name: &str) -> Option<&'a [u8
 /// message.
 pub fn encode_batch<'m>(
     messages: impl Iterator<Item = (usize, &'m NewMessage)>,
-    idempotency_key: Option<&str>,
+    idempotency: Option<(&str, usize)>,
     extra: &[(&str, String)],
     now: TimestampMs,
 ) -> Result<RecordBatch, ApiError> {
     let mut builder = RecordBatchBuilder::with_capacity(4096);
     for (index, message) in messages {
-        let idem = idempotency_key.map(|key| format!("{index}:{key}"));
+        let idem = idempotency.map(|(key, count)| format!("{index}/{count}:{key}"));
         let headers = message
             .headers
             .iter()
@@ -121,11 +122,13 @@ pub fn encode_batch<'m>(
         .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-/// Splits an idempotency header value into the message index and the key.
-pub fn parse_idempotency(value: &[u8]) -> Option<(usize, &str)> {
+/// Splits an idempotency header value into the message index, the request's
+/// message count and the key.
+pub fn parse_idempotency(value: &[u8]) -> Option<(usize, usize, &str)> {
     let text = std::str::from_utf8(value).ok()?;
-    let (index, key) = text.split_once(':')?;
-    Some((index.parse().ok()?, key))
+    let (position, key) = text.split_once(':')?;
+    let (index, count) = position.split_once('/')?;
+    Some((index.parse().ok()?, count.parse().ok()?, key))
 }
 
 /// Milliseconds since the Unix epoch.

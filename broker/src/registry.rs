@@ -40,6 +40,8 @@ pub struct Broker {
     queues: RwLock<BTreeMap<String, Arc<Queue>>>,
     /// Serialises creates and deletes, so two requests never race on one directory.
     admin_lock: std::sync::Mutex<()>,
+    /// Set when the node starts shutting down: parked long polls end at once.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -69,6 +71,7 @@ impl Broker {
             topics: RwLock::new(BTreeMap::new()),
             queues: RwLock::new(BTreeMap::new()),
             admin_lock: std::sync::Mutex::new(()),
+            stopping: tokio::sync::watch::Sender::new(false),
             config,
         };
         let settings = broker.log_settings();
@@ -285,6 +288,18 @@ impl Broker {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Starts the shutdown: long polls waiting for data return what they have.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Completes once the shutdown has begun; a long poll races its wait against it.
+    pub async fn shutting_down(&self) {
+        let mut stopping = self.stopping.subscribe();
+        // An error means the sender is gone, which only happens when the broker is.
+        let _ = stopping.wait_for(|stopping| *stopping).await;
     }
 
     /// The data directory.

@@ -28,6 +28,11 @@ pub async fn run(
         .local_addr()
         .map_err(|e| BrokerError::io("listener", e))?;
     tracing::info!(%local, "serving REST");
+    let stopping = Arc::clone(&broker);
+    let shutdown = async move {
+        shutdown.await;
+        stopping.begin_shutdown();
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use futures_util::future::try_join_all;
 use log_engine::Offset;
 use serde::{Deserialize, Serialize};
 
@@ -196,48 +195,19 @@ impl Topic {
             m.validate()?;
         }
         self.idempotency
-            .run(idempotency_key, || {
-                self.append(messages, acks, idempotency_key)
+            .run(idempotency_key, |stored| async move {
+                crate::produce::append_routed(
+                    &self.partitions,
+                    messages,
+                    |m| self.route(m.key.as_deref()),
+                    acks != Acks::None,
+                    idempotency_key,
+                    &stored,
+                    message::now_ms(),
+                )
+                .await
             })
             .await
-    }
-
-    async fn append(
-        &self,
-        messages: &[NewMessage],
-        acks: Acks,
-        idempotency_key: Option<&str>,
-    ) -> Result<Placement, ApiError> {
-        let mut routed: Vec<Vec<(usize, &NewMessage)>> = vec![Vec::new(); self.partitions.len()];
-        for (i, m) in messages.iter().enumerate() {
-            let p = self.route(m.key.as_deref()) as usize;
-            if let Some(slot) = routed.get_mut(p) {
-                slot.push((i, m));
-            }
-        }
-        let now = message::now_ms();
-        let appends = routed
-            .iter()
-            .enumerate()
-            .filter(|(_, msgs)| !msgs.is_empty())
-            .map(|(p, msgs)| async move {
-                let partition = self
-                    .partitions
-                    .get(p)
-                    .ok_or_else(|| ApiError::internal("routed to a missing partition"))?;
-                let batch = message::encode_batch(msgs.iter().copied(), idempotency_key, &[], now)?;
-                let info = partition.append(batch, acks != Acks::None).await?;
-                Ok::<_, ApiError>((p as u32, info.base_offset, msgs))
-            });
-        let mut placement = vec![(0u32, Offset(0)); messages.len()];
-        for (p, base, msgs) in try_join_all(appends).await? {
-            for (j, (i, _)) in msgs.iter().enumerate() {
-                if let Some(slot) = placement.get_mut(*i) {
-                    *slot = (p, Offset(base.0 + j as u64));
-                }
-            }
-        }
-        Ok(placement)
     }
 
     /// Rebuilds the idempotency window from the recent tail of each partition.
@@ -346,10 +316,16 @@ pub const IDEMPOTENCY_SCAN_BYTES_MAX: u64 = 64 << 20;
 /// Fills `window` with the idempotency keys found in the partitions' records newer
 /// than `since_ms`, scanning at most [`IDEMPOTENCY_SCAN_BYTES_MAX`] per partition.
 pub fn rebuild_window(window: &IdempotencyWindow, partitions: &[Arc<Partition>], since_ms: i64) {
-    /// Per key: (message index, partition, offset) of each message, and the newest
-    /// timestamp among them.
-    type Found = BTreeMap<String, (Vec<(usize, u32, Offset)>, i64)>;
-    let mut found = Found::new();
+    /// What the log holds of one key's request.
+    #[derive(Default)]
+    struct Seen {
+        /// The request's message count.
+        count: usize,
+        /// Per message index: where it is and when it was stored (the newest copy
+        /// wins, should a retry have stored a request a crash had cut short).
+        messages: BTreeMap<usize, (u32, Offset, i64)>,
+    }
+    let mut found: BTreeMap<String, Seen> = BTreeMap::new();
     for partition in partitions {
         let log = &partition.log;
         let Ok(Some(mut from)) = log.offset_for_timestamp(since_ms) else {
@@ -362,13 +338,21 @@ pub fn rebuild_window(window: &IdempotencyWindow, partitions: &[Arc<Partition>],
             };
             scanned += read.bytes().len() as u64;
             for record in read.records().flatten() {
-                if let Some((index, key)) =
+                let Some((index, count, key)) =
                     message::reserved_header(&record, message::IDEMPOTENCY_HEADER)
                         .and_then(message::parse_idempotency)
-                {
-                    let entry = found.entry(key.to_owned()).or_default();
-                    entry.0.push((index, partition.id, record.offset));
-                    entry.1 = entry.1.max(record.timestamp);
+                else {
+                    continue;
+                };
+                let seen = found.entry(key.to_owned()).or_default();
+                seen.count = count;
+                let copy = (partition.id, record.offset, record.timestamp);
+                let newer = seen
+                    .messages
+                    .get(&index)
+                    .is_none_or(|(_, _, at)| *at <= record.timestamp);
+                if newer {
+                    seen.messages.insert(index, copy);
                 }
             }
             if read.next_offset() <= from {
@@ -377,9 +361,30 @@ pub fn rebuild_window(window: &IdempotencyWindow, partitions: &[Arc<Partition>],
             from = read.next_offset();
         }
     }
-    for (key, (mut parts, at)) in found {
-        parts.sort_unstable();
-        let placement: Placement = parts.into_iter().map(|(_, p, o)| (p, o)).collect();
-        window.remember_at(&key, Arc::new(placement), at);
+    for (key, seen) in found {
+        let at = seen
+            .messages
+            .values()
+            .map(|(_, _, at)| *at)
+            .max()
+            .unwrap_or(0);
+        let complete =
+            seen.messages.len() == seen.count && seen.messages.keys().copied().eq(0..seen.count);
+        if complete {
+            let placement: Placement = seen
+                .messages
+                .into_values()
+                .map(|(p, o, _)| (p, o))
+                .collect();
+            window.remember_at(&key, Arc::new(placement), at);
+        } else {
+            // A request a crash cut short: its retry appends only what is missing.
+            let stored: crate::idempotency::Stored = seen
+                .messages
+                .into_iter()
+                .map(|(i, (p, o, _))| (i, (p, o)))
+                .collect();
+            window.remember_partial(&key, Arc::new(stored), at);
+        }
     }
 }

@@ -59,8 +59,6 @@ async fn run() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "broker bug: SIGTERM waits for parked long polls to run out (up to wait_ms, \
-            30 s) before the process exits"]
 async fn broker_sigterm_ends_long_polls() -> anyhow::Result<()> {
     scenario(
         "broker_sigterm_ends_long_polls",

@@ -223,9 +223,6 @@ async fn run() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "broker bug: when a SIGKILL came between a request's partition appends, the \
-            retry with its Idempotency-Key answers only the offsets stored before the kill \
-            and never stores the rest (fails in about half the runs)"]
 async fn idempotent_retry_after_kill9_stores_each_message_once() -> anyhow::Result<()> {
     scenario(
         "idempotent_retry_after_kill9_stores_each_message_once",

@@ -495,15 +495,19 @@ pub async fn receive(
         .dead_letter_queue
         .as_deref()
         .and_then(|dlq| app.broker.find_queue(dlq));
-    let deliveries = queue
-        .receive(
-            max,
-            Duration::from_millis(wait_ms),
-            req.visibility_timeout_ms,
-            &app.broker.receipt_key,
-            dead_letter,
-        )
-        .await?;
+    let receive = queue.receive(
+        max,
+        Duration::from_millis(wait_ms),
+        req.visibility_timeout_ms,
+        &app.broker.receipt_key,
+        dead_letter,
+    );
+    // A shutdown ends a parked receive at once. One cut short after it leased
+    // messages leaves them leased: they are delivered again when the lease runs out.
+    let deliveries = tokio::select! {
+        received = receive => received?,
+        () = app.broker.shutting_down() => Vec::new(),
+    };
     app.metrics.record_out(
         Kind::Queue,
         queue.name(),

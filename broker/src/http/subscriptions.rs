@@ -394,9 +394,12 @@ pub async fn pull(
         )));
     }
     let (topic, sub) = subscription(&app, &caller, &topic, &sub)?;
-    let messages = sub
-        .pull(max as usize, Duration::from_millis(wait_ms))
-        .await?;
+    // A shutdown ends a parked poll at once (a pull that is cut short has taken
+    // nothing: it moves positions only after its last wait).
+    let messages = tokio::select! {
+        pulled = sub.pull(max as usize, Duration::from_millis(wait_ms)) => pulled?,
+        () = app.broker.shutting_down() => Vec::new(),
+    };
     app.metrics.record_out(
         Kind::Topic,
         topic.name(),

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures_util::future::{select_all, try_join_all};
+use futures_util::future::select_all;
 use log_engine::{Clock, Log, Offset, RecordBatchBuilder, RecordRef, SystemClock, TimestampMs};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
@@ -367,41 +367,19 @@ impl Queue {
             IdempotencyWindow::validate_key(key)?;
         }
         self.idempotency
-            .run(idempotency_key, || self.append(messages, idempotency_key))
+            .run(idempotency_key, |stored| async move {
+                crate::produce::append_routed(
+                    &self.partitions,
+                    messages,
+                    |m| self.route(m.key.as_deref().map(str::as_bytes)),
+                    true,
+                    idempotency_key,
+                    &stored,
+                    self.clock.now_ms(),
+                )
+                .await
+            })
             .await
-    }
-
-    async fn append(
-        &self,
-        messages: &[NewMessage],
-        idempotency_key: Option<&str>,
-    ) -> Result<Placement, ApiError> {
-        let mut routed: Vec<Vec<(usize, &NewMessage)>> = vec![Vec::new(); self.partitions.len()];
-        for (i, m) in messages.iter().enumerate() {
-            let p = self.route(m.key.as_deref().map(str::as_bytes)) as usize;
-            if let Some(slot) = routed.get_mut(p) {
-                slot.push((i, m));
-            }
-        }
-        let now = self.clock.now_ms();
-        let appends = routed
-            .iter()
-            .zip(&self.partitions)
-            .filter(|(msgs, _)| !msgs.is_empty())
-            .map(|(msgs, partition)| async move {
-                let batch = message::encode_batch(msgs.iter().copied(), idempotency_key, &[], now)?;
-                let info = partition.append(batch, true).await?;
-                Ok::<_, ApiError>((partition.id, info.base_offset, msgs))
-            });
-        let mut placement = vec![(0u32, Offset(0)); messages.len()];
-        for (p, base, msgs) in try_join_all(appends).await? {
-            for (j, (i, _)) in msgs.iter().enumerate() {
-                if let Some(slot) = placement.get_mut(*i) {
-                    *slot = (p, Offset(base.0 + j as u64));
-                }
-            }
-        }
-        Ok(placement)
     }
 
     /// Receives up to `max` (1 to [`RECEIVE_MESSAGES_MAX`]) messages, each leased for

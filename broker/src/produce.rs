@@ -1,0 +1,62 @@
+//! Appending a request's messages to the partitions their keys pick: shared by topic
+//! produces and queue sends.
+
+use std::sync::Arc;
+
+use futures_util::future::try_join_all;
+use log_engine::Offset;
+
+use crate::error::ApiError;
+use crate::idempotency::{Placement, Stored};
+use crate::message::{self, NewMessage};
+use crate::partition::Partition;
+
+/// Appends `messages`, each to partition `route(message)`, skipping those a cut-short
+/// earlier attempt already `stored`; returns every message's (partition, offset) in
+/// request order. Partitions are appended to concurrently, one batch each. With
+/// `wait_durable`, returns after each batch is stored as its partition's durability
+/// says.
+pub async fn append_routed(
+    partitions: &[Arc<Partition>],
+    messages: &[NewMessage],
+    route: impl Fn(&NewMessage) -> u32,
+    wait_durable: bool,
+    idempotency_key: Option<&str>,
+    stored: &Stored,
+    now_ms: i64,
+) -> Result<Placement, ApiError> {
+    let mut routed: Vec<Vec<(usize, &NewMessage)>> = vec![Vec::new(); partitions.len()];
+    for (i, m) in messages.iter().enumerate() {
+        if stored.contains_key(&i) {
+            continue;
+        }
+        let slot = routed
+            .get_mut(route(m) as usize)
+            .ok_or_else(|| ApiError::internal("a message was routed to a missing partition"))?;
+        slot.push((i, m));
+    }
+    let idempotency = idempotency_key.map(|key| (key, messages.len()));
+    let appends = routed
+        .iter()
+        .zip(partitions)
+        .filter(|(msgs, _)| !msgs.is_empty())
+        .map(|(msgs, partition)| async move {
+            let batch = message::encode_batch(msgs.iter().copied(), idempotency, &[], now_ms)?;
+            let info = partition.append(batch, wait_durable).await?;
+            Ok::<_, ApiError>((partition.id, info.base_offset, msgs))
+        });
+    let mut placement = vec![(0u32, Offset(0)); messages.len()];
+    for (i, at) in stored {
+        if let Some(slot) = placement.get_mut(*i) {
+            *slot = *at;
+        }
+    }
+    for (p, base, msgs) in try_join_all(appends).await? {
+        for (j, (i, _)) in msgs.iter().enumerate() {
+            if let Some(slot) = placement.get_mut(*i) {
+                *slot = (p, Offset(base.0 + j as u64));
+            }
+        }
+    }
+    Ok(placement)
+}
