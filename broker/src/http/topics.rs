@@ -17,6 +17,9 @@ use crate::error::{ApiError, ErrorBody};
 use crate::names;
 use crate::topic::{Acks, Topic, TopicSpec};
 
+/// The longest retention by age: the log compares ages as signed milliseconds.
+pub const RETENTION_MS_MAX: u64 = i64::MAX as u64;
+
 /// `POST /v1/topics`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +32,8 @@ pub struct CreateTopic {
     /// Copies of each partition; at most the number of nodes. Defaults to 1.
     #[serde(default)]
     pub replication_factor: Option<u32>,
-    /// Delete whole segments older than this. Defaults to none (keep).
+    /// Delete whole segments older than this, at most 2^63 - 1. Defaults to none
+    /// (keep).
     #[serde(default)]
     pub retention_ms: Option<u64>,
     /// Delete the oldest segments while a partition is larger. Defaults to none.
@@ -236,6 +240,11 @@ pub async fn create_topic(
     Json(req): Json<CreateTopic>,
 ) -> Result<Response, ApiError> {
     names::validate("topic", &req.name)?;
+    if req.retention_ms.is_some_and(|ms| ms > RETENTION_MS_MAX) {
+        return Err(ApiError::bad_request(format!(
+            "retention_ms must be at most {RETENTION_MS_MAX}"
+        )));
+    }
     caller.require(&app.broker, Action::Admin, Resource::Topic(&req.name))?;
     let spec = TopicSpec {
         name: req.name,

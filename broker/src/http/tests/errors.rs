@@ -290,3 +290,82 @@ async fn rights_are_checked_per_action_and_name() {
     .await
     .expect_error(StatusCode::FORBIDDEN, "forbidden");
 }
+
+#[tokio::test]
+async fn extreme_numbers_are_answered_without_a_500() {
+    let app = TestApp::start().await;
+    // A retention the log would read as negative (deleting everything) is refused.
+    app.post("/v1/topics", json!({"name": "t", "retention_ms": u64::MAX}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    app.create_topic(
+        "t",
+        json!({"retention_ms": i64::MAX, "retention_bytes": u64::MAX}),
+    )
+    .await;
+    app.produce("t", &["a"]).await;
+    app.post("/v1/topics/t/subscriptions", json!({"name": "s"}))
+        .await
+        .expect(StatusCode::CREATED);
+    for body in [
+        json!({"timestamp": i64::MAX}),
+        json!({"timestamp": i64::MIN}),
+        json!({"offset": u64::MAX}),
+        json!({"partition": u32::MAX, "offset": 0}),
+        json!({"partition": u64::MAX, "offset": 0}),
+        json!({"offset": 1e300}),
+    ] {
+        let resp = app
+            .post("/v1/topics/t/subscriptions/s/seek", body.clone())
+            .await;
+        assert!(resp.status.as_u16() < 500, "{body}: {}", resp.text());
+    }
+    for body in [
+        json!({"offsets": [{"partition": u32::MAX, "offset": 0}]}),
+        json!({"offsets": [{"partition": 0, "offset": u64::MAX}]}),
+    ] {
+        app.post("/v1/topics/t/subscriptions/s/commit", body)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    app.post(
+        "/v1/queues",
+        json!({"name": "q", "visibility_timeout_ms": u64::MAX}),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    app.create_queue("q", json!({"max_deliveries": u32::MAX}))
+        .await;
+    app.send_to_queue("q", &["x"]).await;
+    for body in [
+        json!({"visibility_timeout_ms": u64::MAX}),
+        json!({"wait_ms": u64::MAX}),
+        json!({"max": u64::MAX}),
+    ] {
+        app.post("/v1/queues/q/receive", body)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    let got = app
+        .post("/v1/queues/q/receive", json!({}))
+        .await
+        .expect(StatusCode::OK);
+    let receipt = got["messages"][0]["receipt"].clone();
+    app.post(
+        "/v1/queues/q/nack",
+        json!({"receipts": [receipt], "delay_ms": u64::MAX}),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    let moved = app
+        .post("/v1/queues/q/redrive", json!({"max": u64::MAX}))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(moved["moved"], 0);
+    app.get("/v1/topics/t/subscriptions/s/messages?max=4294967296")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    app.get("/v1/topics/t/subscriptions/s/messages?wait_ms=18446744073709551616")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+}
