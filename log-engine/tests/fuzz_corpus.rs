@@ -50,7 +50,7 @@ const OPEN_LOG_DIR: Target = Target {
     run: fuzzing::open_log_dir,
     // Each input opens, closes and reopens a log up to six times (two layouts, three
     // shutdown states): a few milliseconds in a debug build, so 300 mutations of each
-    // of its ~30 files take some 30 seconds.
+    // of its ~30 files take 30 to 45 seconds.
     mutations_default: 300,
     batches_at: |data| {
         let (index, _) = fuzzing::split_log_dir_input(data);
