@@ -54,6 +54,8 @@ pub const FORMAT_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 64;
 /// Bytes before `batch_length` counts: base offset and the length field itself.
 pub const LOG_OVERHEAD: usize = 12;
+/// The attribute bits that name a compression codec; only 0 (none) is supported.
+const COMPRESSION_MASK: u16 = 0b111;
 /// Where the CRC-covered part of a batch starts.
 const CRC_START: usize = 16;
 /// The size of the smallest possible record: length, attributes, timestamp delta,
@@ -143,6 +145,11 @@ impl BatchHeader {
         if reserved {
             return Err(Error::InvalidBatch {
                 reason: "reserved header bytes are not zero",
+            });
+        }
+        if header.attributes & COMPRESSION_MASK != 0 {
+            return Err(Error::InvalidBatch {
+                reason: "compressed batches are not supported",
             });
         }
         if (header.batch_length as usize) < HEADER_LEN - LOG_OVERHEAD {

@@ -643,7 +643,9 @@ impl Log {
 
     /// Reads whole batches starting with the one that holds `from`, up to `max_bytes`
     /// (at least one batch, whatever its size, so a reader always progresses), and only
-    /// batches that end below `bound`. Empty when `from` is at the bound.
+    /// batches that end below `bound`. Empty when `from` is at the bound. One read
+    /// returns batches of one segment: at a segment's end it stops, and the next read
+    /// (from [`ReadBatches::next_offset`]) continues in the next segment.
     pub fn read(&self, from: Offset, max_bytes: usize, bound: ReadBound) -> Result<ReadBatches> {
         let mut bytes = Vec::new();
         let next_offset = self.read_into(from, max_bytes, bound, &mut bytes)?;
