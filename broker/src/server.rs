@@ -23,10 +23,14 @@ pub async fn run(
 ) -> Result<(), BrokerError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let maintenance = tokio::spawn(Arc::clone(&broker).run_maintenance(stop_rx));
-    let app = crate::http::router(Arc::clone(&broker));
     let local = listener
         .local_addr()
         .map_err(|e| BrokerError::io("listener", e))?;
+    // The address clients reach, as bound (the configured port may be 0).
+    let app = crate::http::router_with(
+        Arc::clone(&broker),
+        crate::http::ClusterView::standalone(local),
+    );
     tracing::info!(%local, "serving REST");
     let stopping = Arc::clone(&broker);
     let shutdown = async move {

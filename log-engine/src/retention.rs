@@ -30,9 +30,9 @@ pub(crate) fn expired_count(
     for segment in segments.iter().take(segments.len().saturating_sub(1)) {
         let by_size = excess.is_some_and(|e| e >= segment.size_bytes && e > 0);
         let by_age = ms_max.is_some_and(|max| {
-            segment
-                .max_timestamp
-                .is_some_and(|ts| now_ms.saturating_sub(ts) > max as i64)
+            segment.max_timestamp.is_some_and(|ts| {
+                now_ms.saturating_sub(ts) > i64::try_from(max).unwrap_or(i64::MAX)
+            })
         });
         if !by_size && !by_age {
             break;
@@ -95,6 +95,11 @@ mod tests {
         assert_eq!(expired_count(&s, None, Some(1000), 1101), 1);
         assert_eq!(expired_count(&s, None, Some(1000), 1501), 3);
         assert_eq!(expired_count(&s, None, None, i64::MAX), 0);
+        assert_eq!(
+            expired_count(&s, None, Some(u64::MAX), 1_000_000),
+            0,
+            "no overflow"
+        );
     }
 
     #[test]
