@@ -189,6 +189,8 @@ pub struct Log {
     sync_done: Condvar,
     /// Segments sealed by a roll since the last sync; the next sync covers them.
     unsynced: Mutex<Vec<Arc<Segment>>>,
+    /// A roll created a file since the last sync: the next sync syncs the directory.
+    dir_unsynced: AtomicBool,
     recovery_point: RecoveryPoint,
     log_start: AtomicU64,
     log_end: AtomicU64,
@@ -266,6 +268,7 @@ impl Log {
             syncing: Mutex::new(false),
             sync_done: Condvar::new(),
             unsynced: Mutex::new(Vec::new()),
+            dir_unsynced: AtomicBool::new(false),
             recovery_point,
             log_start: AtomicU64::new(start.0),
             log_end: AtomicU64::new(end.0),
@@ -537,7 +540,8 @@ impl Log {
             .push(Arc::clone(&writer.active));
         let index_bytes = u64::from(self.config.index_bytes_max);
         let segment = Arc::new(Segment::open(&self.dir, base, index_bytes, true)?);
-        checkpoint::sync_dir(&self.dir)?;
+        // The new file's directory entry is synced by the next sync, with the data.
+        self.dir_unsynced.store(true, Ordering::Release);
         let mut segments = self.snapshot().as_ref().clone();
         segments.push(Arc::clone(&segment));
         self.replace_segments(segments);
@@ -617,6 +621,10 @@ impl Log {
                 std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()));
             (sealed, Arc::clone(&writer.active), self.log_end_offset())
         };
+        if self.dir_unsynced.swap(false, Ordering::AcqRel) {
+            let synced = checkpoint::sync_dir(&self.dir);
+            self.latch(synced)?;
+        }
         for segment in sealed.iter().chain(std::iter::once(&active)) {
             let synced = segment.sync();
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
