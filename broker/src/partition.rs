@@ -47,6 +47,9 @@ impl Partition {
             retention_ms_max: settings.retention_ms,
             retention_bytes_max: settings.retention_bytes,
             flush,
+            // The broker locks its whole data directory instead: one descriptor
+            // per log fewer.
+            lock_directory: false,
             ..LogConfig::default()
         };
         let log = Log::open(dir, config)?;

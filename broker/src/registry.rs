@@ -42,6 +42,9 @@ pub struct Broker {
     admin_lock: std::sync::Mutex<()>,
     /// Set when the node starts shutting down: parked long polls end at once.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Held for the life of the broker: the data directory's lock, so two brokers
+    /// never share one (the logs themselves are opened without a lock of their own).
+    _lock: std::fs::File,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -57,6 +60,7 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<(Broker, Bootstrap), BrokerError> {
         let data = config.data_dir.clone();
         fsutil::create_dir_all(&data)?;
+        let lock = lock_data_dir(&data)?;
         fsutil::empty_trash(&data.join("trash"))?;
         let auth_config = crate::auth::AuthConfig {
             token_ttl_secs: config.token_ttl_secs,
@@ -72,6 +76,7 @@ impl Broker {
             queues: RwLock::new(BTreeMap::new()),
             admin_lock: std::sync::Mutex::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
+            _lock: lock,
             config,
         };
         let settings = broker.log_settings();
@@ -308,6 +313,25 @@ impl Broker {
     }
 }
 
+/// Takes the exclusive lock of the data directory (`<data>/.lock`).
+fn lock_data_dir(data: &Path) -> Result<std::fs::File, BrokerError> {
+    let path = data.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BrokerError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BrokerError::Config(format!(
+            "the data directory {} is in use by another broker",
+            data.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(BrokerError::io(&path, e)),
+    }
+}
+
 /// The subdirectories of `dir` (none if it does not exist), sorted.
 fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {
     let entries = match std::fs::read_dir(dir) {
@@ -324,4 +348,30 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {
     }
     dirs.sort();
     Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_broker_on_one_data_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            admin_password: Some("a-long-enough-password".into()),
+            ..BrokerConfig::default()
+        };
+        let (first, _) = Broker::open(config.clone()).unwrap();
+        let second = Broker::open(config.clone());
+        assert!(
+            matches!(&second, Err(BrokerError::Config(m)) if m.contains("in use")),
+            "{second:?}"
+        );
+        drop(first);
+        assert!(
+            Broker::open(config).is_ok(),
+            "the lock goes with the broker"
+        );
+    }
 }

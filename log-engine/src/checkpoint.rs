@@ -19,17 +19,19 @@ pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const VERSION: u32 = 1;
 
-/// The open recovery point file.
+/// The recovery point file: held open (and locked) for the life of the log, or, when
+/// the embedder locks a parent directory itself, opened by path for each write.
 #[derive(Debug)]
 pub(crate) struct RecoveryPoint {
     path: PathBuf,
-    file: File,
+    file: Option<File>,
 }
 
 impl RecoveryPoint {
-    /// Opens (or creates) the file, takes its exclusive lock (so two processes, or
-    /// two handles, never open one log), and reads the point it holds, if valid.
-    pub(crate) fn open(dir: &Path) -> Result<(RecoveryPoint, Option<Offset>)> {
+    /// Opens (or creates) the file and reads the point it holds, if valid. With
+    /// `lock`, keeps it open under an exclusive lock, so two processes, or two
+    /// handles, never open one log.
+    pub(crate) fn open(dir: &Path, lock: bool) -> Result<(RecoveryPoint, Option<Offset>)> {
         let path = dir.join(RECOVERY_POINT_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -38,7 +40,7 @@ impl RecoveryPoint {
             .truncate(false)
             .open(&path)
             .at(&path)?;
-        match file.try_lock() {
+        match if lock { file.try_lock() } else { Ok(()) } {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(crate::error::Error::io(
@@ -56,12 +58,23 @@ impl RecoveryPoint {
             Ok(()) => decode(&buf),
             Err(_) => None,
         };
+        let file = lock.then_some(file);
         Ok((RecoveryPoint { path, file }, point))
     }
 
     /// Records that everything below `offset` is on disk.
     pub(crate) fn store(&self, offset: Offset) -> Result<()> {
-        self.file.write_all_at(&encode(offset), 0).at(&self.path)
+        let bytes = encode(offset);
+        match &self.file {
+            Some(file) => file.write_all_at(&bytes, 0),
+            None => OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)
+                .and_then(|file| file.write_all_at(&bytes, 0)),
+        }
+        .at(&self.path)
     }
 }
 

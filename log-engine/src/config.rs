@@ -77,6 +77,11 @@ pub struct LogConfig {
     /// Retention deletes segments whose newest record is older than this.
     /// Defaults to 7 days.
     pub retention_ms_max: Option<u64>,
+    /// Keep the directory locked while the log is open, so a second handle or
+    /// process is refused. Costs one file descriptor per log; an embedder that locks
+    /// a parent directory itself (the broker locks its data directory) turns it off.
+    /// Defaults to true.
+    pub lock_directory: bool,
 }
 
 /// 1 GiB.
@@ -97,6 +102,7 @@ impl Default for LogConfig {
             flush: FlushPolicy::default(),
             retention_bytes_max: None,
             retention_ms_max: Some(WEEK_MS),
+            lock_directory: true,
         }
     }
 }

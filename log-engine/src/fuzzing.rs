@@ -147,7 +147,7 @@ fn write_dir(dir: &Path, segments: &[SegmentFiles<'_>], shutdown: Shutdown) -> R
     match shutdown {
         Shutdown::Crash => {}
         Shutdown::CrashAfterSync => {
-            let (point, _) = RecoveryPoint::open(dir)?;
+            let (point, _) = RecoveryPoint::open(dir, false)?;
             point.store(Offset(u64::from(u32::MAX)))?;
         }
         Shutdown::Clean => {

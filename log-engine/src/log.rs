@@ -231,7 +231,7 @@ impl Log {
         std::fs::create_dir_all(&dir).at(&dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
-        let (recovery_point, point) = RecoveryPoint::open(&dir)?;
+        let (recovery_point, point) = RecoveryPoint::open(&dir, config.lock_directory)?;
         let trusted_below = if clean {
             Offset(u64::MAX)
         } else {

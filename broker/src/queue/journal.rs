@@ -62,6 +62,9 @@ impl Journal {
             flush: FlushPolicy::MANUAL,
             retention_bytes_max: None,
             retention_ms_max: None,
+            // The broker locks its whole data directory instead: one descriptor
+            // per log fewer.
+            lock_directory: false,
             ..LogConfig::default()
         };
         let log = Log::open(dir, config)?;
