@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::select_all;
-use log_engine::{CursorStore, Offset};
+use log_engine::{CursorStore, Offset, RecordRef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, BrokerError};
@@ -67,6 +67,18 @@ pub struct PartitionOffsets {
     pub log_end_offset: Offset,
     /// Messages between the committed offset and the end.
     pub lag: u64,
+}
+
+/// Takes the records a pull returns, in the order it returns them.
+pub trait PullSink {
+    /// Takes one record of `partition`.
+    fn take(&mut self, partition: u32, record: &RecordRef<'_>);
+}
+
+impl PullSink for Vec<StoredMessage> {
+    fn take(&mut self, partition: u32, record: &RecordRef<'_>) {
+        self.push(StoredMessage::from_record(partition, record));
+    }
 }
 
 #[derive(Debug)]
@@ -165,16 +177,30 @@ impl Subscription {
     /// positions past them. When there are none, waits up to `wait` for one to arrive
     /// and returns as soon as it does.
     pub async fn pull(&self, max: usize, wait: Duration) -> Result<Vec<StoredMessage>, ApiError> {
+        let mut out = Vec::with_capacity(max.min(1024));
+        self.pull_into(max, wait, &mut out).await?;
+        Ok(out)
+    }
+
+    /// As [`Subscription::pull`], handing each message to `sink` as it is read rather
+    /// than copying it; returns how many it took. The sink is given nothing unless
+    /// the pull returns messages.
+    pub async fn pull_into<S: PullSink>(
+        &self,
+        max: usize,
+        wait: Duration,
+        sink: &mut S,
+    ) -> Result<usize, ApiError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let snapshot = {
                 let mut positions = self.positions.lock().await;
-                let messages = self.collect(&mut positions, max)?;
-                if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
-                    if self.auto_commit && !messages.is_empty() {
+                let taken = self.collect(&mut positions, max, sink)?;
+                if taken > 0 || tokio::time::Instant::now() >= deadline {
+                    if self.auto_commit && taken > 0 {
                         self.commit_positions(&positions.next)?;
                     }
-                    return Ok(messages);
+                    return Ok(taken);
                 }
                 positions.next.clone()
             };
@@ -187,19 +213,21 @@ impl Subscription {
                 .await
                 .is_err()
             {
-                return Ok(Vec::new());
+                return Ok(0);
             }
         }
     }
 
-    /// Reads up to `max` messages, partitions in turn, and advances the positions.
-    fn collect(
+    /// Reads up to `max` messages, partitions in turn, into `sink`, and advances the
+    /// positions; returns how many it read.
+    fn collect<S: PullSink>(
         &self,
         positions: &mut Positions,
         max: usize,
-    ) -> Result<Vec<StoredMessage>, ApiError> {
+        sink: &mut S,
+    ) -> Result<usize, ApiError> {
         let count = self.partitions.len();
-        let mut out = Vec::with_capacity(max.min(1024));
+        let mut taken = 0;
         for step in 0..count {
             let index = (positions.first + step) % count;
             let (Some(partition), Some(next)) =
@@ -207,13 +235,13 @@ impl Subscription {
             else {
                 continue;
             };
-            read_partition(partition, next, max - out.len(), &mut out)?;
-            if out.len() >= max {
+            taken += read_partition(partition, next, max - taken, sink)?;
+            if taken >= max {
                 break;
             }
         }
         positions.first = (positions.first + 1) % count.max(1);
-        Ok(out)
+        Ok(taken)
     }
 
     fn commit_positions(&self, next: &[Offset]) -> Result<(), ApiError> {
@@ -326,13 +354,14 @@ impl Subscription {
     }
 }
 
-/// Reads up to `max` messages of one partition from `*next`, advancing it.
-fn read_partition(
+/// Reads up to `max` messages of one partition from `*next` into `sink`, advancing
+/// `*next` past each; returns how many it read.
+fn read_partition<S: PullSink>(
     partition: &Partition,
     next: &mut Offset,
     max: usize,
-    out: &mut Vec<StoredMessage>,
-) -> Result<(), ApiError> {
+    sink: &mut S,
+) -> Result<usize, ApiError> {
     let mut taken = 0;
     if *next < partition.start() {
         *next = partition.start();
@@ -349,7 +378,7 @@ fn read_partition(
             if taken >= max {
                 break;
             }
-            out.push(StoredMessage::from_record(partition.id, &record));
+            sink.take(partition.id, &record);
             *next = Offset(record.offset.0 + 1);
             taken += 1;
         }
@@ -357,5 +386,5 @@ fn read_partition(
             break;
         }
     }
-    Ok(())
+    Ok(taken)
 }

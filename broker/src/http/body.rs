@@ -401,6 +401,19 @@ pub fn json_size_hint<'a>(messages: impl Iterator<Item = &'a StoredMessage>) -> 
         + 32
 }
 
+/// An answer with `status` of JSON already written.
+pub fn json_bytes(status: StatusCode, json: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response()
+}
+
 /// A JSON answer with `status`, serialized straight into a buffer of about
 /// `size_hint` bytes.
 pub fn json_response<T: Serialize + ?Sized>(
@@ -410,15 +423,7 @@ pub fn json_response<T: Serialize + ?Sized>(
 ) -> Response {
     let mut buf = Vec::with_capacity(size_hint.max(64));
     match serde_json::to_writer(&mut buf, value) {
-        Ok(()) => (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            buf,
-        )
-            .into_response(),
+        Ok(()) => json_bytes(status, buf),
         Err(e) => ApiError::internal(e).into_response(),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`extract`]: the authenticated [`extract::Caller`], and JSON, query, path and
 //!   header extractors whose rejections are the API's error bodies.
-//! - `body`: JSON messages in and out, and the JSON answer helper.
+//! - `body`: JSON messages in and out, and the JSON answer helper; `pull_json`: a
+//!   pull's answer written straight from the records read.
 //! - `auth_routes`, `topics`, `subscriptions`, `queues`, `cluster`, `ops`: handlers,
 //!   one file per resource, each with its `#[utoipa::path]`.
 //! - `openapi`: the document at `/openapi.json`; `metrics`: `/metrics`.
@@ -34,6 +35,7 @@ pub mod extract;
 mod metrics;
 mod openapi;
 mod ops;
+mod pull_json;
 mod queues;
 mod subscriptions;
 mod topics;

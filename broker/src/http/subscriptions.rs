@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::{self, PulledMessage, PulledMessages};
 use super::extract::{Caller, Json, Path, Query};
 use super::metrics::Kind;
+use super::pull_json::PulledJson;
 use super::topics::lookup;
 use super::{AppState, blocking};
 use crate::auth::Action;
@@ -24,6 +25,8 @@ use crate::topic::Topic;
 
 /// The most messages one pull returns.
 pub const PULL_MAX: u32 = 10_000;
+/// Value bytes per message assumed when sizing a pull's answer up front.
+const VALUE_BYTES_GUESS: usize = 128;
 /// Messages a pull returns when `max` is not given.
 pub const PULL_DEFAULT: u32 = 100;
 /// The longest a pull or receive waits for messages, in ms.
@@ -394,26 +397,22 @@ pub async fn pull(
         )));
     }
     let (topic, sub) = subscription(&app, &caller, &topic, &sub)?;
+    let mut answer = PulledJson::new(max as usize, VALUE_BYTES_GUESS);
     // A shutdown ends a parked poll at once (a pull that is cut short has taken
     // nothing: it moves positions only after its last wait).
-    let messages = tokio::select! {
-        pulled = sub.pull(max as usize, Duration::from_millis(wait_ms)) => pulled?,
-        () = app.broker.shutting_down() => Vec::new(),
-    };
+    tokio::select! {
+        pulled = sub.pull_into(max as usize, Duration::from_millis(wait_ms), &mut answer) => {
+            pulled?;
+        }
+        () = app.broker.shutting_down() => answer = PulledJson::new(0, 0),
+    }
     app.metrics.record_out(
         Kind::Topic,
         topic.name(),
-        messages.len(),
-        body::stored_bytes(messages.iter()),
+        answer.count(),
+        answer.payload_bytes(),
     );
-    let answer = PullResponse {
-        messages: PulledMessages(&messages),
-    };
-    Ok(body::json_response(
-        StatusCode::OK,
-        &answer,
-        body::json_size_hint(messages.iter()),
-    ))
+    Ok(body::json_bytes(StatusCode::OK, answer.finish()))
 }
 
 /// Commits offsets durably: after a restart the subscription resumes from them.
