@@ -141,14 +141,6 @@ impl<const W: usize> MmapWords<W> {
         }
     }
 
-    /// Writes the mapped pages back to the file.
-    fn flush(&self) -> Result<()> {
-        if let Some(map) = &self.map {
-            map.flush().at(&self.path)?;
-        }
-        Ok(())
-    }
-
     /// Shrinks the file to its entries, refusing further pushes. The
     /// mapping stays: readers only touch entries below `len`, which stay inside the
     /// shortened file, so no access reaches a page past its end.
@@ -263,10 +255,6 @@ impl OffsetIndex {
         self.words.truncate(keep);
     }
 
-    pub(crate) fn flush(&self) -> Result<()> {
-        self.words.flush()
-    }
-
     pub(crate) fn trim(&self) -> Result<()> {
         self.words.trim()
     }
@@ -352,10 +340,6 @@ impl TimeIndex {
             .take_while(|&i| self.raw_entry(i).relative_offset < relative_offset)
             .count();
         self.words.truncate(keep);
-    }
-
-    pub(crate) fn flush(&self) -> Result<()> {
-        self.words.flush()
     }
 
     pub(crate) fn trim(&self) -> Result<()> {

@@ -475,11 +475,6 @@ impl Segment {
         self.time_index.trim()
     }
 
-    /// Flushes the index mappings (not the log data).
-    pub(crate) fn flush_indexes(&self) -> Result<()> {
-        self.index.flush()?;
-        self.time_index.flush()
-    }
 
     /// Deletes the segment's three files. Readers that still hold the segment keep
     /// reading through their open handle and mapping until they drop it.
