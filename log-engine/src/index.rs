@@ -32,6 +32,9 @@ struct MmapWords<const W: usize> {
     map: Option<MmapMut>,
     /// Entries the mapping has room for.
     capacity: usize,
+    /// Entries the file held before it was extended to `capacity`: past them it
+    /// reads as zeros, so counting the written entries stops there.
+    stored: usize,
     /// Entries that may be written: `capacity` while the segment is active, the
     /// entry count once trimmed.
     limit: AtomicUsize,
@@ -67,7 +70,11 @@ impl<const W: usize> MmapWords<W> {
             // never below an entry a reader may load, so no access faults. Every
             // access through the mapping is atomic, so the writer and concurrent
             // readers never race.
-            Some(unsafe { MmapMut::map_mut(&file) }.at(path)?)
+            let map = unsafe { MmapMut::map_mut(&file) }.at(path)?;
+            // Lookups jump around: no readahead, which would fault in (and zero)
+            // megabytes of the preallocated, sparse tail of every index.
+            map.advise(memmap2::Advice::Random).at(path)?;
+            Some(map)
         };
         // The file handle is not kept: the mapping stays valid without it, and a log
         // with thousands of partitions would otherwise hold two more descriptors per
@@ -77,6 +84,7 @@ impl<const W: usize> MmapWords<W> {
             path: path.to_path_buf(),
             map,
             capacity,
+            stored: (on_disk / Self::ENTRY_BYTES as u64).min(capacity as u64) as usize,
             limit: AtomicUsize::new(capacity),
             len: AtomicUsize::new(0),
         })
@@ -197,7 +205,7 @@ impl OffsetIndex {
         };
         let mut len = 0;
         let mut previous: Option<IndexEntry> = None;
-        while len < index.words.capacity {
+        while len < index.words.stored {
             let entry = index.raw_entry(len);
             let increasing = previous.is_none_or(|p| {
                 entry.relative_offset > p.relative_offset && entry.position > p.position
@@ -286,7 +294,7 @@ impl TimeIndex {
         };
         let mut len = 0;
         let mut previous: Option<TimeEntry> = None;
-        while len < index.words.capacity {
+        while len < index.words.stored {
             let [_, tagged] = index.words.entry(len);
             let entry = index.raw_entry(len);
             let increasing = previous.is_none_or(|p| {

@@ -475,7 +475,6 @@ impl Segment {
         self.time_index.trim()
     }
 
-
     /// Deletes the segment's three files. Readers that still hold the segment keep
     /// reading through their open handle and mapping until they drop it.
     pub(crate) fn delete_files(&self) -> Result<()> {
