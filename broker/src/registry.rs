@@ -36,8 +36,8 @@ pub struct Broker {
     pub auth: Auth,
     /// The secret that signs queue receipts.
     pub receipt_key: [u8; 32],
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    queues: RwLock<BTreeMap<String, Arc<Queue>>>,
+    topics: Catalog<Topic>,
+    queues: Catalog<Queue>,
     /// Serialises creates and deletes, so two requests never race on one directory.
     admin_lock: std::sync::Mutex<()>,
     /// Set when the node starts shutting down: parked long polls end at once.
@@ -72,8 +72,8 @@ impl Broker {
         let broker = Broker {
             auth,
             receipt_key,
-            topics: RwLock::new(BTreeMap::new()),
-            queues: RwLock::new(BTreeMap::new()),
+            topics: Catalog::new("topic", data.join("topics")),
+            queues: Catalog::new("queue", data.join("queues")),
             admin_lock: std::sync::Mutex::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
             _lock: lock,
@@ -81,18 +81,22 @@ impl Broker {
         };
         let settings = broker.log_settings();
         let window = broker.config.idempotency_window_ms;
-        for dir in subdirs(&broker.topics_dir())? {
+        for dir in subdirs(&broker.topics.root)? {
             let topic = Topic::open(&dir, settings, window)?;
-            write(&broker.topics).insert(topic.name().to_owned(), Arc::new(topic));
+            broker
+                .topics
+                .insert(topic.name().to_owned(), Arc::new(topic));
         }
-        for dir in subdirs(&broker.queues_dir())? {
+        for dir in subdirs(&broker.queues.root)? {
             let queue = Queue::open(&dir, settings, window)?;
-            write(&broker.queues).insert(queue.name().to_owned(), Arc::new(queue));
+            broker
+                .queues
+                .insert(queue.name().to_owned(), Arc::new(queue));
         }
         tracing::info!(
             data = %data.display(),
-            topics = read(&broker.topics).len(),
-            queues = read(&broker.queues).len(),
+            topics = broker.topics.len(),
+            queues = broker.queues.len(),
             "storage open"
         );
         Ok((broker, bootstrap))
@@ -107,14 +111,6 @@ impl Broker {
             durability: self.config.durability,
             flush_interval_ms: self.config.flush_interval_ms,
         }
-    }
-
-    fn topics_dir(&self) -> PathBuf {
-        self.config.data_dir.join("topics")
-    }
-
-    fn queues_dir(&self) -> PathBuf {
-        self.config.data_dir.join("queues")
     }
 
     fn trash(&self) -> PathBuf {
@@ -136,47 +132,27 @@ impl Broker {
     pub fn create_topic(&self, spec: TopicSpec) -> Result<Arc<Topic>, ApiError> {
         spec.validate(self.node_count())?;
         let _admin = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if read(&self.topics).contains_key(&spec.name) {
-            return Err(ApiError::already_exists(format!(
-                "topic {:?} already exists",
-                spec.name
-            )));
-        }
-        let dir = self.topics_dir().join(&spec.name);
-        let topic = Topic::create(
-            &dir,
-            spec,
-            self.log_settings(),
-            self.config.idempotency_window_ms,
-        )
-        .map_err(|e| {
-            let _ = fsutil::remove_dir_via_trash(&dir, &self.trash());
-            ApiError::from(e)
-        })?;
-        let topic = Arc::new(topic);
-        write(&self.topics).insert(topic.name().to_owned(), Arc::clone(&topic));
-        Ok(topic)
+        let name = spec.name.clone();
+        let (settings, window) = (self.log_settings(), self.config.idempotency_window_ms);
+        self.topics.create(&name, &self.trash(), |dir| {
+            Topic::create(dir, spec, settings, window)
+        })
     }
 
     /// A topic by name.
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
-        read(&self.topics)
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("topic {name:?} does not exist")))
+        self.topics.get(name)
     }
 
     /// Every topic, by name.
     pub fn topics(&self) -> Vec<Arc<Topic>> {
-        read(&self.topics).values().cloned().collect()
+        self.topics.all()
     }
 
     /// Deletes a topic with its subscriptions and files.
     pub fn delete_topic(&self, name: &str) -> Result<(), ApiError> {
         let _admin = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let topic = write(&self.topics)
-            .remove(name)
-            .ok_or_else(|| ApiError::not_found(format!("topic {name:?} does not exist")))?;
+        let topic = self.topics.remove(name)?;
         if let Err(error) = topic.close() {
             tracing::warn!(%error, topic = name, "closing a deleted topic failed");
         }
@@ -187,52 +163,32 @@ impl Broker {
     pub fn create_queue(&self, spec: QueueSpec) -> Result<Arc<Queue>, ApiError> {
         spec.validate(self.node_count())?;
         let _admin = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if read(&self.queues).contains_key(&spec.name) {
-            return Err(ApiError::already_exists(format!(
-                "queue {:?} already exists",
-                spec.name
-            )));
-        }
-        let dir = self.queues_dir().join(&spec.name);
-        let queue = Queue::create(
-            &dir,
-            spec,
-            self.log_settings(),
-            self.config.idempotency_window_ms,
-        )
-        .map_err(|e| {
-            let _ = fsutil::remove_dir_via_trash(&dir, &self.trash());
-            ApiError::from(e)
-        })?;
-        let queue = Arc::new(queue);
-        write(&self.queues).insert(queue.name().to_owned(), Arc::clone(&queue));
-        Ok(queue)
+        let name = spec.name.clone();
+        let (settings, window) = (self.log_settings(), self.config.idempotency_window_ms);
+        self.queues.create(&name, &self.trash(), |dir| {
+            Queue::create(dir, spec, settings, window)
+        })
     }
 
     /// A queue by name.
     pub fn queue(&self, name: &str) -> Result<Arc<Queue>, ApiError> {
-        read(&self.queues)
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("queue {name:?} does not exist")))
+        self.queues.get(name)
     }
 
     /// A queue by name, if it exists.
     pub fn find_queue(&self, name: &str) -> Option<Arc<Queue>> {
-        read(&self.queues).get(name).cloned()
+        self.queues.find(name)
     }
 
     /// Every queue, by name.
     pub fn queues(&self) -> Vec<Arc<Queue>> {
-        read(&self.queues).values().cloned().collect()
+        self.queues.all()
     }
 
     /// Deletes a queue and its files.
     pub fn delete_queue(&self, name: &str) -> Result<(), ApiError> {
         let _admin = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let queue = write(&self.queues)
-            .remove(name)
-            .ok_or_else(|| ApiError::not_found(format!("queue {name:?} does not exist")))?;
+        let queue = self.queues.remove(name)?;
         if let Err(error) = queue.close() {
             tracing::warn!(%error, queue = name, "closing a deleted queue failed");
         }
@@ -310,6 +266,79 @@ impl Broker {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
+    }
+}
+
+/// The topics or the queues of the node by name, each in a directory `<root>/<name>`.
+#[derive(Debug)]
+struct Catalog<T> {
+    /// "topic" or "queue", for messages.
+    kind: &'static str,
+    root: PathBuf,
+    entries: RwLock<BTreeMap<String, Arc<T>>>,
+}
+
+impl<T> Catalog<T> {
+    fn new(kind: &'static str, root: PathBuf) -> Catalog<T> {
+        Catalog {
+            kind,
+            root,
+            entries: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    fn not_found(&self, name: &str) -> ApiError {
+        ApiError::not_found(format!("{} {name:?} does not exist", self.kind))
+    }
+
+    fn get(&self, name: &str) -> Result<Arc<T>, ApiError> {
+        self.find(name).ok_or_else(|| self.not_found(name))
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<T>> {
+        read(&self.entries).get(name).cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<T>> {
+        read(&self.entries).values().cloned().collect()
+    }
+
+    fn len(&self) -> usize {
+        read(&self.entries).len()
+    }
+
+    fn insert(&self, name: String, item: Arc<T>) {
+        write(&self.entries).insert(name, item);
+    }
+
+    fn remove(&self, name: &str) -> Result<Arc<T>, ApiError> {
+        write(&self.entries)
+            .remove(name)
+            .ok_or_else(|| self.not_found(name))
+    }
+
+    /// Makes a new entry in `<root>/<name>` with `make`; a failure leaves no
+    /// directory behind. The caller holds the admin lock.
+    fn create(
+        &self,
+        name: &str,
+        trash: &Path,
+        make: impl FnOnce(&Path) -> Result<T, BrokerError>,
+    ) -> Result<Arc<T>, ApiError> {
+        if self.find(name).is_some() {
+            return Err(ApiError::already_exists(format!(
+                "{} {name:?} already exists",
+                self.kind
+            )));
+        }
+        let dir = self.root.join(name);
+        let item = make(&dir).map_err(|e| {
+            let _ = fsutil::remove_dir_via_trash(&dir, trash);
+            ApiError::from(e)
+        })?;
+        let item = Arc::new(item);
+        self.insert(name.to_owned(), Arc::clone(&item));
+        Ok(item)
     }
 }
 
