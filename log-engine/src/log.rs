@@ -373,18 +373,25 @@ impl Log {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn check_writable(&self) -> Result<()> {
-        if self.failed.load(Ordering::Acquire) {
-            let cause = self
-                .failure
-                .lock()
-                .map(|f| f.clone().unwrap_or_default())
-                .unwrap_or_default();
-            return Err(Error::PreviousIo {
-                path: self.dir.clone(),
-                cause,
-            });
+    /// Refuses every operation that writes once a write or fsync has failed.
+    fn check_not_failed(&self) -> Result<()> {
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(());
         }
+        let cause = self
+            .failure
+            .lock()
+            .map(|f| f.clone().unwrap_or_default())
+            .unwrap_or_default();
+        Err(Error::PreviousIo {
+            path: self.dir.clone(),
+            cause,
+        })
+    }
+
+    /// [`Log::check_not_failed`], and refuses appends after `close`.
+    fn check_writable(&self) -> Result<()> {
+        self.check_not_failed()?;
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::PreviousIo {
                 path: self.dir.clone(),
@@ -602,7 +609,9 @@ impl Log {
                 if self.durable_offset() >= target {
                     return Ok(());
                 }
-                self.check_writable_or_failed()?;
+                // A sync may still run after `close` (it finds nothing to do); not after a
+                // failure.
+                self.check_not_failed()?;
                 *syncing = true;
             }
             let result = self.sync_now();
@@ -639,13 +648,6 @@ impl Log {
             tracing::warn!(%error, "could not update the recovery point");
         }
         self.changed.notify(usize::MAX);
-        Ok(())
-    }
-
-    fn check_writable_or_failed(&self) -> Result<()> {
-        if self.failed.load(Ordering::Acquire) {
-            return self.check_writable();
-        }
         Ok(())
     }
 

@@ -156,10 +156,15 @@ impl Segment {
     pub(crate) fn read_at(&self, position: u64, buf: &mut [u8]) -> Result<usize> {
         let size = self.size();
         let want = (size.saturating_sub(position) as usize).min(buf.len());
-        let target = buf.get_mut(..want).unwrap_or_default();
+        self.pread_full(buf.get_mut(..want).unwrap_or_default(), position)
+    }
+
+    /// Fills `buf` from the file at `position`, stopping early only at the file's
+    /// end; returns how many bytes were read.
+    fn pread_full(&self, buf: &mut [u8], position: u64) -> Result<usize> {
         let mut done = 0;
-        while done < want {
-            let rest = target.get_mut(done..).unwrap_or_default();
+        while done < buf.len() {
+            let rest = buf.get_mut(done..).unwrap_or_default();
             match self.file.read_at(rest, position + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
@@ -407,16 +412,7 @@ impl Segment {
             buf.clear();
             let chunk = (SCAN_CHUNK_BYTES as u64).min(available) as usize;
             buf.resize(len.max(chunk), 0);
-            let mut done = 0;
-            while done < buf.len() {
-                let rest = buf.get_mut(done..).unwrap_or_default();
-                match self.file.read_at(rest, position + done as u64) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io(&self.log_path, e)),
-                }
-            }
+            let done = self.pread_full(buf, position)?;
             buf.truncate(done);
             *buf_start = position;
         }
