@@ -207,6 +207,89 @@ impl IdempotencyWindow {
     }
 }
 
+/// The most bytes of each partition's tail scanned to rebuild an idempotency window.
+pub const IDEMPOTENCY_SCAN_BYTES_MAX: u64 = 64 << 20;
+
+/// Fills `window` with the idempotency keys found in the partitions' records newer
+/// than `since_ms`, scanning at most [`IDEMPOTENCY_SCAN_BYTES_MAX`] per partition.
+pub fn rebuild_window(
+    window: &IdempotencyWindow,
+    partitions: &[Arc<crate::partition::Partition>],
+    since_ms: i64,
+) {
+    /// What the log holds of one key's request.
+    #[derive(Default)]
+    struct Seen {
+        /// The request's message count.
+        count: usize,
+        /// Per message index: where it is and when it was stored (the newest copy
+        /// wins, should a retry have stored a request a crash had cut short).
+        messages: std::collections::BTreeMap<usize, (u32, Offset, i64)>,
+    }
+    let mut found: std::collections::BTreeMap<String, Seen> = std::collections::BTreeMap::new();
+    for partition in partitions {
+        let log = &partition.log;
+        let Ok(Some(mut from)) = log.offset_for_timestamp(since_ms) else {
+            continue;
+        };
+        let mut scanned = 0u64;
+        while from < log.log_end_offset() && scanned < IDEMPOTENCY_SCAN_BYTES_MAX {
+            let Ok(read) = log.read(from, 1 << 20, log_engine::ReadBound::LogEnd) else {
+                break;
+            };
+            scanned += read.bytes().len() as u64;
+            for record in read.records().flatten() {
+                let Some((index, count, key)) =
+                    crate::message::reserved_header(&record, crate::message::IDEMPOTENCY_HEADER)
+                        .and_then(crate::message::parse_idempotency)
+                else {
+                    continue;
+                };
+                let seen = found.entry(key.to_owned()).or_default();
+                seen.count = count;
+                let copy = (partition.id, record.offset, record.timestamp);
+                let newer = seen
+                    .messages
+                    .get(&index)
+                    .is_none_or(|(_, _, at)| *at <= record.timestamp);
+                if newer {
+                    seen.messages.insert(index, copy);
+                }
+            }
+            if read.next_offset() <= from {
+                break;
+            }
+            from = read.next_offset();
+        }
+    }
+    for (key, seen) in found {
+        let at = seen
+            .messages
+            .values()
+            .map(|(_, _, at)| *at)
+            .max()
+            .unwrap_or(0);
+        let complete =
+            seen.messages.len() == seen.count && seen.messages.keys().copied().eq(0..seen.count);
+        if complete {
+            let placement: Placement = seen
+                .messages
+                .into_values()
+                .map(|(p, o, _)| (p, o))
+                .collect();
+            window.remember_at(&key, Arc::new(placement), at);
+        } else {
+            // A request a crash cut short: its retry appends only what is missing.
+            let stored: Stored = seen
+                .messages
+                .into_iter()
+                .map(|(i, (p, o, _))| (i, (p, o)))
+                .collect();
+            window.remember_partial(&key, Arc::new(stored), at);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use log_engine::Offset;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Durability;
@@ -213,7 +212,7 @@ impl Topic {
     /// Rebuilds the idempotency window from the recent tail of each partition.
     fn rebuild_idempotency(&self) {
         let since = message::now_ms() - self.idempotency.window_ms();
-        rebuild_window(&self.idempotency, &self.partitions, since);
+        crate::idempotency::rebuild_window(&self.idempotency, &self.partitions, since);
     }
 
     fn subscriptions_mut(
@@ -307,84 +306,5 @@ impl Topic {
             }
         }
         Ok(())
-    }
-}
-
-/// The most bytes of each partition's tail scanned to rebuild an idempotency window.
-pub const IDEMPOTENCY_SCAN_BYTES_MAX: u64 = 64 << 20;
-
-/// Fills `window` with the idempotency keys found in the partitions' records newer
-/// than `since_ms`, scanning at most [`IDEMPOTENCY_SCAN_BYTES_MAX`] per partition.
-pub fn rebuild_window(window: &IdempotencyWindow, partitions: &[Arc<Partition>], since_ms: i64) {
-    /// What the log holds of one key's request.
-    #[derive(Default)]
-    struct Seen {
-        /// The request's message count.
-        count: usize,
-        /// Per message index: where it is and when it was stored (the newest copy
-        /// wins, should a retry have stored a request a crash had cut short).
-        messages: BTreeMap<usize, (u32, Offset, i64)>,
-    }
-    let mut found: BTreeMap<String, Seen> = BTreeMap::new();
-    for partition in partitions {
-        let log = &partition.log;
-        let Ok(Some(mut from)) = log.offset_for_timestamp(since_ms) else {
-            continue;
-        };
-        let mut scanned = 0u64;
-        while from < log.log_end_offset() && scanned < IDEMPOTENCY_SCAN_BYTES_MAX {
-            let Ok(read) = log.read(from, 1 << 20, log_engine::ReadBound::LogEnd) else {
-                break;
-            };
-            scanned += read.bytes().len() as u64;
-            for record in read.records().flatten() {
-                let Some((index, count, key)) =
-                    message::reserved_header(&record, message::IDEMPOTENCY_HEADER)
-                        .and_then(message::parse_idempotency)
-                else {
-                    continue;
-                };
-                let seen = found.entry(key.to_owned()).or_default();
-                seen.count = count;
-                let copy = (partition.id, record.offset, record.timestamp);
-                let newer = seen
-                    .messages
-                    .get(&index)
-                    .is_none_or(|(_, _, at)| *at <= record.timestamp);
-                if newer {
-                    seen.messages.insert(index, copy);
-                }
-            }
-            if read.next_offset() <= from {
-                break;
-            }
-            from = read.next_offset();
-        }
-    }
-    for (key, seen) in found {
-        let at = seen
-            .messages
-            .values()
-            .map(|(_, _, at)| *at)
-            .max()
-            .unwrap_or(0);
-        let complete =
-            seen.messages.len() == seen.count && seen.messages.keys().copied().eq(0..seen.count);
-        if complete {
-            let placement: Placement = seen
-                .messages
-                .into_values()
-                .map(|(p, o, _)| (p, o))
-                .collect();
-            window.remember_at(&key, Arc::new(placement), at);
-        } else {
-            // A request a crash cut short: its retry appends only what is missing.
-            let stored: crate::idempotency::Stored = seen
-                .messages
-                .into_iter()
-                .map(|(i, (p, o, _))| (i, (p, o)))
-                .collect();
-            window.remember_partial(&key, Arc::new(stored), at);
-        }
     }
 }

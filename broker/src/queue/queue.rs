@@ -252,7 +252,7 @@ impl Queue {
             })?;
         let queue = Self::open_parts(dir, spec, defaults, idempotency_window_ms)?;
         let since = message::now_ms() - queue.idempotency.window_ms();
-        crate::topic::rebuild_window(&queue.idempotency, &queue.partitions, since);
+        crate::idempotency::rebuild_window(&queue.idempotency, &queue.partitions, since);
         Ok(queue)
     }
 
