@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fsutil;
@@ -16,6 +17,7 @@ pub mod partitioner;
 pub mod produce;
 pub mod queue;
 pub mod registry;
+pub mod replication;
 pub mod server;
 pub mod subscription;
 pub mod topic;
