@@ -14,6 +14,9 @@ use tokio::sync::{broadcast, watch};
 /// A node's data version, as ZooKeeper counts it (0 after creation, +1 per write).
 pub type Version = i32;
 
+/// A node's data and the version it was read at.
+pub type VersionedData = (Vec<u8>, Version);
+
 /// Whether a node outlives the session that created it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CreateMode {
@@ -103,7 +106,7 @@ pub trait Coordination: Send + Sync + 'static {
         &self,
         path: &str,
         watch: bool,
-    ) -> BoxFuture<'_, Result<Option<(Vec<u8>, Version)>, CoordError>>;
+    ) -> BoxFuture<'_, Result<Option<VersionedData>, CoordError>>;
 
     /// Replaces the data of `path` if its version is still `expected`; returns the
     /// new version. `BadVersion` if another write came first.
@@ -123,13 +126,30 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// The names of the children of `path`, sorted. Sets a watch on the list when
     /// `watch` is set.
-    fn children(&self, path: &str, watch: bool)
-    -> BoxFuture<'_, Result<Vec<String>, CoordError>>;
+    fn children(&self, path: &str, watch: bool) -> BoxFuture<'_, Result<Vec<String>, CoordError>>;
 
     /// Notifications of watched changes. A receiver that lags loses notifications
-    /// (`RecvError::Lagged`) and should then read everything again.
+    /// (`RecvError::Lagged`) and should then read everything again. When the
+    /// session connects again (same or new session), every watch still pending fires
+    /// once, since the connection may have lost it.
     fn changes(&self) -> broadcast::Receiver<Changed>;
 
-    /// The session's state, as it changes.
+    /// The session's state, as it changes. A receiver may miss states that did not
+    /// last (`Expired` just before the next `Connected`): a new `generation` is what
+    /// says the session was replaced.
     fn session(&self) -> watch::Receiver<SessionState>;
+}
+
+/// Checks that `path` is absolute with no empty segment and no trailing `/`, as
+/// ZooKeeper requires; the error is `CoordError::Other`.
+pub(crate) fn check_path(path: &str) -> Result<(), CoordError> {
+    let valid = path == "/"
+        || path
+            .strip_prefix('/')
+            .is_some_and(|rest| rest.split('/').all(|segment| !segment.is_empty()));
+    if valid {
+        Ok(())
+    } else {
+        Err(CoordError::Other(format!("invalid path {path:?}")))
+    }
 }
