@@ -342,6 +342,7 @@ impl LeaderState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const LAG_MS: u64 = 10_000;
 
@@ -571,5 +572,87 @@ mod tests {
         leader.on_isr_committed(vec![3]);
         assert_eq!(leader.isr(), &[1, 3]);
         assert_eq!(proposals(&leader.on_tick(LAG_MS + 1)), vec![vec![1]]);
+    }
+
+    /// An event for the leader of replicas 1, 2, 3.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(u64),
+        /// A follower (2 or 3) fetches, its log end moving up by a share of the
+        /// gap to the leader's (in percent).
+        Fetch(NodeId, u64),
+        Tick,
+        CommitProposal,
+        FailProposal,
+        /// The clock moves on by this many milliseconds.
+        Wait(u64),
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1u64..20).prop_map(Op::Append),
+            (2u32..4, 0u64..=100).prop_map(|(f, share)| Op::Fetch(f, share)),
+            Just(Op::Tick),
+            Just(Op::CommitProposal),
+            Just(Op::FailProposal),
+            (0u64..2 * LAG_MS).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The high watermark only increases, never passes the leader's log end,
+        /// and never passes the log end of any member of the committed or the
+        /// proposed ISR; proposals hold the leader and come one at a time.
+        #[test]
+        fn the_high_watermark_is_safe(ops in proptest::collection::vec(arb_op(), 1..80)) {
+            let mut leader = LeaderState::new(1, 1, vec![1, 2, 3], vec![1, 2, 3], 0, 0, 0, config(1));
+            let mut ends: BTreeMap<NodeId, u64> = BTreeMap::new();
+            let mut now_ms = 0;
+            let mut last_hw = 0;
+            for op in ops {
+                let in_flight = leader.proposed_isr().map(<[NodeId]>::to_vec);
+                let actions = match op {
+                    Op::Append(n) => leader.on_append(leader.log_end() + n),
+                    Op::Fetch(f, share) => {
+                        let end = ends.entry(f).or_insert(0);
+                        *end += (leader.log_end() - *end) * share / 100;
+                        let end = *end;
+                        leader.on_fetch(f, end, now_ms)
+                    }
+                    Op::Tick => leader.on_tick(now_ms),
+                    Op::CommitProposal => match &in_flight {
+                        Some(isr) => leader.on_isr_committed(isr.clone()),
+                        None => Vec::new(),
+                    },
+                    Op::FailProposal => leader.on_isr_proposal_failed(),
+                    Op::Wait(ms) => {
+                        now_ms += ms;
+                        Vec::new()
+                    }
+                };
+                for action in &actions {
+                    match action {
+                        Action::AdvanceHighWatermark(hw) => {
+                            prop_assert!(*hw > last_hw);
+                            last_hw = *hw;
+                        }
+                        Action::ProposeIsr(isr) => {
+                            prop_assert!(in_flight.is_none(), "a second proposal in flight");
+                            prop_assert!(isr.contains(&1));
+                        }
+                    }
+                }
+                let hw = leader.high_watermark();
+                prop_assert_eq!(hw, last_hw);
+                prop_assert!(hw <= leader.log_end());
+                let members = leader.isr().iter().chain(leader.proposed_isr().unwrap_or(&[]));
+                for &m in members.filter(|&&m| m != 1) {
+                    prop_assert!(hw <= ends.get(&m).copied().unwrap_or(0),
+                        "hw {} above member {}'s log end", hw, m);
+                }
+            }
+        }
     }
 }
