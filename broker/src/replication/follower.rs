@@ -201,3 +201,242 @@ impl FollowerState {
         self.high_watermark
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn history(entries: &[(u32, u64)]) -> EpochHistory {
+        let mut h = EpochHistory::new();
+        for &(epoch, start) in entries {
+            h.assign(epoch, start);
+        }
+        h
+    }
+
+    #[test]
+    fn an_empty_log_fetches_at_once() {
+        let (state, step) = FollowerState::new(1, 3, &EpochHistory::new(), 0);
+        assert_eq!(step, FollowerStep::Fetch { from: 0 });
+        assert_eq!((state.leader(), state.leader_epoch()), (1, 3));
+    }
+
+    #[test]
+    fn a_log_with_epochs_asks_about_its_latest() {
+        let h = history(&[(1, 0), (2, 10)]);
+        let (_, step) = FollowerState::new(1, 3, &h, 15);
+        assert_eq!(step, FollowerStep::AskEpochEnd { epoch: 2 });
+    }
+
+    #[test]
+    fn the_same_epoch_truncates_to_the_shorter_log() {
+        let h = history(&[(1, 0), (2, 10)]);
+        let (mut state, _) = FollowerState::new(1, 3, &h, 15);
+        let step = state.on_epoch_end(Some((2, 12)), &h, 15);
+        assert_eq!(step, FollowerStep::Truncate { to: 12 });
+        assert_eq!(state.on_truncated(12), FollowerStep::Fetch { from: 12 });
+
+        let (mut longer, _) = FollowerState::new(1, 3, &h, 15);
+        assert_eq!(
+            longer.on_epoch_end(Some((2, 20)), &h, 15),
+            FollowerStep::Truncate { to: 15 }
+        );
+        assert_eq!(longer.on_truncated(15), FollowerStep::Fetch { from: 15 });
+    }
+
+    #[test]
+    fn an_older_epoch_both_have_truncates_to_where_the_first_leaves_it() {
+        // We wrote epoch 2 from 10 to 15 as leader; the new leader has epoch 1
+        // up to 12, then its own epoch 3.
+        let h = history(&[(1, 0), (2, 10)]);
+        let (mut state, _) = FollowerState::new(1, 3, &h, 15);
+        assert_eq!(
+            state.on_epoch_end(Some((1, 12)), &h, 15),
+            FollowerStep::Truncate { to: 10 }
+        );
+        assert_eq!(state.on_truncated(10), FollowerStep::Fetch { from: 10 });
+    }
+
+    #[test]
+    fn an_epoch_we_lack_takes_another_round() {
+        // Ours: epoch 1 on 0..5, epoch 3 on 5..8. Leader: epoch 1 on 0..4,
+        // epoch 2 on 4..6, epoch 4 from 6. It answers (2, 6) for epoch 3.
+        let mut h = history(&[(1, 0), (3, 5)]);
+        let (mut state, _) = FollowerState::new(1, 4, &h, 8);
+        assert_eq!(
+            state.on_epoch_end(Some((2, 6)), &h, 8),
+            FollowerStep::Truncate { to: 5 }
+        );
+        h.truncate_from(5);
+        assert_eq!(
+            state.on_truncated(5),
+            FollowerStep::AskEpochEnd { epoch: 1 }
+        );
+        assert_eq!(
+            state.on_epoch_end(Some((1, 4)), &h, 5),
+            FollowerStep::Truncate { to: 4 }
+        );
+        assert_eq!(state.on_truncated(4), FollowerStep::Fetch { from: 4 });
+    }
+
+    #[test]
+    fn no_common_epoch_truncates_to_the_log_start() {
+        let h = history(&[(2, 40), (3, 50)]);
+        let (mut state, _) = FollowerState::new(1, 5, &h, 60);
+        state.set_log_start(40);
+        assert_eq!(
+            state.on_epoch_end(None, &h, 60),
+            FollowerStep::Truncate { to: 40 }
+        );
+        assert_eq!(state.on_truncated(40), FollowerStep::Fetch { from: 40 });
+
+        // The leader's answer is older than anything in this log.
+        let (mut older, _) = FollowerState::new(1, 5, &h, 60);
+        assert_eq!(
+            older.on_epoch_end(Some((1, 45)), &h, 60),
+            FollowerStep::Truncate { to: 0 }
+        );
+    }
+
+    #[test]
+    fn an_answer_above_the_asked_epoch_truncates_to_the_log_start() {
+        let h = history(&[(1, 0), (2, 10)]);
+        let (mut state, _) = FollowerState::new(1, 5, &h, 15);
+        assert_eq!(
+            state.on_epoch_end(Some((4, 12)), &h, 15),
+            FollowerStep::Truncate { to: 0 }
+        );
+    }
+
+    #[test]
+    fn stale_answers_and_truncations_are_ignored() {
+        let (mut state, _) = FollowerState::new(1, 3, &EpochHistory::new(), 7);
+        let h = history(&[(1, 0)]);
+        assert_eq!(
+            state.on_epoch_end(Some((1, 2)), &h, 7),
+            FollowerStep::Fetch { from: 7 }
+        );
+        assert_eq!(state.on_truncated(7), FollowerStep::Fetch { from: 7 });
+    }
+
+    #[test]
+    fn the_follower_high_watermark_is_capped_and_monotonic() {
+        let (mut state, _) = FollowerState::new(1, 3, &EpochHistory::new(), 0);
+        assert_eq!(state.on_fetched(10, 6), 6);
+        assert_eq!(state.on_fetched(10, 12), 10);
+        assert_eq!(state.on_fetched(8, 12), 10);
+        assert_eq!(state.high_watermark(), 10);
+    }
+
+    /// One replica's log as the leader epoch of each offset (offset = index), and
+    /// its epoch history.
+    #[derive(Debug, Clone, Default)]
+    struct Replica {
+        log: Vec<u32>,
+        history: EpochHistory,
+    }
+
+    /// A step of the cluster's history.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// This replica becomes leader of a new epoch and appends this many.
+        Elect(usize, usize),
+        /// The leader appends this many.
+        Append(usize),
+        /// This replica follows the leader, then copies up to this many.
+        Sync(usize, usize),
+    }
+
+    const REPLICAS: usize = 3;
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..REPLICAS, 0usize..4).prop_map(|(r, n)| Op::Elect(r, n)),
+            (1usize..4).prop_map(Op::Append),
+            (0..REPLICAS, 0usize..6).prop_map(|(r, n)| Op::Sync(r, n)),
+        ]
+    }
+
+    fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+        a.iter().zip(b).take_while(|(x, y)| x == y).count()
+    }
+
+    /// Runs the follower's steps against the leader until it fetches; returns
+    /// the fetch offset. The number of rounds is bounded by the epochs in the
+    /// follower's history.
+    fn reconcile(
+        follower: &mut Replica,
+        leader: &Replica,
+        epoch: u32,
+    ) -> Result<u64, TestCaseError> {
+        let leader_end = leader.log.len() as u64;
+        let (mut state, mut step) =
+            FollowerState::new(0, epoch, &follower.history, follower.log.len() as u64);
+        let rounds_max = 2 * follower.history.entries().len() + 2;
+        for _ in 0..rounds_max {
+            step = match step {
+                FollowerStep::AskEpochEnd { epoch: asked } => {
+                    let answer = leader.history.end_offset_for(asked, leader_end);
+                    state.on_epoch_end(answer, &follower.history, follower.log.len() as u64)
+                }
+                FollowerStep::Truncate { to } => {
+                    let to = usize::try_from(to).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    follower.log.truncate(to);
+                    follower.history.truncate_from(to as u64);
+                    state.on_truncated(follower.log.len() as u64)
+                }
+                FollowerStep::Fetch { from } => return Ok(from),
+            };
+        }
+        Err(TestCaseError::fail(format!(
+            "no fetch after {rounds_max} steps"
+        )))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// After reconciling, a follower's log is a prefix of the leader's, and no
+        /// shorter than what the two logs had in common.
+        #[test]
+        fn a_follower_truncates_to_exactly_the_common_prefix(
+            ops in proptest::collection::vec(arb_op(), 1..40)
+        ) {
+            let mut replicas = vec![Replica::default(); REPLICAS];
+            let mut leader = 0;
+            let mut epoch = 1;
+            replicas[leader].history.assign(epoch, 0);
+            for op in ops {
+                match op {
+                    Op::Elect(r, n) => {
+                        epoch += 1;
+                        leader = r;
+                        let new = &mut replicas[leader];
+                        new.history.assign(epoch, new.log.len() as u64);
+                        new.log.extend(std::iter::repeat_n(epoch, n));
+                    }
+                    Op::Append(n) => replicas[leader].log.extend(std::iter::repeat_n(epoch, n)),
+                    Op::Sync(f, n) => {
+                        if f == leader {
+                            continue;
+                        }
+                        let source = replicas[leader].clone();
+                        let follower = &mut replicas[f];
+                        let common = common_prefix(&follower.log, &source.log);
+                        let from = reconcile(follower, &source, epoch)?;
+                        prop_assert_eq!(from, follower.log.len() as u64);
+                        prop_assert!(source.log.starts_with(&follower.log),
+                            "follower {:?} is not a prefix of leader {:?}", follower.log, source.log);
+                        prop_assert!(follower.log.len() >= common,
+                            "truncated to {} below the common prefix {}", follower.log.len(), common);
+                        for (offset, &e) in source.log.iter().enumerate().skip(follower.log.len()).take(n) {
+                            follower.history.assign(e, offset as u64);
+                            follower.log.push(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

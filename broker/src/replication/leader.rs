@@ -338,3 +338,321 @@ impl LeaderState {
         Some(Action::AdvanceHighWatermark(floor))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LAG_MS: u64 = 10_000;
+
+    fn config(min_insync_replicas: usize) -> LeaderConfig {
+        LeaderConfig {
+            replica_lag_time_max_ms: LAG_MS,
+            min_insync_replicas,
+        }
+    }
+
+    /// Leader 1 of replicas 1, 2, 3, all in sync, log end 100, HW 100, at t=0.
+    fn three_replicas() -> LeaderState {
+        LeaderState::new(1, 5, vec![1, 2, 3], vec![1, 2, 3], 100, 100, 0, config(2))
+    }
+
+    fn hw_advances(actions: &[Action]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::AdvanceHighWatermark(hw) => Some(*hw),
+                Action::ProposeIsr(_) => None,
+            })
+            .collect()
+    }
+
+    fn proposals(actions: &[Action]) -> Vec<Vec<NodeId>> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ProposeIsr(isr) => Some(isr.clone()),
+                Action::AdvanceHighWatermark(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_smallest_log_end_in_the_isr() {
+        let mut leader = three_replicas();
+        assert!(leader.on_append(110).is_empty());
+        assert!(leader.on_fetch(2, 110, 1).is_empty(), "3 has not fetched");
+        assert_eq!(
+            leader.on_fetch(3, 105, 2),
+            vec![Action::AdvanceHighWatermark(105)]
+        );
+        assert_eq!(
+            leader.on_fetch(3, 110, 3),
+            vec![Action::AdvanceHighWatermark(110)]
+        );
+        assert_eq!(leader.high_watermark(), 110);
+        assert!(leader.is_committed(110));
+        assert!(!leader.is_committed(111));
+        assert_eq!(leader.follower_log_end(2), Some(110));
+    }
+
+    #[test]
+    fn the_high_watermark_never_passes_the_leader_log_end() {
+        let mut leader = three_replicas();
+        assert!(leader.on_fetch(2, 500, 1).is_empty());
+        assert!(leader.on_fetch(3, 500, 1).is_empty());
+        assert_eq!(
+            leader.on_append(120),
+            vec![Action::AdvanceHighWatermark(120)]
+        );
+        assert_eq!(leader.high_watermark(), 120);
+        let above = LeaderState::new(1, 1, vec![1], vec![1], 50, 80, 0, config(1));
+        assert_eq!(above.high_watermark(), 50);
+    }
+
+    #[test]
+    fn the_high_watermark_never_decreases() {
+        let mut leader = three_replicas();
+        leader.on_append(110);
+        leader.on_fetch(2, 110, 1);
+        leader.on_fetch(3, 110, 1);
+        assert_eq!(leader.high_watermark(), 110);
+        assert!(leader.on_fetch(3, 90, 2).is_empty());
+        assert_eq!(leader.high_watermark(), 110);
+        assert!(leader.on_isr_committed(vec![1, 2, 3]).is_empty());
+        assert_eq!(leader.high_watermark(), 110);
+    }
+
+    #[test]
+    fn a_single_replica_commits_on_append() {
+        let mut leader = LeaderState::new(7, 1, vec![7], vec![7], 0, 0, 0, config(1));
+        assert_eq!(leader.on_append(3), vec![Action::AdvanceHighWatermark(3)]);
+        assert!(leader.on_tick(1_000_000).is_empty());
+    }
+
+    #[test]
+    fn a_slow_follower_is_dropped_and_the_high_watermark_moves_on_only_once_committed() {
+        let mut leader = three_replicas();
+        leader.on_append(200);
+        // Follower 2 keeps up; follower 3 never fetches.
+        leader.on_fetch(2, 200, 5_000);
+        assert!(
+            leader.on_tick(LAG_MS).is_empty(),
+            "3 still within the lag time"
+        );
+        let actions = leader.on_tick(LAG_MS + 1);
+        assert_eq!(proposals(&actions), vec![vec![1, 2]]);
+        // While the drop is in flight, 3 still holds the high watermark.
+        assert_eq!(leader.high_watermark(), 100);
+        leader.on_append(210);
+        assert!(hw_advances(&leader.on_fetch(2, 210, LAG_MS + 2)).is_empty());
+        assert_eq!(leader.isr(), &[1, 2, 3]);
+        assert_eq!(
+            leader.on_isr_committed(vec![1, 2]),
+            vec![Action::AdvanceHighWatermark(210)]
+        );
+        assert_eq!(leader.isr(), &[1, 2]);
+    }
+
+    #[test]
+    fn a_follower_behind_but_reaching_the_previous_end_stays_caught_up() {
+        let mut leader = three_replicas();
+        leader.on_fetch(3, 100, 0);
+        // Follower 2 is always one batch behind, but reaches the end the leader
+        // had at its previous fetch.
+        for step in 1..=5u64 {
+            let end = 100 + 10 * step;
+            leader.on_append(end);
+            leader.on_fetch(2, end - 10, step * 8_000);
+            leader.on_fetch(3, end, step * 8_000);
+        }
+        assert!(proposals(&leader.on_tick(5 * 8_000 + 1)).is_empty());
+        // Follower 2 stops fetching.
+        assert_eq!(
+            proposals(&leader.on_tick(4 * 8_000 + LAG_MS + 1)),
+            vec![vec![1, 3]]
+        );
+    }
+
+    #[test]
+    fn a_caught_up_follower_is_added_back() {
+        let mut leader = LeaderState::new(1, 5, vec![1, 2, 3], vec![1, 2], 100, 100, 0, config(2));
+        leader.on_append(120);
+        assert!(
+            leader.on_fetch(3, 90, 1).is_empty(),
+            "below the high watermark"
+        );
+        assert_eq!(
+            leader.on_fetch(2, 120, 2),
+            vec![Action::AdvanceHighWatermark(120)]
+        );
+        assert!(
+            leader.on_fetch(3, 110, 3).is_empty(),
+            "below the high watermark"
+        );
+        assert_eq!(proposals(&leader.on_fetch(3, 120, 4)), vec![vec![1, 2, 3]]);
+        // While the addition is in flight, 3 counts for the high watermark.
+        leader.on_append(130);
+        assert!(leader.on_fetch(2, 130, 5).is_empty());
+        assert_eq!(
+            leader.on_fetch(3, 130, 6),
+            vec![Action::AdvanceHighWatermark(130)]
+        );
+        assert!(leader.on_isr_committed(vec![1, 2, 3]).is_empty());
+        assert_eq!(leader.isr(), &[1, 2, 3]);
+    }
+
+    #[test]
+    fn a_follower_rejoins_only_from_the_start_of_the_epoch() {
+        // The high watermark lags the epoch start: 3 at 90 has reached the high
+        // watermark but may hold records the new leader does not.
+        let mut leader = LeaderState::new(1, 5, vec![1, 2, 3], vec![1, 2], 100, 80, 0, config(1));
+        assert!(proposals(&leader.on_fetch(3, 90, 1)).is_empty());
+        assert_eq!(proposals(&leader.on_fetch(3, 100, 2)), vec![vec![1, 2, 3]]);
+    }
+
+    #[test]
+    fn a_proposal_in_flight_suppresses_another() {
+        let mut leader = LeaderState::new(1, 5, vec![1, 2, 3], vec![1], 100, 100, 0, config(1));
+        assert_eq!(proposals(&leader.on_fetch(2, 100, 1)), vec![vec![1, 2]]);
+        assert!(proposals(&leader.on_fetch(3, 100, 2)).is_empty());
+        assert_eq!(leader.proposed_isr(), Some(&[1, 2][..]));
+        assert!(leader.on_isr_proposal_failed().is_empty());
+        assert_eq!(leader.proposed_isr(), None);
+        assert_eq!(proposals(&leader.on_fetch(3, 100, 3)), vec![vec![1, 3]]);
+        assert!(leader.on_tick(LAG_MS * 10).is_empty(), "tick waits too");
+    }
+
+    #[test]
+    fn a_failed_proposal_can_be_made_again() {
+        let mut leader = three_replicas();
+        leader.on_fetch(2, 100, 1);
+        assert_eq!(proposals(&leader.on_tick(LAG_MS + 1)), vec![vec![1, 2]]);
+        leader.on_isr_proposal_failed();
+        assert_eq!(proposals(&leader.on_tick(LAG_MS + 1)), vec![vec![1, 2]]);
+    }
+
+    #[test]
+    fn fetches_from_unknown_nodes_are_ignored() {
+        let mut leader = LeaderState::new(1, 5, vec![1, 2], vec![1], 100, 100, 0, config(1));
+        assert!(leader.on_fetch(9, 100, 1).is_empty());
+        assert!(
+            leader.on_fetch(1, 100, 1).is_empty(),
+            "the leader does not fetch"
+        );
+        assert_eq!(leader.follower_log_end(9), None);
+        assert_eq!(leader.follower_log_end(2), None);
+        assert_eq!(leader.isr(), &[1]);
+    }
+
+    #[test]
+    fn the_min_isr_check_counts_the_committed_isr() {
+        let mut leader = three_replicas();
+        assert_eq!(leader.check_min_isr(), Ok(()));
+        leader.on_fetch(2, 100, 1);
+        leader.on_tick(LAG_MS + 1);
+        // A drop in flight does not yet shrink the committed ISR.
+        assert_eq!(leader.check_min_isr(), Ok(()));
+        leader.on_isr_committed(vec![1]);
+        assert_eq!(
+            leader.check_min_isr(),
+            Err(NotEnoughReplicas {
+                isr: 1,
+                required: 2
+            })
+        );
+    }
+
+    #[test]
+    fn the_leader_is_always_in_the_isr() {
+        let mut leader =
+            LeaderState::new(1, 5, vec![1, 2, 3], vec![2, 3, 3, 8], 0, 0, 0, config(1));
+        assert_eq!(leader.isr(), &[1, 2, 3]);
+        leader.on_isr_committed(vec![3]);
+        assert_eq!(leader.isr(), &[1, 3]);
+        assert_eq!(proposals(&leader.on_tick(LAG_MS + 1)), vec![vec![1]]);
+    }
+
+    /// An event for the leader of replicas 1, 2, 3.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(u64),
+        /// A follower (2 or 3) fetches, its log end moving up by a share of the
+        /// gap to the leader's (in percent).
+        Fetch(NodeId, u64),
+        Tick,
+        CommitProposal,
+        FailProposal,
+        /// The clock moves on by this many milliseconds.
+        Wait(u64),
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1u64..20).prop_map(Op::Append),
+            (2u32..4, 0u64..=100).prop_map(|(f, share)| Op::Fetch(f, share)),
+            Just(Op::Tick),
+            Just(Op::CommitProposal),
+            Just(Op::FailProposal),
+            (0u64..2 * LAG_MS).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The high watermark only increases, never passes the leader's log end,
+        /// and never passes the log end of any member of the committed or the
+        /// proposed ISR; proposals hold the leader and come one at a time.
+        #[test]
+        fn the_high_watermark_is_safe(ops in proptest::collection::vec(arb_op(), 1..80)) {
+            let mut leader = LeaderState::new(1, 1, vec![1, 2, 3], vec![1, 2, 3], 0, 0, 0, config(1));
+            let mut ends: BTreeMap<NodeId, u64> = BTreeMap::new();
+            let mut now_ms = 0;
+            let mut last_hw = 0;
+            for op in ops {
+                let in_flight = leader.proposed_isr().map(<[NodeId]>::to_vec);
+                let actions = match op {
+                    Op::Append(n) => leader.on_append(leader.log_end() + n),
+                    Op::Fetch(f, share) => {
+                        let end = ends.entry(f).or_insert(0);
+                        *end += (leader.log_end() - *end) * share / 100;
+                        let end = *end;
+                        leader.on_fetch(f, end, now_ms)
+                    }
+                    Op::Tick => leader.on_tick(now_ms),
+                    Op::CommitProposal => match &in_flight {
+                        Some(isr) => leader.on_isr_committed(isr.clone()),
+                        None => Vec::new(),
+                    },
+                    Op::FailProposal => leader.on_isr_proposal_failed(),
+                    Op::Wait(ms) => {
+                        now_ms += ms;
+                        Vec::new()
+                    }
+                };
+                for action in &actions {
+                    match action {
+                        Action::AdvanceHighWatermark(hw) => {
+                            prop_assert!(*hw > last_hw);
+                            last_hw = *hw;
+                        }
+                        Action::ProposeIsr(isr) => {
+                            prop_assert!(in_flight.is_none(), "a second proposal in flight");
+                            prop_assert!(isr.contains(&1));
+                        }
+                    }
+                }
+                let hw = leader.high_watermark();
+                prop_assert_eq!(hw, last_hw);
+                prop_assert!(hw <= leader.log_end());
+                let members = leader.isr().iter().chain(leader.proposed_isr().unwrap_or(&[]));
+                for &m in members.filter(|&&m| m != 1) {
+                    prop_assert!(hw <= ends.get(&m).copied().unwrap_or(0),
+                        "hw {} above member {}'s log end", hw, m);
+                }
+            }
+        }
+    }
+}
