@@ -99,6 +99,7 @@ pub trait Coordination: Send + Sync + 'static {
     /// The data and version of `path`, `None` if it does not exist. With `watch`,
     /// sets a watch that fires when the node changes, is deleted, or (if absent now)
     /// is created.
+    #[allow(clippy::type_complexity)]
     fn get(
         &self,
         path: &str,
@@ -123,8 +124,7 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// The names of the children of `path`, sorted. Sets a watch on the list when
     /// `watch` is set.
-    fn children(&self, path: &str, watch: bool)
-    -> BoxFuture<'_, Result<Vec<String>, CoordError>>;
+    fn children(&self, path: &str, watch: bool) -> BoxFuture<'_, Result<Vec<String>, CoordError>>;
 
     /// Notifications of watched changes. A receiver that lags loses notifications
     /// (`RecvError::Lagged`) and should then read everything again.
