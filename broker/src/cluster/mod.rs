@@ -2,3 +2,4 @@
 //! replicated from leaders to followers, requests forwarded to leaders.
 
 pub mod coord;
+pub mod forward;
