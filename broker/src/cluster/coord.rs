@@ -102,6 +102,7 @@ pub trait Coordination: Send + Sync + 'static {
     /// The data and version of `path`, `None` if it does not exist. With `watch`,
     /// sets a watch that fires when the node changes, is deleted, or (if absent now)
     /// is created.
+    #[allow(clippy::type_complexity)]
     fn get(
         &self,
         path: &str,

@@ -4,5 +4,6 @@
 #[doc(hidden)]
 pub mod conformance;
 pub mod coord;
+pub mod forward;
 pub mod memory;
 pub mod zk;
