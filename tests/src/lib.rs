@@ -13,6 +13,10 @@
 //!   any answer the contract does not promise.
 //! - [`scenario`]: the time bound around a scenario, and the brokers' output printed
 //!   when it fails.
+//! - [`ZooKeeperProcess`]: one standalone ZooKeeper server on a free loopback port
+//!   over a temporary directory, for the cluster scenarios; `start`, `stop`
+//!   (SIGKILL), `restart` (same port and data), `restart_with_fresh_data` (every
+//!   session forgotten); killed when dropped.
 //! - [`Rng`] and [`seed`]: seeded randomness; the seed is printed, and
 //!   `SYSTEM_TESTS_SEED` replays it.
 //!
@@ -28,8 +32,10 @@ pub mod command;
 pub mod process;
 pub mod rng;
 mod scenario;
+pub mod zookeeper;
 
 pub use api::{Api, Pulled, Received, Reply, expect, keyed, u64_field, unkeyed};
 pub use process::{ADMIN_PASSWORD, BrokerProcess, broker_cli, free_port};
 pub use rng::{Rng, seed};
 pub use scenario::scenario;
+pub use zookeeper::ZooKeeperProcess;

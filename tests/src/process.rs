@@ -42,6 +42,15 @@ pub(crate) fn take_stashed_logs() -> Vec<String> {
     std::mem::take(&mut *STASHED_LOGS.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
+/// Keeps the output tails of a process that is gone (a ZooKeeper server) until the
+/// scenario ends, for [`crate::scenario`] to show if it fails.
+pub(crate) fn stash_logs(tails: String) {
+    STASHED_LOGS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(tails);
+}
+
 /// A `broker serve` child process. Dropping it kills the process (SIGKILL).
 ///
 /// Output of each start goes to `start-<n>.stdout` and `start-<n>.stderr` in a
@@ -337,7 +346,8 @@ async fn wait_bounded(child: &mut Child, timeout: Duration) -> anyhow::Result<Op
     }
 }
 
-fn read_tail(path: &Path, bytes: u64) -> String {
+/// The last `bytes` of the file at `path`, or nothing when it cannot be read.
+pub(crate) fn read_tail(path: &Path, bytes: u64) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut file) = File::open(path) else {
         return String::new();

@@ -100,7 +100,8 @@ struct Tracker {
 impl ZkCoordination {
     /// Connects to `hosts` (`"host:port,host:port"`), creates `chroot` (`"/mom"`, or
     /// `""` or `"/"` for none) when it is missing, and returns once the session is
-    /// established. Fails with `NotConnected` if that takes longer than
+    /// established. Should the server lose its data later, `ensure_path` creates the
+    /// chroot again. Fails with `NotConnected` if that takes longer than
     /// `session_timeout`, and with `Other` on a bad argument.
     ///
     /// `session_timeout` is asked of the server, which bounds it by its
@@ -172,21 +173,10 @@ impl ZkCoordination {
                 return Err(CoordError::NotConnected);
             }
         }
-        let chroot = self.shared.chroot.clone();
-        for prefix in prefixes(&chroot) {
-            let create = self.client.create(
-                prefix,
-                Vec::new(),
-                Acl::open_unsafe().clone(),
-                zookeeper_async::CreateMode::Persistent,
-            );
-            match timeout_at(deadline, create).await {
-                Ok(Ok(_)) | Ok(Err(ZkError::NodeExists)) => {}
-                Ok(Err(error)) => return Err(map_error(error, prefix)),
-                Err(_) => return Err(CoordError::NotConnected),
-            }
+        match timeout_at(deadline, self.ensure("/")).await {
+            Ok(result) => result,
+            Err(_) => Err(CoordError::NotConnected),
         }
-        Ok(())
     }
 
     /// The server's path for `path`, relative to the chroot.
@@ -268,14 +258,19 @@ impl ZkCoordination {
         Ok(None)
     }
 
+    /// Creates the missing nodes of `path`, the chroot's included: a server that
+    /// lost its data gets the chroot back with the first `ensure_path`.
     async fn ensure(&self, path: &str) -> Result<(), CoordError> {
-        check_path(path)?;
-        for prefix in prefixes(path) {
-            match self
-                .create_node(prefix, Vec::new(), CreateMode::Persistent)
-                .await
-            {
-                Ok(()) | Err(CoordError::NodeExists(_)) => {}
+        let full = self.full_path(path)?;
+        for prefix in prefixes(&full) {
+            let create = self.client.create(
+                prefix,
+                Vec::new(),
+                Acl::open_unsafe().clone(),
+                zookeeper_async::CreateMode::Persistent,
+            );
+            match self.call(path, create).await {
+                Ok(_) | Err(CoordError::NodeExists(_)) => {}
                 Err(error) => return Err(error),
             }
         }
