@@ -63,6 +63,31 @@ pub struct BrokerConfig {
     /// How often retention, interval flushes and queue space reclamation run.
     /// Defaults to 1000 ms.
     pub maintenance_interval_ms: u64,
+    /// ZooKeeper's `host:port[,host:port...]`. Defaults to none: the node runs
+    /// standalone.
+    pub zookeeper: Option<String>,
+    /// The chroot of the cluster's nodes in ZooKeeper. Defaults to `/mom`.
+    pub zookeeper_chroot: String,
+    /// The ZooKeeper session timeout; a node that ZooKeeper has not heard from for
+    /// this long loses its leaderships. Defaults to 6000 ms.
+    pub zookeeper_session_timeout_ms: u64,
+    /// This node's id in the cluster (required with `zookeeper`).
+    pub node_id: Option<u32>,
+    /// The gRPC listen address for the other nodes. Defaults to the REST address
+    /// with the port plus 1000.
+    pub grpc_listen: Option<SocketAddr>,
+    /// The REST address other nodes and clients use for this node. Defaults to the
+    /// bound REST address.
+    pub advertised_rest_addr: Option<String>,
+    /// The gRPC address other nodes use for this node. Defaults to the bound gRPC
+    /// address.
+    pub advertised_grpc_addr: Option<String>,
+    /// A follower that has not caught up with its leader for this long leaves the
+    /// in-sync replicas. Defaults to 10000 ms.
+    pub replica_lag_time_max_ms: u64,
+    /// The fewest in-sync replicas (the leader included) with which an `acks=all`
+    /// produce is accepted. Defaults to 1.
+    pub min_insync_replicas: u32,
 }
 
 impl Default for BrokerConfig {
@@ -79,6 +104,15 @@ impl Default for BrokerConfig {
             segment_bytes: 256 << 20,
             idempotency_window_ms: 10 * 60 * 1000,
             maintenance_interval_ms: 1000,
+            zookeeper: None,
+            zookeeper_chroot: "/mom".to_owned(),
+            zookeeper_session_timeout_ms: 6000,
+            node_id: None,
+            grpc_listen: None,
+            advertised_rest_addr: None,
+            advertised_grpc_addr: None,
+            replica_lag_time_max_ms: 10_000,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -116,6 +150,35 @@ pub struct ServeArgs {
     /// How long idempotency keys are remembered, in ms [default: 600000].
     #[arg(long, env = "BROKER_IDEMPOTENCY_WINDOW_MS")]
     pub idempotency_window_ms: Option<u64>,
+    /// Joins the cluster coordinated by this ZooKeeper (`host:port[,...]`)
+    /// [default: none, standalone].
+    #[arg(long, env = "BROKER_ZOOKEEPER")]
+    pub zookeeper: Option<String>,
+    /// The cluster's chroot in ZooKeeper [default: /mom].
+    #[arg(long, env = "BROKER_ZOOKEEPER_CHROOT")]
+    pub zookeeper_chroot: Option<String>,
+    /// ZooKeeper session timeout in ms [default: 6000].
+    #[arg(long, env = "BROKER_ZOOKEEPER_SESSION_TIMEOUT_MS")]
+    pub zookeeper_session_timeout_ms: Option<u64>,
+    /// This node's id in the cluster; required with --zookeeper.
+    #[arg(long, env = "BROKER_NODE_ID")]
+    pub node_id: Option<u32>,
+    /// The gRPC listen address for the other nodes [default: REST port + 1000].
+    #[arg(long, env = "BROKER_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// The REST `host:port` other nodes and clients use [default: the bound address].
+    #[arg(long, env = "BROKER_ADVERTISED_REST_ADDR")]
+    pub advertised_rest_addr: Option<String>,
+    /// The gRPC `host:port` other nodes use [default: the bound address].
+    #[arg(long, env = "BROKER_ADVERTISED_GRPC_ADDR")]
+    pub advertised_grpc_addr: Option<String>,
+    /// Lag time after which a follower leaves the in-sync replicas, in ms
+    /// [default: 10000].
+    #[arg(long, env = "BROKER_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// Fewest in-sync replicas for an `acks=all` produce [default: 1].
+    #[arg(long, env = "BROKER_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<u32>,
 }
 
 impl BrokerConfig {
@@ -141,7 +204,25 @@ impl BrokerConfig {
             durability,
             flush_interval_ms,
             segment_bytes,
-            idempotency_window_ms
+            idempotency_window_ms,
+            zookeeper_chroot,
+            zookeeper_session_timeout_ms,
+            replica_lag_time_max_ms,
+            min_insync_replicas
+        );
+        macro_rules! override_option {
+            ($($field:ident),*) => {$(
+                if let Some(value) = &args.$field {
+                    config.$field = Some(value.clone());
+                }
+            )*};
+        }
+        override_option!(
+            zookeeper,
+            node_id,
+            grpc_listen,
+            advertised_rest_addr,
+            advertised_grpc_addr
         );
         if let Some(secret) = &args.jwt_secret {
             config.jwt_secret = Some(secret.clone());
@@ -176,6 +257,23 @@ impl BrokerConfig {
         }
         if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
             return fail("jwt_secret must be at least 16 characters");
+        }
+        if self.zookeeper.is_some() && self.node_id.is_none() {
+            return fail("a node in a cluster (zookeeper set) needs a node_id");
+        }
+        if self.node_id == Some(0) {
+            return fail("node_id must be positive");
+        }
+        if !self.zookeeper_chroot.starts_with('/') || self.zookeeper_chroot.ends_with('/') {
+            return fail("zookeeper_chroot must start with / and not end with it (e.g. /mom)");
+        }
+        if self.zookeeper_session_timeout_ms < 1000 || self.replica_lag_time_max_ms == 0 {
+            return fail(
+                "zookeeper_session_timeout_ms must be at least 1000, replica_lag_time_max_ms positive",
+            );
+        }
+        if self.min_insync_replicas == 0 {
+            return fail("min_insync_replicas must be at least 1");
         }
         Ok(())
     }

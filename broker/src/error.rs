@@ -38,6 +38,9 @@ pub enum ErrorCode {
     NotEnoughReplicas,
     /// 503: the node is not ready (starting, or shutting down).
     Unavailable,
+    /// 503: this node does not lead the partition and could not reach the node that
+    /// does (a leader election is under way); retry.
+    NotLeader,
     /// 504: the operation did not finish in time.
     Timeout,
 }
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::NotEnoughReplicas => "not_enough_replicas",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotLeader => "not_leader",
             ErrorCode::Timeout => "timeout",
         }
     }
@@ -71,7 +75,7 @@ impl ErrorCode {
             ErrorCode::AlreadyExists => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::NotEnoughReplicas | ErrorCode::Unavailable => {
+            ErrorCode::NotEnoughReplicas | ErrorCode::Unavailable | ErrorCode::NotLeader => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,

@@ -81,6 +81,15 @@ impl IdempotencyWindow {
         }
     }
 
+    /// Forgets every finished key (requests in progress keep theirs). A node that
+    /// becomes leader does this before rebuilding the window from its log, whose tail
+    /// may have been cut since it last led.
+    pub fn clear_finished(&self) {
+        self.lock()
+            .entries
+            .retain(|_, entry| matches!(entry, Entry::Pending(_)));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -6,8 +6,13 @@ use std::sync::Arc;
 
 use log_engine::{AppendInfo, FlushPolicy, Log, LogConfig, Offset, ReadBound, RecordBatch};
 
+use crate::cluster::replica::Replica;
 use crate::config::Durability;
-use crate::error::{ApiError, BrokerError};
+use crate::error::{ApiError, BrokerError, ErrorCode};
+use crate::topic::Acks;
+
+/// How long an `acks=all` append waits for the in-sync replicas.
+pub const REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One partition of a topic or queue.
 #[derive(Debug)]
@@ -18,6 +23,8 @@ pub struct Partition {
     pub log: Arc<Log>,
     /// When appends are answered.
     pub durability: Durability,
+    /// Its part in replication: leader, follower or standalone.
+    pub replica: Replica,
 }
 
 /// Retention and segment settings of a partition's log.
@@ -53,12 +60,15 @@ impl Partition {
             ..LogConfig::default()
         };
         let log = Log::open(dir, config)?;
-        // Standalone, everything on disk is committed.
+        // Standalone, everything on disk is committed. In a cluster the high
+        // watermark restarts from here too: it only holds back what followers had
+        // not copied, and a leader re-learns that from their fetches.
         log.set_high_watermark(log.log_end_offset());
         Ok(Partition {
             id,
             log: Arc::new(log),
             durability: settings.durability,
+            replica: Replica::open(dir)?,
         })
     }
 
@@ -70,6 +80,15 @@ impl Partition {
         mut batch: RecordBatch,
         wait_durable: bool,
     ) -> Result<AppendInfo, ApiError> {
+        let Some(epoch) = self.replica.leader_epoch() else {
+            return Err(ApiError::new(
+                ErrorCode::NotLeader,
+                format!("this node does not lead partition {}", self.id),
+            ));
+        };
+        if epoch != 0 {
+            batch.set_leader_epoch(epoch);
+        }
         let info = if wait_durable && self.durability == Durability::Fsync {
             let log = Arc::clone(&self.log);
             tokio::task::spawn_blocking(move || log.append_durable(&mut batch))
@@ -78,8 +97,60 @@ impl Partition {
         } else {
             self.log.append(&mut batch)?
         };
-        self.log.set_high_watermark(info.next_offset());
+        self.replica.appended(&self.log, info.next_offset());
         Ok(info)
+    }
+
+    /// Appends a batch and answers as `acks` says: `none` once written, `leader`
+    /// once stored as the durability setting says, `all` once every in-sync replica
+    /// has it too (refused with `not_enough_replicas` when fewer than the minimum
+    /// are in sync). Standalone, `all` is `leader`.
+    pub async fn append_acked(
+        &self,
+        batch: RecordBatch,
+        acks: Acks,
+    ) -> Result<AppendInfo, ApiError> {
+        if acks == Acks::All {
+            self.replica.check_min_isr()?;
+        }
+        let mut changes = self.replica.role_changes();
+        let epoch = self.replica.leader_epoch();
+        let info = self.append(batch, acks != Acks::None).await?;
+        if acks != Acks::All || self.replica.is_standalone() {
+            return Ok(info);
+        }
+        let last = Offset(info.next_offset().0.saturating_sub(1));
+        let copied = async {
+            loop {
+                tokio::select! {
+                    _ = self.log.wait_for(last, ReadBound::HighWatermark) => return true,
+                    changed = changes.changed() => {
+                        if changed.is_err() || self.replica.leader_epoch() != epoch {
+                            return false;
+                        }
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(REPLICATION_TIMEOUT, copied).await {
+            Ok(true) => Ok(info),
+            Ok(false) => Err(ApiError::new(
+                ErrorCode::NotLeader,
+                format!(
+                    "partition {} changed leader before its replicas had the messages; \
+                     they may or may not be kept: retry with the same Idempotency-Key",
+                    self.id
+                ),
+            )),
+            Err(_) => Err(ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the in-sync replicas of partition {} did not copy the messages in time; \
+                     retry with the same Idempotency-Key",
+                    self.id
+                ),
+            )),
+        }
     }
 
     /// The bound consumers read up to.

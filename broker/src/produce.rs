@@ -10,17 +10,17 @@ use crate::error::ApiError;
 use crate::idempotency::{Placement, Stored};
 use crate::message::{self, NewMessage};
 use crate::partition::Partition;
+use crate::topic::Acks;
 
 /// Appends `messages`, each to partition `route(message)`, skipping those a cut-short
 /// earlier attempt already `stored`; returns every message's (partition, offset) in
-/// request order. Partitions are appended to concurrently, one batch each. With
-/// `wait_durable`, returns after each batch is stored as its partition's durability
-/// says.
+/// request order. Partitions are appended to concurrently, one batch each, and
+/// answered as `acks` says.
 pub async fn append_routed(
     partitions: &[Arc<Partition>],
     messages: &[NewMessage],
     route: impl Fn(&NewMessage) -> u32,
-    wait_durable: bool,
+    acks: Acks,
     idempotency_key: Option<&str>,
     stored: &Stored,
     now_ms: i64,
@@ -42,7 +42,7 @@ pub async fn append_routed(
         .filter(|(msgs, _)| !msgs.is_empty())
         .map(|(msgs, partition)| async move {
             let batch = message::encode_batch(msgs.iter().copied(), idempotency, &[], now_ms)?;
-            let info = partition.append(batch, wait_durable).await?;
+            let info = partition.append_acked(batch, acks).await?;
             Ok::<_, ApiError>((partition.id, info.base_offset, msgs))
         });
     let mut placement = vec![(0u32, Offset(0)); messages.len()];

@@ -130,7 +130,13 @@ impl Broker {
 
     /// Creates a topic.
     pub fn create_topic(&self, spec: TopicSpec) -> Result<Arc<Topic>, ApiError> {
-        spec.validate(self.node_count())?;
+        self.create_topic_for(spec, self.node_count())
+    }
+
+    /// Creates this node's copy of a topic whose replicas the cluster placed over
+    /// `nodes` nodes.
+    pub fn create_topic_for(&self, spec: TopicSpec, nodes: u32) -> Result<Arc<Topic>, ApiError> {
+        spec.validate(nodes)?;
         let _admin = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
         let name = spec.name.clone();
         let (settings, window) = (self.log_settings(), self.config.idempotency_window_ms);
@@ -161,7 +167,13 @@ impl Broker {
 
     /// Creates a queue.
     pub fn create_queue(&self, spec: QueueSpec) -> Result<Arc<Queue>, ApiError> {
-        spec.validate(self.node_count())?;
+        self.create_queue_for(spec, self.node_count())
+    }
+
+    /// Creates this node's copy of a queue whose replicas the cluster placed over
+    /// `nodes` nodes.
+    pub fn create_queue_for(&self, spec: QueueSpec, nodes: u32) -> Result<Arc<Queue>, ApiError> {
+        spec.validate(nodes)?;
         let _admin = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
         let name = spec.name.clone();
         let (settings, window) = (self.log_settings(), self.config.idempotency_window_ms);

@@ -22,15 +22,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BrokerError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let maintenance = tokio::spawn(Arc::clone(&broker).run_maintenance(stop_rx));
+    let maintenance = tokio::spawn(Arc::clone(&broker).run_maintenance(stop_rx.clone()));
     let local = listener
         .local_addr()
         .map_err(|e| BrokerError::io("listener", e))?;
-    // The address clients reach, as bound (the configured port may be 0).
-    let app = crate::http::router_with(
-        Arc::clone(&broker),
-        crate::http::ClusterView::standalone(local),
-    );
+    let mut background = Vec::new();
+    let app = match &broker.config.zookeeper {
+        // The address clients reach, as bound (the configured port may be 0).
+        None => crate::http::router_with(
+            Arc::clone(&broker),
+            crate::http::ClusterView::standalone(local),
+        ),
+        Some(hosts) => {
+            let (app, tasks) = join_cluster(&broker, hosts, local, stop_rx.clone()).await?;
+            background = tasks;
+            app
+        }
+    };
     tracing::info!(%local, "serving REST");
     let stopping = Arc::clone(&broker);
     let shutdown = async move {
@@ -43,12 +51,90 @@ pub async fn run(
         .map_err(|e| BrokerError::io("http server", e))?;
     let _ = stop_tx.send(true);
     let _ = maintenance.await;
+    for task in background {
+        let _ = task.await;
+    }
     let closing = Arc::clone(&broker);
     tokio::task::spawn_blocking(move || closing.close())
         .await
         .map_err(|e| BrokerError::Config(format!("shutdown task failed: {e}")))??;
     tracing::info!("storage closed cleanly");
     Ok(())
+}
+
+/// Joins the cluster behind ZooKeeper at `hosts`: connects, serves gRPC
+/// (replication and forwarding) and runs the node's membership loop until `stop`.
+/// Returns the REST router, with the cluster's routing, and the background tasks.
+async fn join_cluster(
+    broker: &Arc<Broker>,
+    hosts: &str,
+    rest: std::net::SocketAddr,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(axum::Router, Vec<tokio::task::JoinHandle<()>>), BrokerError> {
+    use crate::cluster::{forward, node, replication_service, zk};
+    let config = &broker.config;
+    let node_id = config
+        .node_id
+        .ok_or_else(|| BrokerError::Config("a node in a cluster needs a node_id".into()))?;
+    let grpc_listen = config.grpc_listen.unwrap_or_else(|| {
+        let mut addr = rest;
+        addr.set_port(rest.port().wrapping_add(1000));
+        addr
+    });
+    let grpc = TcpListener::bind(grpc_listen)
+        .await
+        .map_err(|e| BrokerError::io(format!("gRPC listen address {grpc_listen}"), e))?;
+    let grpc_local = grpc
+        .local_addr()
+        .map_err(|e| BrokerError::io("gRPC listener", e))?;
+    let session_timeout = std::time::Duration::from_millis(config.zookeeper_session_timeout_ms);
+    let coord = zk::ZkCoordination::connect(hosts, &config.zookeeper_chroot, session_timeout)
+        .await
+        .map_err(|e| BrokerError::Config(format!("cannot join the cluster at {hosts}: {e}")))?;
+    let node_config = node::NodeConfig {
+        node_id,
+        rest_addr: config
+            .advertised_rest_addr
+            .clone()
+            .unwrap_or_else(|| rest.to_string()),
+        grpc_addr: config
+            .advertised_grpc_addr
+            .clone()
+            .unwrap_or_else(|| grpc_local.to_string()),
+        leader: crate::replication::LeaderConfig {
+            replica_lag_time_max_ms: config.replica_lag_time_max_ms,
+            min_insync_replicas: config.min_insync_replicas as usize,
+        },
+        session_timeout,
+    };
+    let node = Arc::new(node::ClusterNode::new(
+        node_config,
+        coord,
+        Arc::clone(broker),
+    ));
+    let app = crate::http::router_with(
+        Arc::clone(broker),
+        crate::http::ClusterView::clustered(Arc::clone(&node)),
+    );
+    let routes = forward::grpc_routes(forward::ForwardService::new(
+        app.clone(),
+        config.max_body_bytes,
+    ))
+    .add_service(proto::v1::replication_server::ReplicationServer::new(
+        replication_service::ReplicationService::new(Arc::clone(&node)),
+    ));
+    let mut grpc_stop = stop.clone();
+    let grpc_task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = grpc_stop.wait_for(|stop| *stop).await;
+        };
+        if let Err(error) = forward::serve_grpc(grpc, routes, shutdown).await {
+            tracing::error!(%error, "the gRPC server stopped");
+        }
+    });
+    tracing::info!(node = node_id, grpc = %grpc_local, zookeeper = hosts, "joining the cluster");
+    let node_task = tokio::spawn(node.run(stop));
+    Ok((app, vec![grpc_task, node_task]))
 }
 
 /// `broker serve`: opens the data directory, prints the first admin password if it

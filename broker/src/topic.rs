@@ -199,7 +199,7 @@ impl Topic {
                     &self.partitions,
                     messages,
                     |m| self.route(m.key.as_deref()),
-                    acks != Acks::None,
+                    acks,
                     idempotency_key,
                     &stored,
                     message::now_ms(),
@@ -209,8 +209,10 @@ impl Topic {
             .await
     }
 
-    /// Rebuilds the idempotency window from the recent tail of each partition.
-    fn rebuild_idempotency(&self) {
+    /// Rebuilds the idempotency window from the recent tail of each partition, as
+    /// the logs hold it now (after a start, or on becoming leader).
+    pub fn rebuild_idempotency(&self) {
+        self.idempotency.clear_finished();
         let since = message::now_ms() - self.idempotency.window_ms();
         crate::idempotency::rebuild_window(&self.idempotency, &self.partitions, since);
     }

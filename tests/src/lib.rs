@@ -11,6 +11,8 @@
 //!   port); killed when dropped.
 //! - [`Api`]: HTTP calls returning `(status, json)` and typed helpers that fail on
 //!   any answer the contract does not promise.
+//! - [`Cluster`]: a real ZooKeeper ([`ZooKeeperProcess`]) and several brokers
+//!   joined through it, sharing one token secret.
 //! - [`scenario`]: the time bound around a scenario, and the brokers' output printed
 //!   when it fails.
 //! - [`ZooKeeperProcess`]: one standalone ZooKeeper server on a free loopback port
@@ -28,6 +30,7 @@
 
 pub mod api;
 pub mod binary;
+pub mod cluster;
 pub mod command;
 pub mod process;
 pub mod rng;
@@ -35,6 +38,7 @@ mod scenario;
 pub mod zookeeper;
 
 pub use api::{Api, Pulled, Received, Reply, expect, keyed, u64_field, unkeyed};
+pub use cluster::Cluster;
 pub use process::{ADMIN_PASSWORD, BrokerProcess, broker_cli, free_port};
 pub use rng::{Rng, seed};
 pub use scenario::scenario;

@@ -74,6 +74,8 @@ pub struct BrokerProcess {
     starts: u32,
     /// A client logged in as `admin` to the current process.
     api: Api,
+    /// Flags added to `broker serve` at every start.
+    extra_args: Vec<String>,
 }
 
 impl BrokerProcess {
@@ -81,8 +83,18 @@ impl BrokerProcess {
     /// broker when missing), waits until it answers `/healthz`, and logs in as
     /// `admin`.
     pub async fn start(data_dir: &Path) -> anyhow::Result<BrokerProcess> {
+        Self::start_with(data_dir, free_port()?, Vec::new()).await
+    }
+
+    /// [`BrokerProcess::start`] on `port` with `extra_args` added to `broker serve`
+    /// at this and every later start (a cluster member's `--zookeeper`,
+    /// `--node-id`, ...).
+    pub async fn start_with(
+        data_dir: &Path,
+        port: u16,
+        extra_args: Vec<String>,
+    ) -> anyhow::Result<BrokerProcess> {
         let bin = tokio::task::spawn_blocking(broker_bin).await??;
-        let port = free_port()?;
         let mut broker = BrokerProcess {
             bin,
             data_dir: data_dir.to_path_buf(),
@@ -94,6 +106,7 @@ impl BrokerProcess {
             child: None,
             starts: 0,
             api: Api::new(format!("http://127.0.0.1:{port}"))?,
+            extra_args,
         };
         broker.launch().await?;
         Ok(broker)
@@ -154,6 +167,25 @@ impl BrokerProcess {
             Some(status) => bail!("kill9: the broker exited with {status}, not by SIGKILL"),
             None => bail!("kill9: the broker was not reaped within {REAP_TIMEOUT:?}"),
         }
+    }
+
+    /// Freezes the process (SIGSTOP): it keeps its sockets but answers nothing, as a
+    /// hung machine would.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        signal(
+            self.child.as_ref().context("pause: no broker is running")?,
+            libc::SIGSTOP,
+        )
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        signal(
+            self.child
+                .as_ref()
+                .context("resume: no broker is running")?,
+            libc::SIGCONT,
+        )
     }
 
     /// SIGTERMs the broker and waits for a graceful shutdown: the process must exit
@@ -235,6 +267,7 @@ impl BrokerProcess {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(open("stdout")?)
             .stderr(open("stderr")?);

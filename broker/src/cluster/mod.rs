@@ -4,6 +4,11 @@
 #[doc(hidden)]
 pub mod conformance;
 pub mod coord;
+pub mod fetcher;
 pub mod forward;
+pub mod layout;
 pub mod memory;
+pub mod node;
+pub mod replica;
+pub mod replication_service;
 pub mod zk;

@@ -7,6 +7,7 @@
 //! replacing this view, not the handlers.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,6 +19,8 @@ use super::AppState;
 use super::body::json;
 use super::extract::{Caller, Path};
 use crate::auth::Resource;
+use crate::cluster::layout::LogKind;
+use crate::cluster::node::ClusterNode;
 use crate::error::{ApiError, ErrorBody};
 use crate::names;
 use crate::registry::STANDALONE_NODE_ID;
@@ -29,6 +32,8 @@ pub struct ClusterView {
     node_id: u32,
     /// Where clients reach this node's REST API.
     rest_addr: String,
+    /// The cluster member, when the node runs in a cluster.
+    node: Option<Arc<ClusterNode>>,
 }
 
 /// Where one partition lives.
@@ -79,11 +84,57 @@ impl ClusterView {
         ClusterView {
             node_id: STANDALONE_NODE_ID,
             rest_addr: rest_addr.to_string(),
+            node: None,
         }
+    }
+
+    /// A member of a cluster.
+    pub fn clustered(node: Arc<ClusterNode>) -> ClusterView {
+        ClusterView {
+            node_id: node.id(),
+            rest_addr: node.config().rest_addr.clone(),
+            node: Some(node),
+        }
+    }
+
+    /// The cluster member, if the node runs in a cluster.
+    pub fn node(&self) -> Option<&Arc<ClusterNode>> {
+        self.node.as_ref()
     }
 
     /// Every node.
     pub fn describe(&self) -> ClusterDescription {
+        if let Some(node) = &self.node {
+            return node.with_metadata(|meta| {
+                let mut brokers: Vec<BrokerNode> = meta
+                    .brokers
+                    .values()
+                    .map(|b| BrokerNode {
+                        id: b.id,
+                        rest_addr: b.rest_addr.clone(),
+                        alive: true,
+                    })
+                    .collect();
+                // Nodes that hold replicas but are not live members now.
+                let mut absent: Vec<u32> = meta
+                    .logs
+                    .values()
+                    .flat_map(|log| log.assignment.replicas.iter().flatten().copied())
+                    .filter(|id| !meta.brokers.contains_key(id))
+                    .collect();
+                absent.sort_unstable();
+                absent.dedup();
+                brokers.extend(absent.into_iter().map(|id| BrokerNode {
+                    id,
+                    rest_addr: String::new(),
+                    alive: false,
+                }));
+                ClusterDescription {
+                    brokers,
+                    controller: meta.controller.unwrap_or(0),
+                }
+            });
+        }
         ClusterDescription {
             brokers: vec![BrokerNode {
                 id: self.node_id,
@@ -94,8 +145,34 @@ impl ClusterView {
         }
     }
 
-    /// Where each of `partitions` partitions lives. Standalone: here, one replica.
-    pub fn placement(&self, partitions: usize) -> Vec<PartitionPlacement> {
+    /// Where each of the `partitions` partitions of a topic or queue lives.
+    /// Standalone: here, one replica.
+    pub fn placement(
+        &self,
+        kind: LogKind,
+        name: &str,
+        partitions: usize,
+    ) -> Vec<PartitionPlacement> {
+        if let Some(node) = &self.node {
+            return node.with_metadata(|meta| {
+                (0..partitions as u32)
+                    .map(|partition| {
+                        let state = meta.partition(kind, name, partition);
+                        let leader = state.and_then(|s| s.leader);
+                        PartitionPlacement {
+                            partition,
+                            leader: leader.unwrap_or(0),
+                            leader_rest_addr: leader
+                                .and_then(|l| meta.brokers.get(&l))
+                                .map(|b| b.rest_addr.clone())
+                                .unwrap_or_default(),
+                            replicas: meta.replicas(kind, name, partition).unwrap_or(&[]).to_vec(),
+                            isr: state.map(|s| s.isr.clone()).unwrap_or_default(),
+                        }
+                    })
+                    .collect()
+            });
+        }
         (0..partitions as u32)
             .map(|partition| PartitionPlacement {
                 partition,
@@ -146,6 +223,8 @@ pub async fn topic_partitions(
     names::validate("topic", &topic)?;
     caller.require_visible(&app.broker, Resource::Topic(&topic))?;
     let topic = app.broker.topic(&topic)?;
-    let partitions = app.cluster.placement(topic.partitions().len());
+    let partitions = app
+        .cluster
+        .placement(LogKind::Topic, topic.name(), topic.partitions().len());
     Ok(json(StatusCode::OK, &PartitionsDescription { partitions }))
 }

@@ -37,6 +37,7 @@ mod openapi;
 mod ops;
 mod pull_json;
 mod queues;
+pub mod route;
 mod subscriptions;
 mod topics;
 
@@ -112,6 +113,10 @@ fn app(broker: Arc<Broker>, cluster: ClusterView) -> (Router, Vec<(Method, Strin
     let router = routes
         .router
         .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            route::to_leader,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
             metrics::track,

@@ -17,6 +17,7 @@ use super::metrics::Kind;
 use super::subscriptions::WAIT_MS_MAX;
 use super::{AppState, blocking};
 use crate::auth::{Action, Resource};
+use crate::cluster::layout::LogKind;
 use crate::error::{ApiError, ErrorBody};
 use crate::names;
 use crate::queue::{
@@ -215,7 +216,9 @@ pub struct RedriveResponse {
 
 fn describe(app: &AppState, queue: &Queue) -> QueueDescription {
     let stats = queue.stats();
-    let placement = app.cluster.placement(queue.partitions().len());
+    let placement = app
+        .cluster
+        .placement(LogKind::Queue, queue.name(), queue.partitions().len());
     let partitions = stats
         .partitions
         .iter()
@@ -305,6 +308,16 @@ pub async fn create_queue(
             .durability
             .map_or(app.broker.config.durability, Into::into),
     };
+    if let Some(node) = app.cluster.node() {
+        let name = spec.name.clone();
+        let (partitions, rf) = (spec.partitions, spec.replication_factor);
+        spec.validate(u32::MAX)?;
+        let value = serde_json::to_value(&spec).map_err(ApiError::internal)?;
+        node.create(LogKind::Queue, &name, value, partitions, rf)
+            .await?;
+        let queue = app.broker.queue(&name)?;
+        return Ok(json(StatusCode::CREATED, &describe(&app, &queue)));
+    }
     let broker = Arc::clone(&app.broker);
     let queue = blocking(move || broker.create_queue(spec)).await?;
     Ok(json(StatusCode::CREATED, &describe(&app, &queue)))
@@ -394,9 +407,13 @@ pub async fn delete_queue(
 ) -> Result<Response, ApiError> {
     names::validate("queue", &name)?;
     caller.require(&app.broker, Action::Admin, Resource::Queue(&name))?;
-    let broker = Arc::clone(&app.broker);
-    let deleted = name.clone();
-    blocking(move || broker.delete_queue(&deleted)).await?;
+    if let Some(node) = app.cluster.node() {
+        node.delete(LogKind::Queue, &name).await?;
+    } else {
+        let broker = Arc::clone(&app.broker);
+        let deleted = name.clone();
+        blocking(move || broker.delete_queue(&deleted)).await?;
+    }
     app.metrics.forget(Kind::Queue, &name);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -13,6 +13,7 @@ use super::extract::{Caller, IdempotencyKey, Json, Path};
 use super::metrics::Kind;
 use super::{AppState, blocking};
 use crate::auth::{Action, Resource};
+use crate::cluster::layout::LogKind;
 use crate::error::{ApiError, ErrorBody};
 use crate::names;
 use crate::topic::{Acks, Topic, TopicSpec};
@@ -164,7 +165,9 @@ pub struct ProduceResponse {
 
 /// The description of a topic.
 pub fn describe(app: &AppState, topic: &Topic) -> TopicDescription {
-    let placement = app.cluster.placement(topic.partitions().len());
+    let placement = app
+        .cluster
+        .placement(LogKind::Topic, topic.name(), topic.partitions().len());
     let partitions = topic
         .partitions()
         .iter()
@@ -256,6 +259,16 @@ pub async fn create_topic(
             .durability
             .map_or(app.broker.config.durability, Into::into),
     };
+    if let Some(node) = app.cluster.node() {
+        let name = spec.name.clone();
+        let (partitions, rf) = (spec.partitions, spec.replication_factor);
+        spec.validate(u32::MAX)?;
+        let value = serde_json::to_value(&spec).map_err(ApiError::internal)?;
+        node.create(LogKind::Topic, &name, value, partitions, rf)
+            .await?;
+        let topic = app.broker.topic(&name)?;
+        return Ok(json(StatusCode::CREATED, &describe(&app, &topic)));
+    }
     let broker = Arc::clone(&app.broker);
     let topic = blocking(move || broker.create_topic(spec)).await?;
     Ok(json(StatusCode::CREATED, &describe(&app, &topic)))
@@ -335,9 +348,13 @@ pub async fn delete_topic(
 ) -> Result<Response, ApiError> {
     names::validate("topic", &name)?;
     caller.require(&app.broker, Action::Admin, Resource::Topic(&name))?;
-    let broker = Arc::clone(&app.broker);
-    let deleted = name.clone();
-    blocking(move || broker.delete_topic(&deleted)).await?;
+    if let Some(node) = app.cluster.node() {
+        node.delete(LogKind::Topic, &name).await?;
+    } else {
+        let broker = Arc::clone(&app.broker);
+        let deleted = name.clone();
+        blocking(move || broker.delete_topic(&deleted)).await?;
+    }
     app.metrics.forget(Kind::Topic, &name);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

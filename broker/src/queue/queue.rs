@@ -251,8 +251,7 @@ impl Queue {
                 reason: e.message,
             })?;
         let queue = Self::open_parts(dir, spec, defaults, idempotency_window_ms)?;
-        let since = message::now_ms() - queue.idempotency.window_ms();
-        crate::idempotency::rebuild_window(&queue.idempotency, &queue.partitions, since);
+        queue.rebuild_idempotency();
         Ok(queue)
     }
 
@@ -316,6 +315,14 @@ impl Queue {
         &self.dir
     }
 
+    /// Rebuilds the idempotency window from the recent tail of each partition, as
+    /// the logs hold it now (after a start, or on becoming leader).
+    pub fn rebuild_idempotency(&self) {
+        self.idempotency.clear_finished();
+        let since = message::now_ms() - self.idempotency.window_ms();
+        crate::idempotency::rebuild_window(&self.idempotency, &self.partitions, since);
+    }
+
     /// The partitions.
     pub fn partitions(&self) -> &[Arc<Partition>] {
         &self.partitions
@@ -372,7 +379,7 @@ impl Queue {
                     &self.partitions,
                     messages,
                     |m| self.route(m.key.as_deref().map(str::as_bytes)),
-                    true,
+                    crate::topic::Acks::All,
                     idempotency_key,
                     &stored,
                     self.clock.now_ms(),

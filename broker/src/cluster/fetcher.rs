@@ -1,0 +1,200 @@
+//! A follower's copy loop for one partition: truncate what the leader does not have,
+//! then fetch from the leader over a long-lived gRPC stream and append its batches
+//! byte for byte, adopting its high watermark.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use log_engine::{BatchHeader, Offset, RecordBatch};
+use proto::v1::replication_client::ReplicationClient;
+use proto::v1::{EpochEndRequest, FetchRequest, FetchResponse, PartitionRef, ReplicaError};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::node::{ClusterNode, PartitionKey};
+use crate::partition::Partition;
+use crate::replication::{FollowerState, FollowerStep, NodeId};
+
+/// The most bytes of batches one fetch answer carries.
+pub const FETCH_MAX_BYTES: u32 = 4 << 20;
+/// How long the leader holds a fetch with nothing new.
+pub const FETCH_MAX_WAIT_MS: u32 = 500;
+
+/// Why a round of copying ended.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("the leader's address is unknown")]
+    NoAddress,
+    #[error("cannot reach the leader: {0}")]
+    Unreachable(String),
+    #[error("the leader answered {0}")]
+    Status(#[from] tonic::Status),
+    #[error("the leader refused: {0:?}")]
+    Refused(ReplicaError),
+    #[error("the leader sent a bad batch: {0}")]
+    BadBatch(String),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// Copies the partition from `leader` in `epoch` until the task is aborted (the role
+/// changed). Failures are retried with a growing pause.
+pub async fn follow(
+    node: Arc<ClusterNode>,
+    key: PartitionKey,
+    partition: Arc<Partition>,
+    leader: NodeId,
+    epoch: u32,
+) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match follow_once(&node, &key, &partition, leader, epoch).await {
+            Ok(()) => pause = Duration::from_millis(50),
+            Err(error) => {
+                tracing::debug!(%error, ?key, leader, "copying from the leader stopped");
+                if matches!(
+                    error,
+                    FetchError::Refused(_) | FetchError::NoAddress | FetchError::Unreachable(_)
+                ) {
+                    node.nudge();
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn partition_ref(key: &PartitionKey) -> PartitionRef {
+    PartitionRef {
+        kind: key.0.to_proto(),
+        name: key.1.clone(),
+        partition: key.2,
+    }
+}
+
+fn check(error: i32) -> Result<(), FetchError> {
+    match ReplicaError::try_from(error) {
+        Ok(ReplicaError::None) => Ok(()),
+        Ok(other) => Err(FetchError::Refused(other)),
+        Err(_) => Err(FetchError::Refused(ReplicaError::Storage)),
+    }
+}
+
+async fn follow_once(
+    node: &ClusterNode,
+    key: &PartitionKey,
+    partition: &Partition,
+    leader: NodeId,
+    epoch: u32,
+) -> Result<(), FetchError> {
+    let addr = node.grpc_addr(leader).ok_or(FetchError::NoAddress)?;
+    let channel = node
+        .peers
+        .channel(&addr)
+        .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+    let mut client = ReplicationClient::new(channel);
+    let log = &partition.log;
+
+    let (mut follower, mut step) = FollowerState::new(
+        leader,
+        epoch,
+        &partition.replica.epoch_history(),
+        log.log_end_offset().0,
+    );
+    follower.set_log_start(log.log_start_offset().0);
+    let from = loop {
+        match step {
+            FollowerStep::AskEpochEnd { epoch: asked } => {
+                let answer = client
+                    .epoch_end(EpochEndRequest {
+                        partition: Some(partition_ref(key)),
+                        epoch: asked,
+                        current_leader_epoch: epoch,
+                    })
+                    .await?
+                    .into_inner();
+                check(answer.error)?;
+                let leader_has =
+                    (answer.end_offset != u64::MAX).then_some((answer.epoch, answer.end_offset));
+                step = follower.on_epoch_end(
+                    leader_has,
+                    &partition.replica.epoch_history(),
+                    log.log_end_offset().0,
+                );
+            }
+            FollowerStep::Truncate { to } => {
+                let end = log
+                    .truncate_to(Offset(to))
+                    .map_err(|e| FetchError::Storage(e.to_string()))?;
+                partition
+                    .replica
+                    .truncated(end.0)
+                    .map_err(|e| FetchError::Storage(e.to_string()))?;
+                if end.0 < to {
+                    tracing::warn!(?key, to, end = end.0, "truncated below the asked offset");
+                }
+                tracing::info!(?key, end = end.0, "truncated to the leader's log");
+                step = follower.on_truncated(end.0);
+            }
+            FollowerStep::Fetch { from } => break from,
+        }
+    };
+
+    let request = |fetch_offset: u64| FetchRequest {
+        partition: Some(partition_ref(key)),
+        replica_id: node.id(),
+        leader_epoch: epoch,
+        fetch_offset,
+        max_bytes: FETCH_MAX_BYTES,
+        max_wait_ms: FETCH_MAX_WAIT_MS,
+    };
+    let (tx, rx) = mpsc::channel(2);
+    tx.send(request(from))
+        .await
+        .map_err(|_| FetchError::Unreachable("the request stream closed".into()))?;
+    let mut answers = client.fetch(ReceiverStream::new(rx)).await?.into_inner();
+    while let Some(answer) = answers.message().await? {
+        check(answer.error)?;
+        let end = append(partition, &answer)?;
+        let hw = follower.on_fetched(answer.high_watermark, end);
+        log.set_high_watermark(Offset(hw));
+        tx.send(request(end))
+            .await
+            .map_err(|_| FetchError::Unreachable("the request stream closed".into()))?;
+    }
+    Ok(())
+}
+
+/// Appends the batches of a fetch answer at the log end; returns the new log end.
+fn append(partition: &Partition, answer: &FetchResponse) -> Result<u64, FetchError> {
+    let log = &partition.log;
+    let mut rest: &[u8] = &answer.batches;
+    while !rest.is_empty() {
+        let header = BatchHeader::parse(rest).map_err(|e| FetchError::BadBatch(e.to_string()))?;
+        let len = header.total_len();
+        let (bytes, tail) = rest
+            .split_at_checked(len)
+            .ok_or_else(|| FetchError::BadBatch("a batch is cut short".into()))?;
+        rest = tail;
+        let end = log.log_end_offset();
+        if header.next_offset() <= end {
+            continue;
+        }
+        if header.base_offset != end {
+            return Err(FetchError::BadBatch(format!(
+                "batch at {} does not continue the log at {}",
+                header.base_offset.0, end.0
+            )));
+        }
+        let mut batch = RecordBatch::from_bytes(bytes.to_vec())
+            .map_err(|e| FetchError::BadBatch(e.to_string()))?;
+        partition
+            .replica
+            .record_epoch(header.leader_epoch, header.base_offset.0)
+            .map_err(|e| FetchError::Storage(e.to_string()))?;
+        log.append_replica(&mut batch)
+            .map_err(|e| FetchError::Storage(e.to_string()))?;
+    }
+    Ok(log.log_end_offset().0)
+}

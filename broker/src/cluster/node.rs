@@ -1,0 +1,1013 @@
+//! One node of a cluster: its membership, its view of the cluster's metadata, the
+//! controller duties when it is elected, and the role of each partition here
+//! (leader, follower, offline) kept in step with the partition states in the
+//! coordination service.
+//!
+//! The node reads the coordination service when a watch fires and every
+//! [`FULL_SYNC`] besides, so a lost notification delays a change but never loses
+//! it. Decisions are written back only by conditional writes: the controller elects
+//! leaders, a leader changes its in-sync set.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::coord::{CoordError, Coordination, CreateMode, SessionState, Version};
+use super::forward::Peers;
+use super::layout::{
+    self, BROKERS, BrokerRegistration, CONTROLLER, ControllerRecord, LogAssignment, LogKind,
+    PartitionState,
+};
+use super::replica::IsrProposal;
+use crate::error::{ApiError, ErrorCode};
+use crate::message;
+use crate::partition::Partition;
+use crate::queue::QueueSpec;
+use crate::registry::Broker;
+use crate::replication::{LeaderConfig, NodeId};
+use crate::topic::TopicSpec;
+
+/// How often the node reads the whole cluster state even without a notification.
+pub const FULL_SYNC: Duration = Duration::from_secs(2);
+/// How long a create or delete waits for the cluster to carry it out.
+const CREATE_WAIT: Duration = Duration::from_secs(15);
+/// How often leaders check their followers' lag.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A node's settings in a cluster.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id, unique in the cluster.
+    pub node_id: NodeId,
+    /// Where other nodes and clients reach its REST API.
+    pub rest_addr: String,
+    /// Where other nodes reach its gRPC services.
+    pub grpc_addr: String,
+    /// In-sync rules for partitions this node leads.
+    pub leader: LeaderConfig,
+    /// The coordination session's timeout: a node cut off from the coordination
+    /// service for longer stops leading.
+    pub session_timeout: Duration,
+}
+
+/// One topic or queue as the cluster describes it.
+#[derive(Clone, Debug)]
+pub struct LogMeta {
+    /// Its settings and replicas.
+    pub assignment: LogAssignment,
+    /// Each partition's state and its version, `None` until the controller wrote it.
+    pub states: Vec<Option<(PartitionState, Version)>>,
+}
+
+/// What this node knows of the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Metadata {
+    /// Live members.
+    pub brokers: BTreeMap<NodeId, BrokerRegistration>,
+    /// The elected controller.
+    pub controller: Option<NodeId>,
+    /// Every topic and queue.
+    pub logs: BTreeMap<(LogKind, String), LogMeta>,
+}
+
+impl Metadata {
+    /// The state of one partition.
+    pub fn partition(&self, kind: LogKind, name: &str, p: u32) -> Option<&PartitionState> {
+        self.logs
+            .get(&(kind, name.to_owned()))?
+            .states
+            .get(p as usize)?
+            .as_ref()
+            .map(|(state, _)| state)
+    }
+
+    /// The replicas of one partition.
+    pub fn replicas(&self, kind: LogKind, name: &str, p: u32) -> Option<&[NodeId]> {
+        self.logs
+            .get(&(kind, name.to_owned()))?
+            .assignment
+            .replicas
+            .get(p as usize)
+            .map(Vec::as_slice)
+    }
+}
+
+/// A partition of a topic or queue.
+pub type PartitionKey = (LogKind, String, u32);
+
+/// A cluster member.
+pub struct ClusterNode {
+    config: NodeConfig,
+    coord: Arc<dyn Coordination>,
+    broker: Arc<Broker>,
+    /// gRPC channels to the other nodes.
+    pub peers: Peers,
+    meta: RwLock<Metadata>,
+    /// Bumped after every read of the cluster state.
+    synced: watch::Sender<u64>,
+    fetchers: Mutex<HashMap<PartitionKey, JoinHandle<()>>>,
+    controller: AtomicBool,
+    /// Set while this node may lead partitions: its session is live.
+    may_lead: AtomicBool,
+    /// Asks the run loop for a read of the cluster state.
+    nudges: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("node_id", &self.config.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ms() -> u64 {
+    message::now_ms().max(0) as u64
+}
+
+impl ClusterNode {
+    /// A node of the cluster behind `coord`, serving `broker`'s topics and queues.
+    pub fn new(config: NodeConfig, coord: Arc<dyn Coordination>, broker: Arc<Broker>) -> Self {
+        ClusterNode {
+            config,
+            coord,
+            peers: Peers::new(broker.config.max_body_bytes),
+            broker,
+            meta: RwLock::new(Metadata::default()),
+            synced: watch::Sender::new(0),
+            fetchers: Mutex::new(HashMap::new()),
+            controller: AtomicBool::new(false),
+            may_lead: AtomicBool::new(false),
+            nudges: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// This node's settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The broker this node serves.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// The coordination service.
+    pub fn coord(&self) -> &Arc<dyn Coordination> {
+        &self.coord
+    }
+
+    /// A copy of the cluster metadata as last read.
+    pub fn metadata(&self) -> Metadata {
+        read(&self.meta).clone()
+    }
+
+    /// Runs `f` over the metadata without copying it.
+    pub fn with_metadata<R>(&self, f: impl FnOnce(&Metadata) -> R) -> R {
+        f(&read(&self.meta))
+    }
+
+    /// Whether the coordination session is live.
+    pub fn is_connected(&self) -> bool {
+        self.coord.session().borrow().is_connected()
+    }
+
+    /// Whether this node is the controller.
+    pub fn is_controller(&self) -> bool {
+        self.controller.load(Ordering::Acquire)
+    }
+
+    /// A receiver that changes after each read of the cluster state.
+    pub fn synced(&self) -> watch::Receiver<u64> {
+        self.synced.subscribe()
+    }
+
+    /// The gRPC address of a live member.
+    pub fn grpc_addr(&self, node: NodeId) -> Option<String> {
+        read(&self.meta)
+            .brokers
+            .get(&node)
+            .map(|b| b.grpc_addr.clone())
+    }
+
+    /// The local partition of a topic or queue, if this node has it.
+    pub fn local_partition(&self, kind: LogKind, name: &str, p: u32) -> Option<Arc<Partition>> {
+        let partitions = match kind {
+            LogKind::Topic => self.broker.topic(name).ok()?.partitions().to_vec(),
+            LogKind::Queue => self.broker.find_queue(name)?.partitions().to_vec(),
+        };
+        partitions.get(p as usize).cloned()
+    }
+
+    /// Writes a new topic or queue: the controller then places its leaders, and
+    /// every node creates its copy. Fails with `NodeExists` if the name is taken.
+    pub async fn create_log(
+        &self,
+        assignment: &LogAssignment,
+        name: &str,
+    ) -> Result<(), CoordError> {
+        let data = serde_json::to_vec(assignment).map_err(|e| CoordError::Other(e.to_string()))?;
+        self.coord.ensure_path(assignment.kind.root()).await?;
+        self.coord
+            .create(
+                &layout::log_path(assignment.kind, name),
+                data,
+                CreateMode::Persistent,
+            )
+            .await?;
+        self.coord
+            .ensure_path(&layout::partitions_path(assignment.kind, name))
+            .await
+    }
+
+    /// Deletes a topic or queue from the cluster: its partitions' states, then its
+    /// assignment. Every node then deletes its copy.
+    pub async fn delete_log(&self, kind: LogKind, name: &str) -> Result<(), CoordError> {
+        let parts = layout::partitions_path(kind, name);
+        match self.coord.children(&parts, false).await {
+            Ok(children) => {
+                for child in children {
+                    ignore_no_node(self.coord.delete(&format!("{parts}/{child}"), None).await)?;
+                }
+                ignore_no_node(self.coord.delete(&parts, None).await)?;
+            }
+            Err(CoordError::NoNode(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.coord.delete(&layout::log_path(kind, name), None).await
+    }
+
+    /// Waits until the metadata satisfies `done` or `timeout` passes.
+    pub async fn wait_for(&self, timeout: Duration, done: impl Fn(&Metadata) -> bool) -> bool {
+        let mut synced = self.synced();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if done(&read(&self.meta)) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, synced.changed())
+                .await
+                .is_err()
+            {
+                return done(&read(&self.meta));
+            }
+        }
+    }
+
+    /// The node that serves requests about a topic or queue: the leader of its
+    /// partition 0 (the controller keeps a log's partitions led by one node).
+    pub fn home(&self, kind: LogKind, name: &str) -> Option<NodeId> {
+        read(&self.meta).partition(kind, name, 0)?.leader
+    }
+
+    /// Creates a topic or queue in the cluster and waits until this node has its
+    /// copy and every partition a leader.
+    pub async fn create(
+        &self,
+        kind: LogKind,
+        name: &str,
+        spec: serde_json::Value,
+        partitions: u32,
+        replication_factor: u32,
+    ) -> Result<(), ApiError> {
+        let (live, start) = self.with_metadata(|meta| {
+            (
+                meta.brokers.keys().copied().collect::<Vec<_>>(),
+                meta.logs.len(),
+            )
+        });
+        let replicas = layout::assign_replicas(partitions, replication_factor, &live, start)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let assignment = LogAssignment {
+            kind,
+            spec,
+            replicas,
+        };
+        match self.create_log(&assignment, name).await {
+            Ok(()) => {}
+            Err(CoordError::NodeExists(_)) => {
+                return Err(ApiError::already_exists(format!(
+                    "{} {name} exists",
+                    kind.noun()
+                )));
+            }
+            Err(e) => return Err(coord_error(e)),
+        }
+        self.nudge();
+        let ready = self
+            .wait_for(CREATE_WAIT, |meta| {
+                meta.logs.get(&(kind, name.to_owned())).is_some_and(|log| {
+                    log.states
+                        .iter()
+                        .all(|s| s.as_ref().is_some_and(|(s, _)| s.leader.is_some()))
+                })
+            })
+            .await;
+        let local = self.wait_local(kind, name, true).await;
+        if ready && local {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "{} {name} is created but its leaders are not elected yet",
+                    kind.noun()
+                ),
+            ))
+        }
+    }
+
+    /// Deletes a topic or queue from the cluster and waits until this node's copy is
+    /// gone.
+    pub async fn delete(&self, kind: LogKind, name: &str) -> Result<(), ApiError> {
+        match self.delete_log(kind, name).await {
+            Ok(()) => {}
+            Err(CoordError::NoNode(_)) => {
+                return Err(ApiError::not_found(format!("no {} {name}", kind.noun())));
+            }
+            Err(e) => return Err(coord_error(e)),
+        }
+        self.nudge();
+        if self.wait_local(kind, name, false).await {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "{} {name} is deleted but its files are not removed yet",
+                    kind.noun()
+                ),
+            ))
+        }
+    }
+
+    async fn wait_local(&self, kind: LogKind, name: &str, present: bool) -> bool {
+        let deadline = tokio::time::Instant::now() + CREATE_WAIT;
+        loop {
+            let exists = match kind {
+                LogKind::Topic => self.broker.topic(name).is_ok(),
+                LogKind::Queue => self.broker.find_queue(name).is_some(),
+            };
+            if exists == present {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            self.nudge();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asks for a read of the cluster state soon.
+    pub fn nudge(&self) {
+        self.nudges.notify_one();
+    }
+
+    /// Runs the node until `stop` turns true: registers it, keeps its metadata and
+    /// partition roles current, and acts as controller when elected.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut changes = self.coord.changes();
+        let mut session = self.coord.session();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut registered: Option<u64> = None;
+        let mut disconnected_since: Option<Instant> = None;
+        let mut last_sync: Option<Instant> = None;
+        let mut dirty = true;
+        loop {
+            let state = *session.borrow_and_update();
+            match state {
+                SessionState::Connected { generation } => {
+                    disconnected_since = None;
+                    if registered != Some(generation) {
+                        match self.register().await {
+                            Ok(()) => {
+                                registered = Some(generation);
+                                self.may_lead.store(true, Ordering::Release);
+                                dirty = true;
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "cannot register with the coordination service yet");
+                            }
+                        }
+                    }
+                }
+                SessionState::Disconnected => {
+                    disconnected_since.get_or_insert_with(Instant::now);
+                }
+                SessionState::Expired => {
+                    if registered.take().is_some() {
+                        tracing::warn!("coordination session expired: no longer leading");
+                    }
+                    self.step_down_everywhere();
+                }
+            }
+            if disconnected_since
+                .is_some_and(|since| since.elapsed() >= self.config.session_timeout)
+                && self.may_lead.load(Ordering::Acquire)
+            {
+                tracing::warn!("cut off from the coordination service: no longer leading");
+                self.step_down_everywhere();
+            }
+            if registered.is_some()
+                && state.is_connected()
+                && (dirty || last_sync.is_none_or(|at| at.elapsed() >= FULL_SYNC))
+            {
+                match self.sync().await {
+                    Ok(()) => {
+                        dirty = false;
+                        last_sync = Some(Instant::now());
+                    }
+                    Err(error) => tracing::warn!(%error, "reading the cluster state failed"),
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = session.changed() => {}
+                change = changes.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = change {
+                        break;
+                    }
+                    dirty = true;
+                }
+                _ = self.nudges.notified() => dirty = true,
+                _ = tick.tick() => self.tick_leaders(),
+            }
+            if *stop.borrow() {
+                break;
+            }
+        }
+        for (_, fetcher) in lock(&self.fetchers).drain() {
+            fetcher.abort();
+        }
+    }
+
+    async fn register(&self) -> Result<(), CoordError> {
+        self.coord.ensure_path(BROKERS).await?;
+        let me = BrokerRegistration {
+            id: self.config.node_id,
+            rest_addr: self.config.rest_addr.clone(),
+            grpc_addr: self.config.grpc_addr.clone(),
+        };
+        let data = serde_json::to_vec(&me).map_err(|e| CoordError::Other(e.to_string()))?;
+        let path = layout::broker_path(me.id);
+        match self.coord.create(&path, data, CreateMode::Ephemeral).await {
+            Ok(()) => {
+                tracing::info!(node = me.id, "joined the cluster");
+                Ok(())
+            }
+            // Left by this node's previous session, which ends within the session
+            // timeout; or another node has this id.
+            Err(CoordError::NodeExists(_)) => Err(CoordError::Other(format!(
+                "node id {} is registered by another session (a previous run of this node \
+                 whose session has not expired yet, or another node with the same id)",
+                me.id
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops leading every partition at once (the session is gone, so another node
+    /// may be elected).
+    fn step_down_everywhere(&self) {
+        self.may_lead.store(false, Ordering::Release);
+        self.controller.store(false, Ordering::Release);
+        for partition in self.all_local_partitions() {
+            if partition.1.replica.leader_epoch().is_some() && !partition.1.replica.is_standalone()
+            {
+                partition.1.replica.go_offline();
+            }
+        }
+    }
+
+    fn all_local_partitions(&self) -> Vec<(PartitionKey, Arc<Partition>)> {
+        let mut out = Vec::new();
+        for topic in self.broker.topics() {
+            for p in topic.partitions() {
+                out.push((
+                    (LogKind::Topic, topic.name().to_owned(), p.id),
+                    Arc::clone(p),
+                ));
+            }
+        }
+        for queue in self.broker.queues() {
+            for p in queue.partitions() {
+                out.push((
+                    (LogKind::Queue, queue.name().to_owned(), p.id),
+                    Arc::clone(p),
+                ));
+            }
+        }
+        out
+    }
+
+    fn tick_leaders(&self) {
+        let now = now_ms();
+        for (_, partition) in self.all_local_partitions() {
+            partition.replica.tick(&partition.log, now);
+        }
+    }
+
+    /// Reads the whole cluster state (setting watches), then acts on it.
+    async fn sync(self: &Arc<Self>) -> Result<(), CoordError> {
+        let meta = self.read_metadata().await?;
+        *self.meta.write().unwrap_or_else(|p| p.into_inner()) = meta.clone();
+        self.synced.send_modify(|n| *n += 1);
+        self.elect_controller(&meta).await?;
+        if self.is_controller() {
+            self.control(&meta).await?;
+        }
+        self.materialize(&meta);
+        self.reconcile(&meta);
+        Ok(())
+    }
+
+    async fn read_metadata(&self) -> Result<Metadata, CoordError> {
+        let coord = &self.coord;
+        coord.ensure_path(BROKERS).await?;
+        let mut meta = Metadata::default();
+        for child in coord.children(BROKERS, true).await? {
+            let path = format!("{BROKERS}/{child}");
+            if let Some((data, _)) = coord.get(&path, false).await? {
+                match serde_json::from_slice::<BrokerRegistration>(&data) {
+                    Ok(b) => {
+                        meta.brokers.insert(b.id, b);
+                    }
+                    Err(error) => tracing::warn!(%error, path, "unreadable registration"),
+                }
+            }
+        }
+        meta.controller = match coord.get(CONTROLLER, true).await? {
+            Some((data, _)) => serde_json::from_slice::<ControllerRecord>(&data)
+                .ok()
+                .map(|c| c.id),
+            None => None,
+        };
+        for kind in LogKind::ALL {
+            coord.ensure_path(kind.root()).await?;
+            for name in coord.children(kind.root(), true).await? {
+                let Some((data, _)) = coord.get(&layout::log_path(kind, &name), false).await?
+                else {
+                    continue;
+                };
+                let assignment: LogAssignment = match serde_json::from_slice(&data) {
+                    Ok(a) => a,
+                    Err(error) => {
+                        tracing::warn!(%error, name, "unreadable assignment");
+                        continue;
+                    }
+                };
+                let mut states = Vec::with_capacity(assignment.replicas.len());
+                for p in 0..assignment.replicas.len() as u32 {
+                    let path = layout::partition_path(kind, &name, p);
+                    let state = match coord.get(&path, true).await? {
+                        Some((data, version)) => serde_json::from_slice::<PartitionState>(&data)
+                            .ok()
+                            .map(|s| (s, version)),
+                        None => None,
+                    };
+                    states.push(state);
+                }
+                meta.logs
+                    .insert((kind, name), LogMeta { assignment, states });
+            }
+        }
+        Ok(meta)
+    }
+
+    async fn elect_controller(&self, meta: &Metadata) -> Result<(), CoordError> {
+        let me = self.config.node_id;
+        match meta.controller {
+            Some(id) => self.controller.store(id == me, Ordering::Release),
+            None => {
+                let data = serde_json::to_vec(&ControllerRecord { id: me })
+                    .map_err(|e| CoordError::Other(e.to_string()))?;
+                match self
+                    .coord
+                    .create(CONTROLLER, data, CreateMode::Ephemeral)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(node = me, "elected controller");
+                        self.controller.store(true, Ordering::Release);
+                        self.nudge();
+                    }
+                    Err(CoordError::NodeExists(_)) => self.nudge(),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The controller's duties: give every partition a live leader from its in-sync
+    /// replicas, and drop dead nodes from in-sync sets.
+    async fn control(&self, meta: &Metadata) -> Result<(), CoordError> {
+        let alive: Vec<NodeId> = meta.brokers.keys().copied().collect();
+        for ((kind, name), log) in &meta.logs {
+            // Partition 0's leader, which the others follow so one node leads the log.
+            let mut home: Option<NodeId> = None;
+            for (p, replicas) in log.assignment.replicas.iter().enumerate() {
+                let path = layout::partition_path(*kind, name, p as u32);
+                let current = log.states.get(p).cloned().flatten();
+                if p == 0 {
+                    home = current.as_ref().and_then(|(s, _)| s.leader);
+                }
+                let next = match &current {
+                    None => {
+                        let isr: Vec<NodeId> = replicas
+                            .iter()
+                            .copied()
+                            .filter(|r| alive.contains(r))
+                            .collect();
+                        let Some(leader) = layout::elect_leader(replicas, &isr, &alive) else {
+                            continue;
+                        };
+                        PartitionState {
+                            leader: Some(leader),
+                            leader_epoch: 1,
+                            isr,
+                        }
+                    }
+                    Some((state, _)) => {
+                        let preferred = if p == 0 { None } else { home };
+                        match decide(state, replicas, &alive, preferred) {
+                            Some(next) => next,
+                            None => continue,
+                        }
+                    }
+                };
+                if p == 0 {
+                    home = next.leader;
+                }
+                let data =
+                    serde_json::to_vec(&next).map_err(|e| CoordError::Other(e.to_string()))?;
+                let written = match &current {
+                    None => self
+                        .coord
+                        .create(&path, data, CreateMode::Persistent)
+                        .await
+                        .map(|_| ()),
+                    Some((_, version)) => self.coord.set(&path, data, *version).await.map(|_| ()),
+                };
+                match written {
+                    Ok(()) => tracing::info!(
+                        kind = ?kind, name, partition = p, leader = ?next.leader,
+                        epoch = next.leader_epoch, isr = ?next.isr, "partition state written"
+                    ),
+                    // Someone wrote first; the next read sees it and decides again.
+                    Err(
+                        CoordError::BadVersion(_)
+                        | CoordError::NodeExists(_)
+                        | CoordError::NoNode(_),
+                    ) => {
+                        self.nudge();
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates local copies of new topics and queues, deletes those the cluster
+    /// deleted.
+    fn materialize(&self, meta: &Metadata) {
+        for ((kind, name), log) in &meta.logs {
+            let exists = match kind {
+                LogKind::Topic => self.broker.topic(name).is_ok(),
+                LogKind::Queue => self.broker.find_queue(name).is_some(),
+            };
+            if exists {
+                continue;
+            }
+            let created = match kind {
+                LogKind::Topic => serde_json::from_value::<TopicSpec>(log.assignment.spec.clone())
+                    .map_err(|e| e.to_string())
+                    .and_then(|spec| {
+                        self.broker
+                            .create_topic_for(spec, u32::MAX)
+                            .map(|_| ())
+                            .map_err(|e| e.message)
+                    }),
+                LogKind::Queue => serde_json::from_value::<QueueSpec>(log.assignment.spec.clone())
+                    .map_err(|e| e.to_string())
+                    .and_then(|spec| {
+                        self.broker
+                            .create_queue_for(spec, u32::MAX)
+                            .map(|_| ())
+                            .map_err(|e| e.message)
+                    }),
+            };
+            match created {
+                Ok(()) => tracing::info!(kind = ?kind, name, "created the local copy"),
+                Err(error) => {
+                    tracing::warn!(%error, kind = ?kind, name, "cannot create the local copy")
+                }
+            }
+        }
+        for topic in self.broker.topics() {
+            if !meta
+                .logs
+                .contains_key(&(LogKind::Topic, topic.name().to_owned()))
+            {
+                self.stop_fetchers(LogKind::Topic, topic.name());
+                if let Err(error) = self.broker.delete_topic(topic.name()) {
+                    tracing::warn!(%error, topic = topic.name(), "cannot delete the local copy");
+                }
+            }
+        }
+        for queue in self.broker.queues() {
+            if !meta
+                .logs
+                .contains_key(&(LogKind::Queue, queue.name().to_owned()))
+            {
+                self.stop_fetchers(LogKind::Queue, queue.name());
+                if let Err(error) = self.broker.delete_queue(queue.name()) {
+                    tracing::warn!(%error, queue = queue.name(), "cannot delete the local copy");
+                }
+            }
+        }
+    }
+
+    fn stop_fetchers(&self, kind: LogKind, name: &str) {
+        lock(&self.fetchers).retain(|(k, n, _), fetcher| {
+            let keep = !(*k == kind && n == name);
+            if !keep {
+                fetcher.abort();
+            }
+            keep
+        });
+    }
+
+    /// Puts every local partition in the role its state says.
+    fn reconcile(self: &Arc<Self>, meta: &Metadata) {
+        let me = self.config.node_id;
+        let may_lead = self.may_lead.load(Ordering::Acquire);
+        for (key, partition) in self.all_local_partitions() {
+            let (kind, name, p) = &key;
+            let replicas = meta.replicas(*kind, name, *p).unwrap_or(&[]);
+            let state = meta.partition(*kind, name, *p);
+            let replica = &partition.replica;
+            match state {
+                Some(state) if state.leader == Some(me) && may_lead => {
+                    if replica.leader_epoch() == Some(state.leader_epoch) {
+                        replica.isr_committed(
+                            &partition.log,
+                            state.leader_epoch,
+                            state.isr.clone(),
+                        );
+                        continue;
+                    }
+                    self.stop_fetcher(&key);
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    if let Err(error) = replica.become_leader(
+                        me,
+                        state.leader_epoch,
+                        replicas.to_vec(),
+                        state.isr.clone(),
+                        &partition.log,
+                        now_ms(),
+                        self.config.leader,
+                        tx,
+                    ) {
+                        tracing::error!(%error, ?key, "cannot take the leadership");
+                        replica.go_offline();
+                        continue;
+                    }
+                    tracing::info!(?key, epoch = state.leader_epoch, "leading");
+                    self.rebuild_idempotency(*kind, name);
+                    tokio::spawn(Arc::clone(self).write_isr_proposals(key.clone(), partition, rx));
+                }
+                Some(state) if replicas.contains(&me) && state.leader.is_some_and(|l| l != me) => {
+                    let leader = state.leader.unwrap_or_default();
+                    let running = lock(&self.fetchers)
+                        .get(&key)
+                        .is_some_and(|f| !f.is_finished());
+                    if replica.following() == Some((leader, state.leader_epoch)) && running {
+                        continue;
+                    }
+                    self.stop_fetcher(&key);
+                    replica.become_follower(leader, state.leader_epoch);
+                    tracing::info!(?key, leader, epoch = state.leader_epoch, "following");
+                    let fetcher = tokio::spawn(super::fetcher::follow(
+                        Arc::clone(self),
+                        key.clone(),
+                        partition,
+                        leader,
+                        state.leader_epoch,
+                    ));
+                    lock(&self.fetchers).insert(key, fetcher);
+                }
+                _ => {
+                    if replica.leader_epoch().is_some() || replica.following().is_some() {
+                        tracing::info!(?key, "not serving");
+                    }
+                    self.stop_fetcher(&key);
+                    replica.go_offline();
+                }
+            }
+        }
+    }
+
+    fn rebuild_idempotency(&self, kind: LogKind, name: &str) {
+        match kind {
+            LogKind::Topic => {
+                if let Ok(topic) = self.broker.topic(name) {
+                    topic.rebuild_idempotency();
+                }
+            }
+            LogKind::Queue => {
+                if let Some(queue) = self.broker.find_queue(name) {
+                    queue.rebuild_idempotency();
+                }
+            }
+        }
+    }
+
+    fn stop_fetcher(&self, key: &PartitionKey) {
+        if let Some(fetcher) = lock(&self.fetchers).remove(key) {
+            fetcher.abort();
+        }
+    }
+
+    /// Writes a leader's in-sync set proposals, each conditional on the state it
+    /// read still naming this node as leader in the proposal's epoch.
+    async fn write_isr_proposals(
+        self: Arc<Self>,
+        key: PartitionKey,
+        partition: Arc<Partition>,
+        mut proposals: mpsc::UnboundedReceiver<IsrProposal>,
+    ) {
+        let (kind, name, p) = &key;
+        let path = layout::partition_path(*kind, name, *p);
+        while let Some(proposal) = proposals.recv().await {
+            let outcome = async {
+                let Some((data, version)) = self.coord.get(&path, false).await? else {
+                    return Ok(false);
+                };
+                let Ok(mut state) = serde_json::from_slice::<PartitionState>(&data) else {
+                    return Ok(false);
+                };
+                if state.leader != Some(self.config.node_id) || state.leader_epoch != proposal.epoch
+                {
+                    return Ok(false);
+                }
+                state.isr = proposal.isr.clone();
+                let data =
+                    serde_json::to_vec(&state).map_err(|e| CoordError::Other(e.to_string()))?;
+                self.coord.set(&path, data, version).await?;
+                Ok::<bool, CoordError>(true)
+            }
+            .await;
+            match outcome {
+                Ok(true) => {
+                    tracing::info!(?key, isr = ?proposal.isr, "in-sync replicas changed");
+                    partition
+                        .replica
+                        .isr_committed(&partition.log, proposal.epoch, proposal.isr);
+                }
+                Ok(false) | Err(_) => {
+                    if let Err(error) = outcome {
+                        tracing::warn!(%error, ?key, "writing the in-sync replicas failed");
+                    }
+                    partition.replica.isr_proposal_failed(proposal.epoch);
+                    self.nudge();
+                }
+            }
+        }
+    }
+}
+
+/// The controller's decision for a partition with a state: a new leader when the
+/// leader is gone, or a smaller in-sync set when members died. `None` when nothing
+/// changes.
+///
+/// `preferred` is the leader of the log's partition 0: a partition whose in-sync set
+/// holds it is led by it, so one node leads the whole log.
+fn decide(
+    state: &PartitionState,
+    replicas: &[NodeId],
+    alive: &[NodeId],
+    preferred: Option<NodeId>,
+) -> Option<PartitionState> {
+    let eligible = |n: NodeId| state.isr.contains(&n) && alive.contains(&n);
+    let leader_alive = state.leader.is_some_and(|l| alive.contains(&l));
+    let realign = preferred.filter(|&p| state.leader != Some(p) && eligible(p));
+    if !leader_alive || realign.is_some() {
+        let leader = realign.or_else(|| layout::elect_leader(replicas, &state.isr, alive));
+        if leader.is_none() && state.leader.is_none() {
+            return None;
+        }
+        let isr = match leader {
+            Some(_) => state
+                .isr
+                .iter()
+                .copied()
+                .filter(|r| alive.contains(r))
+                .collect(),
+            // Nobody to elect: keep the in-sync set, so its first member to return
+            // takes over with everything that was acknowledged.
+            None => state.isr.clone(),
+        };
+        return Some(PartitionState {
+            leader,
+            leader_epoch: state.leader_epoch + 1,
+            isr,
+        });
+    }
+    let isr: Vec<NodeId> = state
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| alive.contains(r))
+        .collect();
+    (isr != state.isr).then_some(PartitionState {
+        leader: state.leader,
+        leader_epoch: state.leader_epoch,
+        isr,
+    })
+}
+
+/// A coordination failure as a client sees it.
+pub fn coord_error(error: CoordError) -> ApiError {
+    match error {
+        CoordError::NotConnected => ApiError::new(
+            ErrorCode::Unavailable,
+            "this node is not connected to ZooKeeper; retry or use another node",
+        ),
+        other => ApiError::new(ErrorCode::Unavailable, format!("cluster metadata: {other}")),
+    }
+}
+
+fn ignore_no_node(result: Result<(), CoordError>) -> Result<(), CoordError> {
+    match result {
+        Err(CoordError::NoNode(_)) => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(leader: Option<NodeId>, epoch: u32, isr: &[NodeId]) -> PartitionState {
+        PartitionState {
+            leader,
+            leader_epoch: epoch,
+            isr: isr.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_dead_leader_is_replaced_from_the_live_in_sync_set() {
+        let next = decide(&state(Some(1), 3, &[1, 2, 3]), &[1, 2, 3], &[2, 3], None).unwrap();
+        assert_eq!(next, state(Some(2), 4, &[2, 3]));
+    }
+
+    #[test]
+    fn no_in_sync_survivor_leaves_the_partition_offline_keeping_its_isr() {
+        let next = decide(&state(Some(1), 3, &[1]), &[1, 2, 3], &[2, 3], None).unwrap();
+        assert_eq!(next, state(None, 4, &[1]));
+        // Already offline, still nobody: nothing to write.
+        assert_eq!(decide(&next, &[1, 2, 3], &[2, 3], None), None);
+        // The in-sync member returns: it leads.
+        let back = decide(&next, &[1, 2, 3], &[1, 2, 3], None).unwrap();
+        assert_eq!(back, state(Some(1), 5, &[1]));
+    }
+
+    #[test]
+    fn dead_followers_leave_the_in_sync_set() {
+        let next = decide(&state(Some(1), 3, &[1, 2, 3]), &[1, 2, 3], &[1, 2], None).unwrap();
+        assert_eq!(next, state(Some(1), 3, &[1, 2]));
+        assert_eq!(decide(&next, &[1, 2, 3], &[1, 2], None), None);
+    }
+
+    #[test]
+    fn partitions_follow_the_leader_of_partition_0_when_it_is_in_sync() {
+        let s = state(Some(2), 4, &[1, 2, 3]);
+        let next = decide(&s, &[1, 2, 3], &[1, 2, 3], Some(3)).unwrap();
+        assert_eq!(next, state(Some(3), 5, &[1, 2, 3]));
+        // Not in sync here: stays.
+        let lagging = state(Some(2), 4, &[1, 2]);
+        assert_eq!(decide(&lagging, &[1, 2, 3], &[1, 2, 3], Some(3)), None);
+    }
+}

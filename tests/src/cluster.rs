@@ -1,0 +1,180 @@
+//! A cluster for a scenario: one real ZooKeeper and several real `broker serve`
+//! processes on loopback, joined through it, sharing one token secret (so a token
+//! from any node works on every node).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::api::{Api, u64_field};
+use crate::process::{BrokerProcess, free_port};
+use crate::zookeeper::ZooKeeperProcess;
+
+/// The token secret every node of a harness cluster shares.
+pub const CLUSTER_JWT_SECRET: &str = "system-tests-cluster-secret-0123456789";
+/// The ZooKeeper session timeout of harness nodes, the product's default.
+pub const SESSION_TIMEOUT_MS: u64 = 6_000;
+/// How long a scenario waits for the cluster to settle (members, leaders).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// ZooKeeper and `n` brokers with node ids 1 to n.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The members, node id `i + 1` at index `i`.
+    pub nodes: Vec<BrokerProcess>,
+    /// The coordination service.
+    pub zookeeper: ZooKeeperProcess,
+    /// The members' data directories.
+    dirs: TempDir,
+}
+
+impl Cluster {
+    /// Starts ZooKeeper, then `n` brokers, and waits until all are members.
+    pub async fn start(n: u32) -> anyhow::Result<Cluster> {
+        let zookeeper = ZooKeeperProcess::start().await?;
+        let dirs = tempfile::Builder::new()
+            .prefix("cluster-")
+            .tempdir()
+            .context("a directory for the nodes' data")?;
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let data = dirs.path().join(format!("node-{id}"));
+            let args = node_args(id, &zookeeper.connect_string(), free_port()?);
+            nodes.push(BrokerProcess::start_with(&data, free_port()?, args).await?);
+        }
+        let cluster = Cluster {
+            nodes,
+            zookeeper,
+            dirs,
+        };
+        cluster.wait_members(n as usize).await?;
+        Ok(cluster)
+    }
+
+    /// The member with node id `id`.
+    pub fn node(&self, id: u32) -> &BrokerProcess {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    /// The member with node id `id`, to kill, pause or restart.
+    pub fn node_mut(&mut self, id: u32) -> &mut BrokerProcess {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: u32) -> std::path::PathBuf {
+        self.dirs.path().join(format!("node-{id}"))
+    }
+
+    /// A client of a running member other than those in `except`.
+    pub fn api_except(&self, except: &[u32]) -> anyhow::Result<&Api> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .find(|(i, n)| n.is_running() && !except.contains(&(*i as u32 + 1)))
+            .map(|(_, n)| n.api())
+            .context("no running member left")
+    }
+
+    /// Waits until `GET /v1/cluster` on every running member lists `count` live
+    /// brokers and a controller.
+    pub async fn wait_members(&self, count: usize) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let mut settled = true;
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                let (status, body) = node.api().get("/v1/cluster").await?;
+                let alive = body["brokers"]
+                    .as_array()
+                    .map_or(0, |b| b.iter().filter(|b| b["alive"] == true).count());
+                if status != 200 || alive != count || body["controller"].as_u64().unwrap_or(0) == 0
+                {
+                    settled = false;
+                }
+            }
+            if settled {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the cluster did not settle on {count} members within {SETTLE_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `GET /v1/topics/{topic}/partitions` through `api`.
+    pub async fn partitions(api: &Api, topic: &str) -> anyhow::Result<Vec<Value>> {
+        let body = api
+            .get_ok(&format!("/v1/topics/{topic}/partitions"))
+            .await?;
+        Ok(body["partitions"]
+            .as_array()
+            .with_context(|| format!("partitions answer without partitions: {body}"))?
+            .clone())
+    }
+
+    /// The leader of partition `p` of `topic` as `api`'s node sees it (0: none).
+    pub async fn leader(api: &Api, topic: &str, p: usize) -> anyhow::Result<u32> {
+        let parts = Self::partitions(api, topic).await?;
+        let part = parts.get(p).with_context(|| format!("no partition {p}"))?;
+        Ok(u64_field(part, "leader")? as u32)
+    }
+
+    /// Waits until `api`'s node sees every partition of `topic` led by a node not in
+    /// `not`, with `isr_len` in-sync replicas each; returns the leaders.
+    pub async fn wait_leaders(
+        api: &Api,
+        topic: &str,
+        not: &[u32],
+        isr_len: usize,
+    ) -> anyhow::Result<Vec<u32>> {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            if let Ok(parts) = Self::partitions(api, topic).await {
+                let leaders: Vec<u32> = parts
+                    .iter()
+                    .map(|p| p["leader"].as_u64().unwrap_or(0) as u32)
+                    .collect();
+                let isr_ok = parts
+                    .iter()
+                    .all(|p| p["isr"].as_array().is_some_and(|i| i.len() == isr_len));
+                if !leaders.is_empty()
+                    && leaders.iter().all(|l| *l != 0 && !not.contains(l))
+                    && isr_ok
+                {
+                    return Ok(leaders);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{topic} did not get leaders outside {not:?} with {isr_len} in-sync replicas \
+                     within {SETTLE_TIMEOUT:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The `broker serve` flags of cluster member `id`.
+fn node_args(id: u32, zookeeper: &str, grpc_port: u16) -> Vec<String> {
+    [
+        "--zookeeper",
+        zookeeper,
+        "--node-id",
+        &id.to_string(),
+        "--grpc-listen",
+        &format!("127.0.0.1:{grpc_port}"),
+        "--jwt-secret",
+        CLUSTER_JWT_SECRET,
+        "--zookeeper-session-timeout-ms",
+        &SESSION_TIMEOUT_MS.to_string(),
+        "--replica-lag-time-max-ms",
+        "5000",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
