@@ -775,6 +775,46 @@ impl Log {
         Ok(end)
     }
 
+    /// Removes every record and starts the log over, empty, at `offset` (which may be
+    /// above or below the old log end): for a follower whose copy no longer meets its
+    /// leader's log, which starts at `offset`. The old segments are deleted first, so
+    /// a crash midway leaves an empty log, never a gap.
+    pub fn reset_to(&self, offset: Offset) -> Result<()> {
+        self.check_writable()?;
+        let mut writer = self.lock_writer();
+        let result = self.reset_locked(&mut writer, offset);
+        self.latch(result)?;
+        drop(writer);
+        self.changed.notify(usize::MAX);
+        Ok(())
+    }
+
+    fn reset_locked(&self, writer: &mut Writer, offset: Offset) -> Result<()> {
+        self.remove_clean_marker()?;
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        for segment in self.snapshot().iter() {
+            segment.delete_files()?;
+        }
+        checkpoint::sync_dir(&self.dir)?;
+        let index_bytes = u64::from(self.config.index_bytes_max);
+        let segment = Arc::new(Segment::open(&self.dir, offset, index_bytes, true)?);
+        checkpoint::sync_dir(&self.dir)?;
+        self.replace_segments(vec![Arc::clone(&segment)]);
+        writer.active = segment;
+        writer.since_index = 0;
+        writer.active_opened_ms = self.clock.now_ms();
+        self.log_start.store(offset.0, Ordering::Release);
+        self.log_end.store(offset.0, Ordering::Release);
+        self.high_watermark.store(offset.0, Ordering::Release);
+        self.durable.store(offset.0, Ordering::Release);
+        self.recovery_point.store(offset)?;
+        tracing::debug!(dir = %self.dir.display(), %offset, "log reset");
+        Ok(())
+    }
+
     fn truncate_locked(&self, writer: &mut Writer, offset: Offset) -> Result<Offset> {
         self.remove_clean_marker()?;
         let segments = self.snapshot();
