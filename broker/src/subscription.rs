@@ -341,6 +341,32 @@ impl Subscription {
         Ok(())
     }
 
+    /// The committed offset of each partition, in partition order.
+    pub fn committed(&self) -> Vec<u64> {
+        self.offsets().iter().map(|o| o.committed.0).collect()
+    }
+
+    /// Commits `committed` (one offset per partition, clamped to what the partition
+    /// holds) and moves the positions there: a node that takes the topic over
+    /// restores the subscription as the cluster kept it.
+    pub async fn restore(&self, committed: &[u64]) -> Result<(), ApiError> {
+        let mut positions = self.positions.lock().await;
+        let next: Vec<Offset> = self
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                committed
+                    .get(i)
+                    .map_or(p.start(), |o| Offset(*o).clamp(p.start(), p.end()))
+            })
+            .collect();
+        self.commit_positions(&next)?;
+        self.cursors.flush().map_err(ApiError::internal)?;
+        positions.next = next;
+        Ok(())
+    }
+
     /// Flushes and closes the cursor store.
     pub fn close(&self) -> Result<(), BrokerError> {
         self.cursors.close()?;

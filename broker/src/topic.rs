@@ -273,6 +273,28 @@ impl Topic {
         self.subscriptions_read().values().cloned().collect()
     }
 
+    /// Makes this node's copy of subscription `name` the one the cluster kept:
+    /// created when missing (or remade when its setting differs), positions at
+    /// `committed`.
+    pub async fn restore_subscription(
+        &self,
+        name: &str,
+        auto_commit: bool,
+        committed: &[u64],
+        trash: &Path,
+    ) -> Result<(), ApiError> {
+        let existing = self.subscriptions_read().get(name).cloned();
+        let sub = match existing {
+            Some(sub) if sub.auto_commit == auto_commit => sub,
+            Some(_) => {
+                self.unsubscribe(name, trash)?;
+                self.subscribe(name, StartAt::Earliest, auto_commit)?
+            }
+            None => self.subscribe(name, StartAt::Earliest, auto_commit)?,
+        };
+        sub.restore(committed).await
+    }
+
     /// Deletes a subscription and its files.
     pub fn unsubscribe(&self, name: &str, trash: &Path) -> Result<(), ApiError> {
         let sub = self.subscriptions_mut().remove(name).ok_or_else(|| {

@@ -32,7 +32,9 @@ fn replica_batch(base: u64, value: &str) -> RecordBatch {
     leader
         .append_records(&[Record::new(value.to_owned(), 10)])
         .unwrap();
-    let read = leader.read(Offset(base), 1 << 20, ReadBound::LogEnd).unwrap();
+    let read = leader
+        .read(Offset(base), 1 << 20, ReadBound::LogEnd)
+        .unwrap();
     RecordBatch::from_bytes(read.into_bytes()).unwrap()
 }
 
@@ -50,8 +52,13 @@ fn reset_moves_the_log_forward_and_back_and_survives_a_reopen() {
         assert_eq!(log.log_start_offset(), Offset(1_000));
         assert_eq!(log.log_end_offset(), Offset(1_000));
         assert_eq!(log.segment_count(), 1);
-        assert!(log.read(Offset(1_000), 1 << 20, ReadBound::LogEnd).unwrap().is_empty());
-        log.append_replica(&mut replica_batch(1_000, "after")).unwrap();
+        assert!(
+            log.read(Offset(1_000), 1 << 20, ReadBound::LogEnd)
+                .unwrap()
+                .is_empty()
+        );
+        log.append_replica(&mut replica_batch(1_000, "after"))
+            .unwrap();
         assert_eq!(log.log_end_offset(), Offset(1_001));
 
         // Back, below the old start.

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use log_engine::{BatchHeader, Offset, RecordBatch};
+use log_engine::{BatchHeader, Log, Offset, RecordBatch};
 use proto::v1::replication_client::ReplicationClient;
-use proto::v1::{EpochEndRequest, FetchRequest, FetchResponse, PartitionRef, ReplicaError};
+use proto::v1::{EpochEndRequest, FetchRequest, PartitionRef, ReplicaError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -148,6 +148,7 @@ async fn follow_once(
         fetch_offset,
         max_bytes: FETCH_MAX_BYTES,
         max_wait_ms: FETCH_MAX_WAIT_MS,
+        from_log_start: false,
     };
     let (tx, rx) = mpsc::channel(2);
     tx.send(request(from))
@@ -155,8 +156,29 @@ async fn follow_once(
         .map_err(|_| FetchError::Unreachable("the request stream closed".into()))?;
     let mut answers = client.fetch(ReceiverStream::new(rx)).await?.into_inner();
     while let Some(answer) = answers.message().await? {
+        if answer.error == ReplicaError::OffsetOutOfRange as i32
+            && answer.log_start_offset > log.log_end_offset().0
+        {
+            // The leader's retention passed this copy's end: start over there.
+            log.reset_to(Offset(answer.log_start_offset))
+                .map_err(|e| FetchError::Storage(e.to_string()))?;
+            tracing::info!(
+                ?key,
+                start = answer.log_start_offset,
+                "copy started over at the leader's log start"
+            );
+            tx.send(request(answer.log_start_offset))
+                .await
+                .map_err(|_| FetchError::Unreachable("the request stream closed".into()))?;
+            continue;
+        }
         check(answer.error)?;
-        let end = append(partition, &answer)?;
+        let end = append_batches(log, &answer.batches, |header| {
+            partition
+                .replica
+                .record_epoch(header.leader_epoch, header.base_offset.0)
+                .map_err(|e| FetchError::Storage(e.to_string()))
+        })?;
         let hw = follower.on_fetched(answer.high_watermark, end);
         log.set_high_watermark(Offset(hw));
         tx.send(request(end))
@@ -166,10 +188,15 @@ async fn follow_once(
     Ok(())
 }
 
-/// Appends the batches of a fetch answer at the log end; returns the new log end.
-fn append(partition: &Partition, answer: &FetchResponse) -> Result<u64, FetchError> {
-    let log = &partition.log;
-    let mut rest: &[u8] = &answer.batches;
+/// Appends the batches of a fetch answer at the log end, calling `each` before
+/// every batch it appends; returns the new log end. Batches the log has already
+/// are skipped.
+fn append_batches(
+    log: &Log,
+    bytes: &[u8],
+    mut each: impl FnMut(&BatchHeader) -> Result<(), FetchError>,
+) -> Result<u64, FetchError> {
+    let mut rest = bytes;
     while !rest.is_empty() {
         let header = BatchHeader::parse(rest).map_err(|e| FetchError::BadBatch(e.to_string()))?;
         let len = header.total_len();
@@ -189,12 +216,92 @@ fn append(partition: &Partition, answer: &FetchResponse) -> Result<u64, FetchErr
         }
         let mut batch = RecordBatch::from_bytes(bytes.to_vec())
             .map_err(|e| FetchError::BadBatch(e.to_string()))?;
-        partition
-            .replica
-            .record_epoch(header.leader_epoch, header.base_offset.0)
-            .map_err(|e| FetchError::Storage(e.to_string()))?;
+        each(&header)?;
         log.append_replica(&mut batch)
             .map_err(|e| FetchError::Storage(e.to_string()))?;
     }
     Ok(log.log_end_offset().0)
+}
+
+/// The base offset of the first batch in `bytes`, if there is one.
+fn first_base(bytes: &[u8]) -> Option<u64> {
+    BatchHeader::parse(bytes).ok().map(|h| h.base_offset.0)
+}
+
+/// Copies the state journal of a queue partition from `leader` in `epoch`, next to
+/// its messages, until the task is aborted. The first answer starts the copy over
+/// at the leader's journal start, so the copy is always a prefix of the leader's.
+pub async fn follow_journal(
+    node: Arc<ClusterNode>,
+    key: PartitionKey,
+    journal: Arc<Log>,
+    leader: NodeId,
+    epoch: u32,
+) {
+    let mut start_over = true;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match journal_once(&node, &key, &journal, leader, epoch, &mut start_over).await {
+            Ok(()) => pause = Duration::from_millis(50),
+            Err(error) => {
+                tracing::debug!(%error, ?key, leader, "copying the queue journal stopped");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn journal_once(
+    node: &ClusterNode,
+    key: &PartitionKey,
+    journal: &Log,
+    leader: NodeId,
+    epoch: u32,
+    start_over: &mut bool,
+) -> Result<(), FetchError> {
+    let addr = node.grpc_addr(leader).ok_or(FetchError::NoAddress)?;
+    let channel = node
+        .peers
+        .channel(&addr)
+        .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+    let mut client = ReplicationClient::new(channel);
+    let request = |fetch_offset: u64, from_log_start: bool| FetchRequest {
+        partition: Some(PartitionRef {
+            kind: proto::v1::LogKind::QueueState as i32,
+            name: key.1.clone(),
+            partition: key.2,
+        }),
+        replica_id: node.id(),
+        leader_epoch: epoch,
+        fetch_offset,
+        max_bytes: FETCH_MAX_BYTES,
+        max_wait_ms: FETCH_MAX_WAIT_MS,
+        from_log_start,
+    };
+    let closed = || FetchError::Unreachable("the request stream closed".into());
+    let (tx, rx) = mpsc::channel(2);
+    tx.send(request(journal.log_end_offset().0, *start_over))
+        .await
+        .map_err(|_| closed())?;
+    let mut answers = client.fetch(ReceiverStream::new(rx)).await?.into_inner();
+    while let Some(answer) = answers.message().await? {
+        if answer.error == ReplicaError::OffsetOutOfRange as i32 {
+            // The leader trimmed below a snapshot past this copy's end.
+            *start_over = true;
+            tx.send(request(0, true)).await.map_err(|_| closed())?;
+            continue;
+        }
+        check(answer.error)?;
+        if *start_over {
+            let start = first_base(&answer.batches).unwrap_or(answer.log_start_offset);
+            journal
+                .reset_to(Offset(start))
+                .map_err(|e| FetchError::Storage(e.to_string()))?;
+            *start_over = false;
+        }
+        let end = append_batches(journal, &answer.batches, |_| Ok(()))?;
+        tx.send(request(end, false)).await.map_err(|_| closed())?;
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! | `/controller` | ephemeral | [`ControllerRecord`]: the elected controller |
 //! | `/topics/<name>`, `/queues/<name>` | persistent | [`LogAssignment`]: settings and replicas |
 //! | `/topics/<name>/partitions/<p>` | persistent | [`PartitionState`]: leader, epoch, in-sync replicas |
+//! | `/topics/<name>/subscriptions/<sub>` | persistent | [`SubscriptionRecord`]: committed offsets |
 //!
 //! Every value is JSON. A partition's state changes only by a conditional write on
 //! the version its writer read: the controller when it elects a leader, the leader
@@ -93,6 +94,26 @@ pub fn partitions_path(kind: LogKind, name: &str) -> String {
 /// The path of one partition's state.
 pub fn partition_path(kind: LogKind, name: &str, partition: u32) -> String {
     format!("{}/{name}/partitions/{partition}", kind.root())
+}
+
+/// The parent of a topic's subscriptions.
+pub fn subscriptions_path(topic: &str) -> String {
+    format!("/topics/{topic}/subscriptions")
+}
+
+/// The path of a subscription's record.
+pub fn subscription_path(topic: &str, sub: &str) -> String {
+    format!("/topics/{topic}/subscriptions/{sub}")
+}
+
+/// A subscription as the cluster keeps it, so the node that takes a topic over
+/// resumes it where it was committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    /// Whether pulls commit.
+    pub auto_commit: bool,
+    /// The committed offset of each partition.
+    pub committed: Vec<u64>,
 }
 
 /// A member's registration: who it is and where to reach it.

@@ -216,6 +216,11 @@ impl ClusterNode {
         partitions.get(p as usize).cloned()
     }
 
+    /// The state journal of a local queue partition.
+    pub fn queue_journal(&self, name: &str, p: u32) -> Option<Arc<log_engine::Log>> {
+        self.broker.find_queue(name)?.journal_log(p as usize)
+    }
+
     /// Writes a new topic or queue: the controller then places its leaders, and
     /// every node creates its copy. Fails with `NodeExists` if the name is taken.
     pub async fn create_log(
@@ -237,21 +242,124 @@ impl ClusterNode {
             .await
     }
 
-    /// Deletes a topic or queue from the cluster: its partitions' states, then its
-    /// assignment. Every node then deletes its copy.
+    /// Deletes a topic or queue from the cluster: its partitions' states and
+    /// subscriptions, then its assignment. Every node then deletes its copy.
     pub async fn delete_log(&self, kind: LogKind, name: &str) -> Result<(), CoordError> {
-        let parts = layout::partitions_path(kind, name);
-        match self.coord.children(&parts, false).await {
-            Ok(children) => {
-                for child in children {
-                    ignore_no_node(self.coord.delete(&format!("{parts}/{child}"), None).await)?;
-                }
-                ignore_no_node(self.coord.delete(&parts, None).await)?;
-            }
-            Err(CoordError::NoNode(_)) => {}
-            Err(e) => return Err(e),
+        let path = layout::log_path(kind, name);
+        // Missing means gone: the assignment is the last thing deleted.
+        if self.coord.get(&path, false).await?.is_none() {
+            return Err(CoordError::NoNode(path));
         }
-        self.coord.delete(&layout::log_path(kind, name), None).await
+        self.delete_tree(&path).await
+    }
+
+    /// Deletes `path` and everything under it, children first.
+    async fn delete_tree(&self, path: &str) -> Result<(), CoordError> {
+        let mut stack = vec![(path.to_owned(), false)];
+        while let Some((node, expanded)) = stack.pop() {
+            if expanded {
+                ignore_no_node(self.coord.delete(&node, None).await)?;
+                continue;
+            }
+            let children = match self.coord.children(&node, false).await {
+                Ok(children) => children,
+                Err(CoordError::NoNode(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            stack.push((node.clone(), true));
+            stack.extend(children.into_iter().map(|c| (format!("{node}/{c}"), false)));
+        }
+        Ok(())
+    }
+
+    /// Keeps a subscription's settings and committed offsets in the cluster, so
+    /// the node that takes the topic over resumes it there. Called by the topic's
+    /// leader after every change (create, commit, seek, auto-committing pull).
+    pub async fn put_subscription(
+        &self,
+        topic: &str,
+        sub: &crate::subscription::Subscription,
+    ) -> Result<(), ApiError> {
+        let record = layout::SubscriptionRecord {
+            auto_commit: sub.auto_commit,
+            committed: sub.committed(),
+        };
+        let data = serde_json::to_vec(&record).map_err(ApiError::internal)?;
+        let path = layout::subscription_path(topic, &sub.name);
+        for _ in 0..3 {
+            let written = match self.coord.get(&path, false).await.map_err(coord_error)? {
+                Some((_, version)) => self
+                    .coord
+                    .set(&path, data.clone(), version)
+                    .await
+                    .map(|_| ()),
+                None => {
+                    self.coord
+                        .ensure_path(&layout::subscriptions_path(topic))
+                        .await
+                        .map_err(coord_error)?;
+                    self.coord
+                        .create(&path, data.clone(), CreateMode::Persistent)
+                        .await
+                }
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(CoordError::BadVersion(_) | CoordError::NodeExists(_)) => continue,
+                Err(e) => return Err(coord_error(e)),
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the subscription changed concurrently; retry",
+        ))
+    }
+
+    /// Removes a subscription from the cluster.
+    pub async fn remove_subscription(&self, topic: &str, name: &str) -> Result<(), ApiError> {
+        ignore_no_node(
+            self.coord
+                .delete(&layout::subscription_path(topic, name), None)
+                .await,
+        )
+        .map_err(coord_error)
+    }
+
+    /// Makes this node's subscriptions of `topic` those the cluster keeps: before it
+    /// starts leading the topic.
+    async fn load_subscriptions(&self, topic: &str) -> Result<(), ApiError> {
+        let Ok(local) = self.broker.topic(topic) else {
+            return Ok(());
+        };
+        let parent = layout::subscriptions_path(topic);
+        let names = match self.coord.children(&parent, false).await {
+            Ok(names) => names,
+            Err(CoordError::NoNode(_)) => Vec::new(),
+            Err(e) => return Err(coord_error(e)),
+        };
+        let trash = self.broker.trash_dir();
+        for name in &names {
+            let path = layout::subscription_path(topic, name);
+            let Some((data, _)) = self.coord.get(&path, false).await.map_err(coord_error)? else {
+                continue;
+            };
+            let record: layout::SubscriptionRecord = match serde_json::from_slice(&data) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::warn!(%error, path, "unreadable subscription record");
+                    continue;
+                }
+            };
+            local
+                .restore_subscription(name, record.auto_commit, &record.committed, &trash)
+                .await?;
+        }
+        for sub in local.subscriptions() {
+            if !names.contains(&sub.name) {
+                local.unsubscribe(&sub.name, &trash)?;
+            }
+        }
+        Ok(())
     }
 
     /// Waits until the metadata satisfies `done` or `timeout` passes.
@@ -535,8 +643,8 @@ impl ClusterNode {
         if self.is_controller() {
             self.control(&meta).await?;
         }
-        self.materialize(&meta);
-        self.reconcile(&meta);
+        self.materialize(&meta).await;
+        self.reconcile(&meta).await;
         Ok(())
     }
 
@@ -690,7 +798,7 @@ impl ClusterNode {
 
     /// Creates local copies of new topics and queues, deletes those the cluster
     /// deleted.
-    fn materialize(&self, meta: &Metadata) {
+    async fn materialize(&self, meta: &Metadata) {
         for ((kind, name), log) in &meta.logs {
             let exists = match kind {
                 LogKind::Topic => self.broker.topic(name).is_ok(),
@@ -729,7 +837,7 @@ impl ClusterNode {
                 .logs
                 .contains_key(&(LogKind::Topic, topic.name().to_owned()))
             {
-                self.stop_fetchers(LogKind::Topic, topic.name());
+                self.stop_fetchers(LogKind::Topic, topic.name()).await;
                 if let Err(error) = self.broker.delete_topic(topic.name()) {
                     tracing::warn!(%error, topic = topic.name(), "cannot delete the local copy");
                 }
@@ -740,7 +848,7 @@ impl ClusterNode {
                 .logs
                 .contains_key(&(LogKind::Queue, queue.name().to_owned()))
             {
-                self.stop_fetchers(LogKind::Queue, queue.name());
+                self.stop_fetchers(LogKind::Queue, queue.name()).await;
                 if let Err(error) = self.broker.delete_queue(queue.name()) {
                     tracing::warn!(%error, queue = queue.name(), "cannot delete the local copy");
                 }
@@ -748,18 +856,19 @@ impl ClusterNode {
         }
     }
 
-    fn stop_fetchers(&self, kind: LogKind, name: &str) {
-        lock(&self.fetchers).retain(|(k, n, _), fetcher| {
-            let keep = !(*k == kind && n == name);
-            if !keep {
-                fetcher.abort();
-            }
-            keep
-        });
+    async fn stop_fetchers(&self, kind: LogKind, name: &str) {
+        let keys: Vec<PartitionKey> = lock(&self.fetchers)
+            .keys()
+            .filter(|(k, n, _)| *k == kind && n == name)
+            .cloned()
+            .collect();
+        for key in keys {
+            self.stop_fetcher(&key).await;
+        }
     }
 
     /// Puts every local partition in the role its state says.
-    fn reconcile(self: &Arc<Self>, meta: &Metadata) {
+    async fn reconcile(self: &Arc<Self>, meta: &Metadata) {
         let me = self.config.node_id;
         let may_lead = self.may_lead.load(Ordering::Acquire);
         for (key, partition) in self.all_local_partitions() {
@@ -777,7 +886,13 @@ impl ClusterNode {
                         );
                         continue;
                     }
-                    self.stop_fetcher(&key);
+                    self.stop_fetcher(&key).await;
+                    if let Err(error) = self.take_over(&key).await {
+                        tracing::warn!(%error, ?key, "cannot take the partition over yet");
+                        replica.go_offline();
+                        self.nudge();
+                        continue;
+                    }
                     let (tx, rx) = mpsc::unbounded_channel();
                     if let Err(error) = replica.become_leader(
                         me,
@@ -794,7 +909,6 @@ impl ClusterNode {
                         continue;
                     }
                     tracing::info!(?key, epoch = state.leader_epoch, "leading");
-                    self.rebuild_idempotency(*kind, name);
                     tokio::spawn(Arc::clone(self).write_isr_proposals(key.clone(), partition, rx));
                 }
                 Some(state) if replicas.contains(&me) && state.leader.is_some_and(|l| l != me) => {
@@ -805,47 +919,81 @@ impl ClusterNode {
                     if replica.following() == Some((leader, state.leader_epoch)) && running {
                         continue;
                     }
-                    self.stop_fetcher(&key);
+                    self.stop_fetcher(&key).await;
                     replica.become_follower(leader, state.leader_epoch);
                     tracing::info!(?key, leader, epoch = state.leader_epoch, "following");
-                    let fetcher = tokio::spawn(super::fetcher::follow(
+                    let data = super::fetcher::follow(
                         Arc::clone(self),
                         key.clone(),
-                        partition,
+                        Arc::clone(&partition),
                         leader,
                         state.leader_epoch,
-                    ));
+                    );
+                    let journal = self.queue_journal(name, *p).map(|journal| {
+                        super::fetcher::follow_journal(
+                            Arc::clone(self),
+                            key.clone(),
+                            journal,
+                            leader,
+                            state.leader_epoch,
+                        )
+                    });
+                    let fetcher = tokio::spawn(async move {
+                        match journal {
+                            Some(journal) => {
+                                futures_util::future::join(data, journal).await;
+                            }
+                            None => data.await,
+                        }
+                    });
                     lock(&self.fetchers).insert(key, fetcher);
                 }
                 _ => {
                     if replica.leader_epoch().is_some() || replica.following().is_some() {
                         tracing::info!(?key, "not serving");
                     }
-                    self.stop_fetcher(&key);
+                    self.stop_fetcher(&key).await;
                     replica.go_offline();
                 }
             }
         }
     }
 
-    fn rebuild_idempotency(&self, kind: LogKind, name: &str) {
+    /// What a node does before it leads a partition: it takes over the consumer
+    /// state the old leader kept (a queue partition's state from the copied
+    /// journal; a topic's subscriptions from the cluster) and the idempotency keys
+    /// its log holds.
+    async fn take_over(&self, key: &PartitionKey) -> Result<(), ApiError> {
+        let (kind, name, p) = key;
         match kind {
+            LogKind::Queue => {
+                if let Some(queue) = self.broker.find_queue(name) {
+                    let p = *p as usize;
+                    let reloading = Arc::clone(&queue);
+                    tokio::task::spawn_blocking(move || reloading.reload_state(p))
+                        .await
+                        .map_err(ApiError::internal)??;
+                    queue.rebuild_idempotency();
+                }
+            }
             LogKind::Topic => {
+                if *p == 0 {
+                    self.load_subscriptions(name).await?;
+                }
                 if let Ok(topic) = self.broker.topic(name) {
                     topic.rebuild_idempotency();
                 }
             }
-            LogKind::Queue => {
-                if let Some(queue) = self.broker.find_queue(name) {
-                    queue.rebuild_idempotency();
-                }
-            }
         }
+        Ok(())
     }
 
-    fn stop_fetcher(&self, key: &PartitionKey) {
-        if let Some(fetcher) = lock(&self.fetchers).remove(key) {
+    async fn stop_fetcher(&self, key: &PartitionKey) {
+        let fetcher = lock(&self.fetchers).remove(key);
+        if let Some(fetcher) = fetcher {
             fetcher.abort();
+            // Wait until it is gone: no copy may land after a role change.
+            let _ = fetcher.await;
         }
     }
 

@@ -2,8 +2,10 @@
 //! follows another node, or runs standalone; the leader's view of its followers; and
 //! the partition's leader-epoch history, kept in its directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use log_engine::{Log, Offset};
 use tokio::sync::{mpsc, watch};
@@ -52,6 +54,9 @@ pub struct Replica {
     proposals: Mutex<Option<mpsc::UnboundedSender<IsrProposal>>>,
     /// Counts role changes, so a waiting produce notices it lost the leadership.
     changes: watch::Sender<u64>,
+    /// How far each follower has copied the state journal that goes with this
+    /// partition (queues), as their journal fetches say.
+    journal_copied: watch::Sender<BTreeMap<NodeId, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,6 +81,7 @@ impl Replica {
             epochs_path,
             proposals: Mutex::new(None),
             changes: watch::Sender::new(0),
+            journal_copied: watch::Sender::new(BTreeMap::new()),
         })
     }
 
@@ -148,6 +154,7 @@ impl Replica {
         );
         let actions = state.on_append(end);
         *lock(&self.proposals) = Some(proposals);
+        self.journal_copied.send_modify(BTreeMap::clear);
         self.set_role(Role::Leader(Box::new(state)));
         self.apply(log, actions);
         Ok(())
@@ -156,6 +163,7 @@ impl Replica {
     /// Becomes a follower of `leader` in `epoch`.
     pub fn become_follower(&self, leader: NodeId, epoch: u32) {
         *lock(&self.proposals) = None;
+        self.journal_copied.send_modify(BTreeMap::clear);
         self.set_role(Role::Follower { leader, epoch });
     }
 
@@ -203,6 +211,78 @@ impl Replica {
         };
         self.apply(log, actions);
         Ok(())
+    }
+
+    /// A follower fetched the state journal from `fetch_offset` in `epoch`: it has
+    /// everything below. Refused like a data fetch when this node does not lead.
+    pub fn journal_fetched(
+        &self,
+        follower: NodeId,
+        epoch: u32,
+        fetch_offset: u64,
+    ) -> Result<(), FetchRefusal> {
+        match &*lock(&self.role) {
+            Role::Leader(state) if epoch < state.epoch() => return Err(FetchRefusal::FencedEpoch),
+            Role::Leader(state) if epoch > state.epoch() => return Err(FetchRefusal::UnknownEpoch),
+            Role::Leader(_) => {}
+            _ => return Err(FetchRefusal::NotLeader),
+        }
+        self.journal_copied.send_modify(|copied| {
+            copied.insert(follower, fetch_offset);
+        });
+        Ok(())
+    }
+
+    /// Waits until every other in-sync replica has copied the state journal up to
+    /// `end` (exclusive): an ack is answered only once a failover cannot lose it.
+    /// Returns at once standalone or without followers in sync.
+    pub async fn journal_copied(&self, end: u64, timeout: Duration) -> Result<(), ApiError> {
+        let mut copied = self.journal_copied.subscribe();
+        let mut changes = self.role_changes();
+        let epoch = self.leader_epoch();
+        let wait = async {
+            loop {
+                let Some(isr) = self.isr() else {
+                    return self.is_standalone();
+                };
+                let me = self.me();
+                let done = {
+                    let progress = copied.borrow_and_update();
+                    isr.iter()
+                        .filter(|n| Some(**n) != me)
+                        .all(|n| progress.get(n).is_some_and(|at| *at >= end))
+                };
+                if done {
+                    return true;
+                }
+                tokio::select! {
+                    changed = copied.changed() => if changed.is_err() { return false },
+                    changed = changes.changed() => {
+                        if changed.is_err() || self.leader_epoch() != epoch {
+                            return false;
+                        }
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ApiError::new(
+                ErrorCode::NotLeader,
+                "the partition changed leader before its replicas had the change; retry",
+            )),
+            Err(_) => Err(ApiError::new(
+                ErrorCode::Timeout,
+                "the in-sync replicas did not copy the change in time; retry",
+            )),
+        }
+    }
+
+    fn me(&self) -> Option<NodeId> {
+        match &*lock(&self.role) {
+            Role::Leader(state) => Some(state.me()),
+            _ => None,
+        }
     }
 
     /// The passing of time: a leader drops followers that lag too long.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
-use log_engine::{Offset, ReadBound};
+use log_engine::{Log, Offset, ReadBound};
 use proto::v1::replication_server::Replication;
 use proto::v1::{
     EpochEndRequest, EpochEndResponse, FetchRequest, FetchResponse, PartitionRef, ReplicaError,
@@ -38,6 +38,28 @@ impl ReplicationService {
         let kind = LogKind::from_proto(at.kind)?;
         self.node.local_partition(kind, &at.name, at.partition)
     }
+
+    /// What a fetch reads: a partition's messages, or a queue partition's state
+    /// journal (with the partition, whose leadership it shares).
+    fn target(&self, at: Option<&PartitionRef>) -> Option<Target> {
+        let at = at?;
+        if at.kind == proto::v1::LogKind::QueueState as i32 {
+            let partition = self
+                .node
+                .local_partition(LogKind::Queue, &at.name, at.partition)?;
+            let journal = self.node.queue_journal(&at.name, at.partition)?;
+            return Some(Target::Journal(partition, journal));
+        }
+        self.partition(Some(at)).map(Target::Data)
+    }
+}
+
+/// What a fetch reads.
+enum Target {
+    /// A partition's messages.
+    Data(Arc<Partition>),
+    /// The state journal of a queue partition.
+    Journal(Arc<Partition>, Arc<Log>),
 }
 
 fn refusal(error: ReplicaError, partition: Option<&Partition>) -> FetchResponse {
@@ -52,16 +74,29 @@ fn refusal(error: ReplicaError, partition: Option<&Partition>) -> FetchResponse 
 
 /// Answers one fetch: the batches from its offset, waiting up to its `max_wait_ms`
 /// for some when there are none yet.
-async fn answer(partition: &Partition, follower: u32, request: &FetchRequest) -> FetchResponse {
-    let log = &partition.log;
+async fn answer(target: &Target, follower: u32, request: &FetchRequest) -> FetchResponse {
     let now = message::now_ms().max(0) as u64;
-    match partition.replica.follower_fetched(
-        log,
-        follower,
-        request.leader_epoch,
-        request.fetch_offset,
-        now,
-    ) {
+    let (partition, log, noted) = match target {
+        Target::Data(partition) => (
+            partition,
+            &partition.log,
+            partition.replica.follower_fetched(
+                &partition.log,
+                follower,
+                request.leader_epoch,
+                request.fetch_offset,
+                now,
+            ),
+        ),
+        Target::Journal(partition, journal) => (
+            partition,
+            journal,
+            partition
+                .replica
+                .journal_fetched(follower, request.leader_epoch, request.fetch_offset),
+        ),
+    };
+    match noted {
         Ok(()) => {}
         Err(FetchRefusal::NotLeader) => return refusal(ReplicaError::NotLeader, Some(partition)),
         Err(FetchRefusal::FencedEpoch) => {
@@ -71,9 +106,17 @@ async fn answer(partition: &Partition, follower: u32, request: &FetchRequest) ->
             return refusal(ReplicaError::UnknownEpoch, Some(partition));
         }
     }
-    let from = Offset(request.fetch_offset);
+    let from = if request.from_log_start {
+        log.log_start_offset()
+    } else {
+        Offset(request.fetch_offset)
+    };
     if from < log.log_start_offset() || from > log.log_end_offset() {
-        return refusal(ReplicaError::OffsetOutOfRange, Some(partition));
+        return FetchResponse {
+            log_start_offset: log.log_start_offset().0,
+            log_end_offset: log.log_end_offset().0,
+            ..refusal(ReplicaError::OffsetOutOfRange, Some(partition))
+        };
     }
     if from == log.log_end_offset() && request.max_wait_ms > 0 {
         let wait = Duration::from_millis(u64::from(request.max_wait_ms));
@@ -120,8 +163,8 @@ impl Replication for ReplicationService {
                         break;
                     }
                 };
-                let reply = match service.partition(request.partition.as_ref()) {
-                    Some(partition) => answer(&partition, request.replica_id, &request).await,
+                let reply = match service.target(request.partition.as_ref()) {
+                    Some(target) => answer(&target, request.replica_id, &request).await,
                     None => refusal(ReplicaError::UnknownPartition, None),
                 };
                 if tx.send(Ok(reply)).await.is_err() {

@@ -75,7 +75,15 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
     }
     let hops = forward::forwarded_hops(request.headers());
     match node.home(kind, &name) {
-        Some(home) if home == me => return next.run(request).await,
+        Some(home) if home == me => {
+            // Elected but still taking over (consumer state, idempotency keys):
+            // wait for it rather than serve from a state not restored yet.
+            let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+            while !leads_locally(node, kind, &name) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            return next.run(request).await;
+        }
         None => return not_leader(format!("{} {name} has no leader now; retry", kind.noun())),
         Some(_) if hops > 0 => {
             return not_leader(format!(
@@ -141,6 +149,12 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
         "{} {name} has no reachable leader now; retry",
         kind.noun()
     ))
+}
+
+/// Whether this node's copy of partition 0 of the log takes writes.
+fn leads_locally(node: &crate::cluster::node::ClusterNode, kind: LogKind, name: &str) -> bool {
+    node.local_partition(kind, name, 0)
+        .is_none_or(|p| p.replica.leader_epoch().is_some())
 }
 
 fn is_not_leader(answer: &proto::v1::ForwardResponse) -> bool {

@@ -262,6 +262,15 @@ pub async fn create_subscription(
     let auto_commit = req.auto_commit.unwrap_or(false);
     let creating = Arc::clone(&topic);
     let sub = blocking(move || creating.subscribe(&req.name, start, auto_commit)).await?;
+    if let Some(node) = app.cluster.node()
+        && let Err(error) = node.put_subscription(topic.name(), &sub).await
+    {
+        let trash = app.broker.trash_dir();
+        let undo = Arc::clone(&topic);
+        let name = sub.name.clone();
+        blocking(move || undo.unsubscribe(&name, &trash)).await?;
+        return Err(error);
+    }
     Ok(body::json(StatusCode::CREATED, &description(&topic, &sub)))
 }
 
@@ -352,6 +361,9 @@ pub async fn delete_subscription(
     Path((topic, sub)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (topic, sub) = subscription(&app, &caller, &topic, &sub)?;
+    if let Some(node) = app.cluster.node() {
+        node.remove_subscription(topic.name(), &sub.name).await?;
+    }
     let trash = app.broker.trash_dir();
     blocking(move || topic.unsubscribe(&sub.name, &trash)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -406,6 +418,12 @@ pub async fn pull(
         }
         () = app.broker.shutting_down() => answer = PulledJson::new(0, 0),
     }
+    if sub.auto_commit
+        && answer.count() > 0
+        && let Some(node) = app.cluster.node()
+    {
+        node.put_subscription(topic.name(), &sub).await?;
+    }
     app.metrics.record_out(
         Kind::Topic,
         topic.name(),
@@ -440,13 +458,17 @@ pub async fn commit(
     Path((topic, sub)): Path<(String, String)>,
     Json(req): Json<CommitRequest>,
 ) -> Result<Response, ApiError> {
-    let (_, sub) = subscription(&app, &caller, &topic, &sub)?;
+    let (topic, sub) = subscription(&app, &caller, &topic, &sub)?;
     let offsets: Vec<(u32, Offset)> = req
         .offsets
         .iter()
         .map(|o| (o.partition, Offset(o.offset)))
         .collect();
-    blocking(move || sub.commit(&offsets)).await?;
+    let committing = Arc::clone(&sub);
+    blocking(move || committing.commit(&offsets)).await?;
+    if let Some(node) = app.cluster.node() {
+        node.put_subscription(topic.name(), &sub).await?;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -505,7 +527,10 @@ pub async fn seek(
     Json(req): Json<SeekRequest>,
 ) -> Result<Response, ApiError> {
     let target = req.target()?;
-    let (_, sub) = subscription(&app, &caller, &topic, &sub)?;
+    let (topic, sub) = subscription(&app, &caller, &topic, &sub)?;
     sub.seek(target).await?;
+    if let Some(node) = app.cluster.node() {
+        node.put_subscription(topic.name(), &sub).await?;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

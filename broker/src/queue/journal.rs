@@ -77,7 +77,12 @@ impl Journal {
         Ok((journal, state))
     }
 
-    fn replay(&mut self) -> Result<State, BrokerError> {
+    /// Replays the journal from its first record into a new state (on open, and on
+    /// a node that takes over the queue partition with a journal copied from the
+    /// old leader).
+    pub fn replay(&mut self) -> Result<State, BrokerError> {
+        self.events_since_snapshot = 0;
+        self.trim_below = None;
         let mut state = State::new();
         let mut from = self.log.log_start_offset();
         let end = self.log.log_end_offset();

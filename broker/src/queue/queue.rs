@@ -315,6 +315,40 @@ impl Queue {
         &self.dir
     }
 
+    /// The state journal of partition `p`: what a follower copies along with the
+    /// partition's messages.
+    pub fn journal_log(&self, p: usize) -> Option<Arc<Log>> {
+        self.cell(p).map(|cell| Arc::clone(cell.journal.log()))
+    }
+
+    /// Rebuilds partition `p`'s state from its journal, fitted to its log: on a node
+    /// that takes the partition over, whose journal and log were copied from the
+    /// old leader.
+    pub fn reload_state(&self, p: usize) -> Result<(), BrokerError> {
+        let partition = self
+            .partitions
+            .get(p)
+            .ok_or_else(|| BrokerError::Config(format!("no partition {p}")))?;
+        let Some(mut cell) = self.cell(p) else {
+            return Ok(());
+        };
+        let Cell {
+            state,
+            journal,
+            claimed,
+        } = &mut *cell;
+        let mut fresh = journal.replay()?;
+        if fresh.clamp(partition.start(), partition.end()) {
+            journal.write_snapshot(&fresh, self.clock.now_ms())?;
+            journal.log().flush()?;
+        }
+        *state = fresh;
+        claimed.clear();
+        drop(cell);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
     /// Rebuilds the idempotency window from the recent tail of each partition, as
     /// the logs hold it now (after a start, or on becoming leader).
     pub fn rebuild_idempotency(&self) {
@@ -696,13 +730,35 @@ impl Queue {
 
     /// Fsyncs the journals of done events when the queue's durability asks for it,
     /// on a blocking thread and outside every lock.
+    /// In a cluster, also waits until the in-sync replicas copied those journal
+    /// events, so that a failover keeps them.
     async fn make_durable(&self, logs: Vec<Arc<Log>>) -> Result<(), ApiError> {
-        if logs.is_empty() || self.spec.durability != Durability::Fsync {
+        if logs.is_empty() {
             return Ok(());
         }
-        tokio::task::spawn_blocking(move || logs.iter().try_for_each(|log| log.flush()))
-            .await
-            .map_err(ApiError::internal)??;
+        let copies: Vec<(usize, u64)> = logs
+            .iter()
+            .filter_map(|log| {
+                let p = (0..self.cells.len()).find(|p| {
+                    self.cell(*p)
+                        .is_some_and(|cell| Arc::ptr_eq(cell.journal.log(), log))
+                })?;
+                Some((p, log.log_end_offset().0))
+            })
+            .collect();
+        if self.spec.durability == Durability::Fsync {
+            tokio::task::spawn_blocking(move || logs.iter().try_for_each(|log| log.flush()))
+                .await
+                .map_err(ApiError::internal)??;
+        }
+        for (p, end) in copies {
+            if let Some(partition) = self.partitions.get(p) {
+                partition
+                    .replica
+                    .journal_copied(end, crate::partition::REPLICATION_TIMEOUT)
+                    .await?;
+            }
+        }
         Ok(())
     }
 

@@ -237,8 +237,8 @@ impl State {
         moved
     }
 
-    /// What may be delivered at `now_ms`, below `end`, as (offset, deliveries so
-    /// far): first the ready messages available now, lowest offset first, then new
+    /// What may be delivered at `now_ms`, below `end` (the readable end), as
+    /// (offset, deliveries so far): first the ready messages available now, lowest offset first, then new
     /// ones from the frontier, skipping done ones, while fewer than
     /// [`OUTSTANDING_MAX`] are outstanding. Call [`State::expire`] first so that run
     /// out leases count as ready. Lazy: taking `n` items costs about `n` steps
@@ -264,7 +264,9 @@ impl State {
         let ready = self
             .ready
             .iter()
-            .filter(move |(_, r)| r.available_ms <= now_ms)
+            // A ready message at or above `end` is not readable yet (a new leader
+            // whose high watermark has not caught up): it waits.
+            .filter(move |(offset, r)| r.available_ms <= now_ms && **offset < end)
             .take(limit)
             .map(|(offset, r)| (*offset, r.delivery));
         let room = OUTSTANDING_MAX.saturating_sub(self.outstanding());

@@ -250,6 +250,11 @@ impl LeaderState {
         self.epoch
     }
 
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
     /// A follower's log end as of its last fetch; `None` for a follower that has
     /// not fetched in this epoch, or a node that is not a follower.
     pub fn follower_log_end(&self, follower: NodeId) -> Option<u64> {
