@@ -129,8 +129,9 @@ struct SyncState {
     /// What the node and the znode last agreed on; `None` until the first sync of
     /// this process.
     agreed: Option<Agreed>,
-    /// The last znode version refused, so that it is reported once.
-    refused: Option<Version>,
+    /// The last znode version refused and its bytes, so that it is reported once
+    /// (bytes too, as a znode created again restarts its versions).
+    refused: Option<(Version, Vec<u8>)>,
 }
 
 /// A table the node and the znode both held.
@@ -226,13 +227,17 @@ async fn attempt(
         }
         return upload(state, coord, local, version).await;
     }
-    if state.refused == Some(version) {
+    if state
+        .refused
+        .as_ref()
+        .is_some_and(|(v, refused)| *v == version && *refused == data)
+    {
         return Ok(Some(Synced::Unchanged));
     }
     let remote = match decode(&data) {
         Ok(remote) => remote,
         Err(reason) => {
-            state.refused = Some(version);
+            state.refused = Some((version, data));
             return Err(AuthSyncError::BadTable { version, reason });
         }
     };
@@ -635,7 +640,33 @@ mod tests {
         assert_eq!(b.sync().await?, Synced::Uploaded { version: 0 });
         assert!(a.sync().await.is_ok());
         assert_eq!(a.names(), ["admin", "alice", "bob"]);
+        // A bad znode made anew (version 0), then replaced by a good one, also at
+        // version 0: the good one is not mistaken for the refused one.
+        a.coord.delete(AUTH_USERS, None).await?;
+        let bad = b"not a table".to_vec();
+        a.coord
+            .create(AUTH_USERS, bad, CreateMode::Persistent)
+            .await?;
+        assert!(b.sync().await.is_err());
+        a.coord.delete(AUTH_USERS, None).await?;
+        let good = store::encode_compact(&table_without(&b.auth, "alice"))?;
+        a.coord
+            .create(AUTH_USERS, good, CreateMode::Persistent)
+            .await?;
+        assert_eq!(b.sync().await?, Synced::Adopted { version: 0 });
+        assert_eq!(b.names(), ["admin", "bob"]);
         Ok(())
+    }
+
+    /// `auth`'s table without the user `name`.
+    fn table_without(auth: &Auth, name: &str) -> UserTable {
+        let users = auth
+            .users_table()
+            .iter()
+            .filter(|u| u.name != name)
+            .cloned()
+            .collect();
+        UserTable::from_users(users).unwrap()
     }
 
     #[tokio::test]
