@@ -10,6 +10,9 @@
 //! - [`Auth::authorize`] applies the ACL rule (see [`acl`]) with the user's rights
 //!   as they are now, not as they were when the token was issued.
 //!
+//! In a cluster, [`crate::cluster::auth_sync`] keeps the users table in ZooKeeper
+//! and every node's `users.json` a copy of it.
+//!
 //! `docs/auth.md` describes the same for operators.
 
 pub mod acl;
@@ -19,9 +22,9 @@ mod password;
 mod random;
 mod secret;
 mod service;
-mod store;
+pub(crate) mod store;
 mod token;
-mod users;
+pub(crate) mod users;
 
 pub use acl::{Action, Grant, Resource, ResourceKind};
 pub use config::{AuthConfig, TOKEN_TTL_SECS_DEFAULT, TOKEN_TTL_SECS_MAX};

@@ -325,15 +325,61 @@ impl Auth {
             }
         };
         let count = table.iter().count();
+        // This process's own writes are reloaded once too (see `FileState`); they
+        // are no news.
+        let same = *self.snapshot() == table;
         *self.users.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
         state.loaded = stamp;
         state.refused = None;
-        tracing::info!(
-            path = %self.users_path.display(),
-            users = count,
-            "reloaded the users file, which another process changed"
-        );
+        if same {
+            tracing::debug!(path = %self.users_path.display(), "reloaded the users file unchanged");
+        } else {
+            tracing::info!(
+                path = %self.users_path.display(),
+                users = count,
+                "reloaded the users file, which another process changed"
+            );
+        }
         Ok(())
+    }
+
+    /// The current user table, as a cluster compares and shares it.
+    pub(crate) fn users_table(&self) -> Arc<UserTable> {
+        self.snapshot()
+    }
+
+    /// Replaces every user with `next` (a table that came from the cluster): on
+    /// disk, then in memory. Only when the table is still `expected` and the file
+    /// still the version loaded (or missing: it is written anew); else
+    /// `Ok(false)`, changing nothing, so that the caller reads the newer table
+    /// and merges. A file that could not be loaded is not written over: an error
+    /// says so.
+    pub(crate) fn replace_users(
+        &self,
+        expected: &UserTable,
+        next: UserTable,
+    ) -> Result<bool, BrokerError> {
+        let mut state = self.change.lock().unwrap_or_else(PoisonError::into_inner);
+        let stamp = store::stamp(&self.users_path)?;
+        if stamp.is_some() && stamp != state.loaded {
+            if state.refused == Some(stamp) {
+                return Err(BrokerError::BadMetadata {
+                    path: self.users_path.clone(),
+                    reason: "the file cannot be loaded, so the cluster's users are not written \
+                             over it; fix or remove it"
+                        .to_owned(),
+                });
+            }
+            return Ok(false);
+        }
+        if *self.snapshot() != *expected {
+            return Ok(false);
+        }
+        store::save(&self.users_path, &next)?;
+        *self.users.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        // As after any write of ours, the stamp is left for the next check.
+        state.refused = None;
+        Ok(true)
     }
 
     /// A short, non-secret name of the token signing key (`sha256:` and 16 hex

@@ -106,19 +106,29 @@ pub(crate) fn create_new(path: &Path, table: &UserTable) -> Result<bool, BrokerE
 
 /// The file's bytes: pretty JSON (it is small, and operators read it).
 fn encode(path: &Path, table: &UserTable) -> Result<Vec<u8>, BrokerError> {
-    let document = UsersFile {
-        version: USERS_FILE_VERSION,
-        users: table.iter().cloned().collect(),
-    };
     let mut bytes =
-        serde_json::to_vec_pretty(&document).map_err(|e| BrokerError::io(path, e.into()))?;
+        serde_json::to_vec_pretty(&document(table)).map_err(|e| BrokerError::io(path, e.into()))?;
     bytes.push(b'\n');
     Ok(bytes)
 }
 
+/// The same document as the file, as compact JSON: what a cluster keeps in the
+/// coordination service. [`decode`] reads both forms.
+pub(crate) fn encode_compact(table: &UserTable) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&document(table))
+}
+
+/// The document of `table`.
+fn document(table: &UserTable) -> UsersFile {
+    UsersFile {
+        version: USERS_FILE_VERSION,
+        users: table.iter().cloned().collect(),
+    }
+}
+
 /// The table in the file's bytes; the error says what is wrong, without
 /// quoting any password hash.
-fn decode(bytes: &[u8]) -> Result<UserTable, String> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<UserTable, String> {
     let document: UsersFile =
         serde_json::from_slice(bytes).map_err(|e| format!("not a valid users file: {e}"))?;
     if document.version != USERS_FILE_VERSION {

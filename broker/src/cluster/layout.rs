@@ -8,6 +8,7 @@
 //! | `/topics/<name>`, `/queues/<name>` | persistent | [`LogAssignment`]: settings and replicas |
 //! | `/topics/<name>/partitions/<p>` | persistent | [`PartitionState`]: leader, epoch, in-sync replicas |
 //! | `/topics/<name>/subscriptions/<sub>` | persistent | [`SubscriptionRecord`]: committed offsets |
+//! | `/auth/users` | persistent | the users table: the `users.json` document, with argon2 hashes |
 //!
 //! Every value is JSON. A partition's state changes only by a conditional write on
 //! the version its writer read: the controller when it elects a leader, the leader
@@ -21,6 +22,10 @@ use crate::replication::NodeId;
 pub const BROKERS: &str = "/brokers";
 /// The controller's ephemeral node.
 pub const CONTROLLER: &str = "/controller";
+/// The parent of what the cluster shares about users.
+pub const AUTH: &str = "/auth";
+/// The cluster's users table (see [`super::auth_sync`]).
+pub const AUTH_USERS: &str = "/auth/users";
 
 /// Whether a replicated log belongs to a topic or a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

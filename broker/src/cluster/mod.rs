@@ -1,6 +1,7 @@
 //! Cluster mode: several nodes, one coordination service (ZooKeeper), partitions
 //! replicated from leaders to followers, requests forwarded to leaders.
 
+pub mod auth_sync;
 #[doc(hidden)]
 pub mod conformance;
 pub mod coord;

@@ -115,6 +115,8 @@ pub struct ClusterNode {
     may_lead: AtomicBool,
     /// Asks the run loop for a read of the cluster state.
     nudges: tokio::sync::Notify,
+    /// Shares users and grants with the cluster, at every read of its state.
+    auth_sync: super::auth_sync::AuthSync,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -151,6 +153,7 @@ impl ClusterNode {
             controller: AtomicBool::new(false),
             may_lead: AtomicBool::new(false),
             nudges: tokio::sync::Notify::new(),
+            auth_sync: super::auth_sync::AuthSync::new(),
         }
     }
 
@@ -636,6 +639,9 @@ impl ClusterNode {
 
     /// Reads the whole cluster state (setting watches), then acts on it.
     async fn sync(self: &Arc<Self>) -> Result<(), CoordError> {
+        self.auth_sync
+            .sync_logged(self.coord.as_ref(), &self.broker.auth)
+            .await;
         let meta = self.read_metadata().await?;
         *self.meta.write().unwrap_or_else(|p| p.into_inner()) = meta.clone();
         self.synced.send_modify(|n| *n += 1);
