@@ -27,14 +27,33 @@ pub type Placement = Vec<(u32, Offset)>;
 /// their index in the request: a retry appends only the others.
 pub type Stored = std::collections::BTreeMap<usize, (u32, Offset)>;
 
+/// A request that failed after some of its messages were stored: a retry with the
+/// same key appends only the others.
+#[derive(Debug)]
+pub struct Failed {
+    /// Why it failed.
+    pub error: ApiError,
+    /// The messages of the request stored so far (by earlier attempts too).
+    pub stored: Stored,
+}
+
+impl From<ApiError> for Failed {
+    fn from(error: ApiError) -> Failed {
+        Failed {
+            error,
+            stored: Stored::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Entry {
     /// A request with this key is being served; others wait for it.
     Pending(Arc<Notify>),
     /// Served: the answer, and when.
     Done(Arc<Placement>, TimestampMs),
-    /// Found in the log after a restart, cut short by a crash: the messages already
-    /// stored, and when.
+    /// Cut short (found so in the log after a restart or a failover, or failed after
+    /// storing part of it): the messages already stored, and when.
     Partial(Arc<Stored>, TimestampMs),
 }
 
@@ -106,16 +125,19 @@ impl IdempotencyWindow {
 
     /// Runs `serve` once per key: with no key it just runs; with a key seen within the
     /// window it returns the first answer; while a request with the key is in progress,
-    /// it waits for that one. A failed request leaves no trace, so it can be retried.
-    /// `serve` gets the messages of the request already stored (empty, unless a crash
-    /// cut the first attempt short) and appends only the others.
+    /// it waits for that one. A failed request leaves only what it stored, so a retry
+    /// appends the rest. `serve` gets the messages of the request already stored
+    /// (empty, unless an earlier attempt was cut short) and appends only the others.
     pub async fn run<F, Fut>(&self, key: Option<&str>, serve: F) -> Result<Arc<Placement>, ApiError>
     where
         F: FnOnce(Arc<Stored>) -> Fut,
-        Fut: Future<Output = Result<Placement, ApiError>>,
+        Fut: Future<Output = Result<Placement, Failed>>,
     {
         let Some(key) = key else {
-            return serve(Arc::default()).await.map(Arc::new);
+            return serve(Arc::default())
+                .await
+                .map(Arc::new)
+                .map_err(|f| f.error);
         };
         let mut stored = Arc::default();
         let notify = loop {
@@ -157,13 +179,19 @@ impl IdempotencyWindow {
             armed: true,
         };
         let result = serve(stored).await;
-        if let Ok(answer) = &result {
-            let answer = Arc::new(answer.clone());
-            self.remember(key, answer);
-            guard.armed = false;
+        match &result {
+            Ok(answer) => {
+                self.remember(key, Arc::new(answer.clone()));
+                guard.armed = false;
+            }
+            Err(failed) if !failed.stored.is_empty() => {
+                self.remember_partial(key, Arc::new(failed.stored.clone()), now_ms());
+                guard.armed = false;
+            }
+            Err(_) => {}
         }
         drop(guard);
-        result.map(Arc::new)
+        result.map(Arc::new).map_err(|f| f.error)
     }
 
     /// Records a completed key (also used when rebuilding from the log).
@@ -324,13 +352,36 @@ mod tests {
     async fn a_failed_request_can_be_retried() {
         let window = IdempotencyWindow::new(60_000);
         let failed = window
-            .run(Some("k"), |_| async { Err(ApiError::bad_request("no")) })
+            .run(Some("k"), |_| async {
+                Err(ApiError::bad_request("no").into())
+            })
             .await;
         assert!(failed.is_err());
         let ok = window
             .run(Some("k"), |_| async { Ok(vec![(1, Offset(1))]) })
             .await;
         assert_eq!(*ok.unwrap(), vec![(1, Offset(1))]);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_partial_failure_appends_only_the_rest() {
+        let window = IdempotencyWindow::new(60_000);
+        let failed = window
+            .run(Some("k"), |_| async {
+                Err(Failed {
+                    error: ApiError::bad_request("partition 1 failed"),
+                    stored: Stored::from([(0, (0, Offset(5)))]),
+                })
+            })
+            .await;
+        assert!(failed.is_err());
+        let ok = window
+            .run(Some("k"), |stored| async move {
+                assert_eq!(*stored, Stored::from([(0, (0, Offset(5)))]));
+                Ok(vec![(0, Offset(5)), (1, Offset(9))])
+            })
+            .await;
+        assert_eq!(*ok.unwrap(), vec![(0, Offset(5)), (1, Offset(9))]);
     }
 
     #[tokio::test]

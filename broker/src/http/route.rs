@@ -151,10 +151,27 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
     ))
 }
 
-/// Whether this node's copy of partition 0 of the log takes writes.
+/// Whether this node takes writes on every partition of the log that the cluster
+/// says it leads (false while it is still taking one over).
 fn leads_locally(node: &crate::cluster::node::ClusterNode, kind: LogKind, name: &str) -> bool {
-    node.local_partition(kind, name, 0)
-        .is_none_or(|p| p.replica.leader_epoch().is_some())
+    let me = node.id();
+    let led: Vec<u32> = node.with_metadata(|meta| {
+        meta.logs
+            .get(&(kind, name.to_owned()))
+            .map(|log| {
+                log.states
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.as_ref().is_some_and(|(s, _)| s.leader == Some(me)))
+                    .map(|(p, _)| p as u32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    led.iter().all(|p| {
+        node.local_partition(kind, name, *p)
+            .is_none_or(|part| part.replica.leader_epoch().is_some())
+    })
 }
 
 fn is_not_leader(answer: &proto::v1::ForwardResponse) -> bool {
