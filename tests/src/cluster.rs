@@ -53,6 +53,11 @@ impl Cluster {
             let args = node_args(id, &zookeeper.connect_string(), free_port()?);
             nodes.push(BrokerProcess::start_with(&data, free_port()?, args).await?);
         }
+        // Each node creates its own `admin` at its first start and refuses tokens
+        // issued before that; tokens issued once every node exists work on all.
+        for node in &mut nodes {
+            node.login_again().await?;
+        }
         let cluster = Cluster {
             nodes,
             zookeeper,

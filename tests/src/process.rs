@@ -123,6 +123,11 @@ impl BrokerProcess {
         self.launch().await
     }
 
+    /// Logs the client in as `admin` again, for a token issued now.
+    pub async fn login_again(&mut self) -> anyhow::Result<()> {
+        self.api.login("admin", ADMIN_PASSWORD).await
+    }
+
     /// A client logged in as `admin` (clone it for concurrent tasks).
     pub fn api(&self) -> &Api {
         &self.api
