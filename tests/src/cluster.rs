@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::api::{Api, u64_field};
+use crate::api::{Api, Pulled, u64_field};
 use crate::process::{BrokerProcess, free_port};
 use crate::zookeeper::ZooKeeperProcess;
 
@@ -18,6 +18,15 @@ pub const CLUSTER_JWT_SECRET: &str = "system-tests-cluster-secret-0123456789";
 pub const SESSION_TIMEOUT_MS: u64 = 6_000;
 /// How long a scenario waits for the cluster to settle (members, leaders).
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one produce may keep failing over (503, 504, a node that does not
+/// answer) before a scenario gives up: a leader's death is noticed within the
+/// session timeout, and the election takes a few reads more.
+pub const RETRY_FOR: Duration = Duration::from_secs(40);
+/// How long a pull that finds nothing waits, when a scenario reads a topic to its
+/// end: past it, the topic has nothing more.
+const READ_ALL_WAIT_MS: u64 = 1_000;
+/// The most pulls a read to the end makes: far above what the scenarios produce.
+const READ_ALL_PULLS_MAX: usize = 1_000;
 
 /// ZooKeeper and `n` brokers with node ids 1 to n.
 #[derive(Debug)]
@@ -43,6 +52,11 @@ impl Cluster {
             let data = dirs.path().join(format!("node-{id}"));
             let args = node_args(id, &zookeeper.connect_string(), free_port()?);
             nodes.push(BrokerProcess::start_with(&data, free_port()?, args).await?);
+        }
+        // Each node creates its own `admin` at its first start and refuses tokens
+        // issued before that; tokens issued once every node exists work on all.
+        for node in &mut nodes {
+            node.login_again().await?;
         }
         let cluster = Cluster {
             nodes,
@@ -156,6 +170,107 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+impl Cluster {
+    /// Waits until the partitions of `topic` as each node of `ids` sees them satisfy
+    /// `done`, polling every 100 ms for at most `timeout`; returns how long it took.
+    /// `what` names the awaited state in the error.
+    pub async fn wait_views(
+        &self,
+        ids: &[u32],
+        topic: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> anyhow::Result<Duration> {
+        let started = tokio::time::Instant::now();
+        let mut last = Vec::new();
+        loop {
+            last.clear();
+            for id in ids {
+                let view = Self::partitions(self.node(*id).api(), topic).await;
+                last.push((*id, view.map_err(|e| format!("{e:#}"))));
+            }
+            if last.iter().all(|(_, v)| v.as_ref().is_ok_and(|p| done(p))) {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() >= timeout {
+                bail!("nodes {ids:?} did not see {what} within {timeout:?}; last views: {last:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Produces `messages` to `topic` with `acks=all` and the `Idempotency-Key`
+/// `idempotency_key`, trying the nodes of `apis` in turn while the answer is 503 or
+/// 504 or the node does not answer, for at most [`RETRY_FOR`]. A retry with the same
+/// key stores nothing twice. Returns the (partition, offset) of each message.
+pub async fn produce_retrying(
+    apis: &[Api],
+    topic: &str,
+    messages: &[Value],
+    idempotency_key: &str,
+) -> anyhow::Result<Vec<(u32, u64)>> {
+    let path = format!("/v1/topics/{topic}/messages");
+    let body = json!({"messages": messages, "acks": "all"});
+    let headers = [("Idempotency-Key", idempotency_key)];
+    let started = tokio::time::Instant::now();
+    for attempt in 0.. {
+        let api = apis
+            .get(attempt % apis.len().max(1))
+            .context("no node to produce through")?;
+        let reply = api
+            .call(reqwest::Method::POST, &path, Some(&body), &headers)
+            .await;
+        let last = match reply {
+            Ok((200, answer)) => return placements(&answer, messages.len()),
+            Ok((status, answer)) if status == 503 || status == 504 => {
+                format!("{status} {answer}")
+            }
+            Ok((status, answer)) => bail!("produce to {topic} answered {status}: {answer}"),
+            Err(error) => format!("{error:#}"),
+        };
+        if started.elapsed() > RETRY_FOR {
+            bail!("produce to {topic} failed for {RETRY_FOR:?}; last: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("produce to {topic}: no attempt made")
+}
+
+/// The (partition, offset) pairs of a produce answer for `count` messages.
+fn placements(answer: &Value, count: usize) -> anyhow::Result<Vec<(u32, u64)>> {
+    let offsets = answer["offsets"]
+        .as_array()
+        .with_context(|| format!("produce answer without offsets: {answer}"))?;
+    if offsets.len() != count {
+        bail!("produce of {count} messages answered {answer}");
+    }
+    offsets
+        .iter()
+        .map(|o| {
+            let partition = u32::try_from(u64_field(o, "partition")?)?;
+            Ok((partition, u64_field(o, "offset")?))
+        })
+        .collect()
+}
+
+/// Subscribes `sub` to `topic` from the earliest offset through `api`, and pulls
+/// until a pull that waited a second comes back empty: every message the topic
+/// shows its readers, in the order pulled.
+pub async fn read_all(api: &Api, topic: &str, sub: &str) -> anyhow::Result<Vec<Pulled>> {
+    api.subscribe(topic, sub, "earliest", false).await?;
+    let mut pulled = Vec::new();
+    for _ in 0..READ_ALL_PULLS_MAX {
+        let batch = api.pull(topic, sub, 1000, READ_ALL_WAIT_MS).await?;
+        if batch.is_empty() {
+            return Ok(pulled);
+        }
+        pulled.extend(batch);
+    }
+    bail!("{topic} did not end within {READ_ALL_PULLS_MAX} pulls")
 }
 
 /// The `broker serve` flags of cluster member `id`.

@@ -6,7 +6,8 @@
 //!   `target/<profile>/broker` next to the test executable, built with
 //!   `cargo build -p broker` once per test process so it is never stale).
 //! - [`BrokerProcess`]: one `broker serve` on a free loopback port, with
-//!   `BROKER_ADMIN_PASSWORD` and `BROKER_LOG=warn`, output to files; `start`,
+//!   `BROKER_ADMIN_PASSWORD` and `BROKER_LOG=warn` (`SYSTEM_TESTS_BROKER_LOG`
+//!   sets another filter), output to files; `start`,
 //!   `kill9`, `terminate` (exit status 0 required), `restart` (same directory and
 //!   port); killed when dropped.
 //! - [`Api`]: HTTP calls returning `(status, json)` and typed helpers that fail on

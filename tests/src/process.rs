@@ -123,6 +123,11 @@ impl BrokerProcess {
         self.launch().await
     }
 
+    /// Logs the client in as `admin` again, for a token issued now.
+    pub async fn login_again(&mut self) -> anyhow::Result<()> {
+        self.api.login("admin", ADMIN_PASSWORD).await
+    }
+
     /// A client logged in as `admin` (clone it for concurrent tasks).
     pub fn api(&self) -> &Api {
         &self.api
@@ -341,6 +346,10 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// The brokers' log filter, unless `SYSTEM_TESTS_BROKER_LOG` gives another (`info`
+/// to see elections and role changes in a failing scenario's output).
+const BROKER_LOG_DEFAULT: &str = "warn";
+
 /// Clears every `BROKER_*` variable the test run inherited (a developer's
 /// `BROKER_CONFIG` must not leak into a test), then sets the harness's own.
 fn hermetic_env(command: &mut Command) {
@@ -349,9 +358,11 @@ fn hermetic_env(command: &mut Command) {
             command.env_remove(name);
         }
     }
+    let log =
+        std::env::var("SYSTEM_TESTS_BROKER_LOG").unwrap_or_else(|_| BROKER_LOG_DEFAULT.to_owned());
     command
         .env("BROKER_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("BROKER_LOG", "warn");
+        .env("BROKER_LOG", log);
 }
 
 fn signal(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {

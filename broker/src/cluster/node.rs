@@ -519,6 +519,15 @@ impl ClusterNode {
                                 tracing::warn!(%error, "cannot register with the coordination service yet");
                             }
                         }
+                    } else if !self.may_lead.load(Ordering::Acquire) {
+                        // The same session is back after a disconnection long enough
+                        // to stop leading. The session never expired, so its
+                        // registration stood throughout and no leader was replaced
+                        // for its absence: it leads again what the states, read
+                        // first, still give it.
+                        tracing::info!("coordination session resumed: leading again");
+                        self.may_lead.store(true, Ordering::Release);
+                        dirty = true;
                     }
                 }
                 SessionState::Disconnected => {

@@ -1,0 +1,223 @@
+//! Invariant: a follower that lost its whole data directory copies every partition
+//! again from the leader before it counts as in sync. Proof: once it is back in the
+//! in-sync replicas, the two other nodes are SIGKILLed, so the refilled node is the
+//! only copy left; it takes over as leader and serves every message acknowledged
+//! with `acks=all` (before its crash and while it was away) once, in its key's send
+//! order, and nothing else.
+//!
+//! Prints the time for the leader to drop the crashed follower from the in-sync
+//! replicas, the time from the restart until it is in sync again, and the time from
+//! the kills until it leads.
+//!
+//! Three brokers, a real ZooKeeper (6 s sessions, 5 s replica lag); a topic with 3
+//! partitions and replication factor 3.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use serde_json::{Value, json};
+use system_tests::cluster::{produce_retrying, read_all};
+use system_tests::{Api, Cluster, Pulled, keyed, scenario};
+
+const TOPIC: &str = "refilled";
+const KEYS: usize = 12;
+const BATCH: usize = 32;
+/// The size of each value: with the batch counts below, each partition holds
+/// more than one fetch answer's worth (4 MiB), so the copy takes several rounds.
+const VALUE_BYTES: usize = 16 << 10;
+/// Batches acknowledged before the follower's crash, and while it is away.
+const BATCHES_BEFORE: usize = 14;
+const BATCHES_AWAY: usize = 14;
+/// How long the in-sync replicas may take to change after a crash or a restart.
+const ISR_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn key_of(i: usize) -> String {
+    format!("k{}", i % KEYS)
+}
+
+/// Produces batch `n` of `phase` through `apis`; appends its values to `acked` once
+/// acknowledged.
+async fn produce_batch(
+    apis: &[Api],
+    phase: &str,
+    n: usize,
+    acked: &mut Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let sent: Vec<(String, String)> = (0..BATCH)
+        .map(|i| (key_of(n * BATCH + i), value_of(phase, n, i)))
+        .collect();
+    let messages: Vec<Value> = sent.iter().map(|(k, v)| keyed(k, v)).collect();
+    produce_retrying(apis, TOPIC, &messages, &format!("{phase}-{n}")).await?;
+    acked.extend(sent);
+    Ok(())
+}
+
+/// `{phase}-{n}-{i}:` padded with `.` to [`VALUE_BYTES`].
+fn value_of(phase: &str, n: usize, i: usize) -> String {
+    let mut value = format!("{phase}-{n}-{i}:");
+    value.extend(std::iter::repeat_n(
+        '.',
+        VALUE_BYTES.saturating_sub(value.len()),
+    ));
+    value
+}
+
+fn isr_lens(parts: &[Value]) -> Vec<usize> {
+    parts
+        .iter()
+        .map(|p| p["isr"].as_array().map_or(0, Vec::len))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_follower_recopies_the_log() -> anyhow::Result<()> {
+    scenario(
+        "cluster_empty_follower_recopies_the_log",
+        Duration::from_secs(240),
+        async {
+            let mut cluster = Cluster::start(3).await?;
+            let first = cluster.node(1).api().clone();
+            let created = first
+                .post(
+                    "/v1/topics",
+                    &json!({"name": TOPIC, "partitions": 3, "replication_factor": 3}),
+                )
+                .await?;
+            ensure!(created.0 == 201, "create answered {created:?}");
+            let leaders = Cluster::wait_leaders(&first, TOPIC, &[], 3).await?;
+            let leader = leaders[0];
+            ensure!(
+                leaders.iter().all(|l| *l == leader),
+                "one node leads every partition of a topic: {leaders:?}"
+            );
+            let followers: Vec<u32> = (1..=3).filter(|id| *id != leader).collect();
+            let (refilled, other) = (followers[1], followers[0]);
+            let all: Vec<Api> = (1..=3)
+                .map(|id| cluster.node(id).api().fresh())
+                .collect::<anyhow::Result<_>>()?;
+            let survivors: Vec<Api> = [leader, other]
+                .iter()
+                .map(|id| cluster.node(*id).api().fresh())
+                .collect::<anyhow::Result<_>>()?;
+
+            let mut acked = Vec::new();
+            for n in 0..BATCHES_BEFORE {
+                produce_batch(&all, "before", n, &mut acked).await?;
+            }
+
+            // The follower crashes and its disk is lost.
+            cluster.node_mut(refilled).kill9().await?;
+            let crashed_at = Instant::now();
+            let dir = cluster.data_dir(refilled);
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            ensure!(!dir.exists(), "{} is still there", dir.display());
+            println!("killed node {refilled}, a follower, and removed its data directory");
+            for n in 0..BATCHES_AWAY {
+                produce_batch(&survivors, "away", n, &mut acked).await?;
+            }
+            // Out of the in-sync replicas before it returns, so that being back in
+            // them below means it caught up.
+            cluster
+                .wait_views(
+                    &[leader, other],
+                    TOPIC,
+                    "2 in-sync replicas in every partition",
+                    ISR_TIMEOUT,
+                    |parts| {
+                        let lens = isr_lens(parts);
+                        !lens.is_empty() && lens.iter().all(|n| *n == 2)
+                    },
+                )
+                .await?;
+            println!(
+                "node {refilled} left the in-sync replicas {:.2} s after its crash",
+                crashed_at.elapsed().as_secs_f64()
+            );
+
+            cluster.node_mut(refilled).restart().await?;
+            let restarted_at = Instant::now();
+            println!("restarted node {refilled} over an empty data directory");
+            cluster
+                .wait_views(
+                    &[1, 2, 3],
+                    TOPIC,
+                    "3 in-sync replicas in every partition",
+                    ISR_TIMEOUT,
+                    |parts| {
+                        let lens = isr_lens(parts);
+                        !lens.is_empty() && lens.iter().all(|n| *n == 3)
+                    },
+                )
+                .await?;
+            let resynced = restarted_at.elapsed();
+            let mib = (acked.len() * VALUE_BYTES) as f64 / f64::from(1 << 20);
+            println!(
+                "node {refilled} is in sync again {:.2} s after its restart \
+                 ({} messages, {mib:.1} MiB of values)",
+                resynced.as_secs_f64(),
+                acked.len()
+            );
+
+            // Leave the refilled node as the only copy.
+            cluster.node_mut(leader).kill9().await?;
+            cluster.node_mut(other).kill9().await?;
+            let killed_at = Instant::now();
+            println!("killed nodes {leader} and {other}");
+            let api = cluster.node(refilled).api().clone();
+            let taken = Cluster::wait_leaders(&api, TOPIC, &[leader, other], 1).await?;
+            ensure!(
+                taken.iter().all(|l| *l == refilled),
+                "the refilled node should lead every partition: {taken:?}"
+            );
+            println!(
+                "node {refilled} leads {TOPIC} {:.2} s after the kills",
+                killed_at.elapsed().as_secs_f64()
+            );
+
+            let pulled = read_all(&api, TOPIC, "verify").await?;
+            check_read(&pulled, &acked)?;
+            let ends: u64 = api.high_watermarks(TOPIC).await?.iter().sum();
+            ensure!(
+                ends == acked.len() as u64,
+                "node {refilled} holds {ends} messages, {} were acknowledged",
+                acked.len()
+            );
+            println!(
+                "read all {} messages from node {refilled} alone",
+                pulled.len()
+            );
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// Every acknowledged message read once, in its key's send order, and nothing else.
+fn check_read(pulled: &[Pulled], acked: &[(String, String)]) -> anyhow::Result<()> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    let mut order: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for message in pulled {
+        *counts.entry(message.value.as_str()).or_default() += 1;
+        let key = message.key.clone().context("a message without key")?;
+        order.entry(key).or_default().push(message.value.as_str());
+    }
+    let mut expected: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (key, value) in acked {
+        let seen = counts.remove(value.as_str()).unwrap_or(0);
+        ensure!(seen == 1, "acknowledged {} read {seen} times", label(value));
+        expected
+            .entry(key.clone())
+            .or_default()
+            .push(value.as_str());
+    }
+    let unknown: Vec<&str> = counts.keys().map(|v| label(v)).collect();
+    ensure!(unknown.is_empty(), "messages never sent: {unknown:?}");
+    ensure!(order == expected, "a key's messages are out of order");
+    Ok(())
+}
+
+/// A value without its padding, for messages.
+fn label(value: &str) -> &str {
+    value.split(':').next().unwrap_or(value)
+}

@@ -1,0 +1,112 @@
+//! Invariant: after a ZooKeeper outage longer than the session timeout, the cluster
+//! serves again once ZooKeeper is back. Cut off for longer than its session, each
+//! leader stops leading (another node may have been elected meanwhile); ZooKeeper,
+//! restarted over its data, keeps the sessions, so no election happens and the
+//! partition states still name the old leaders, which must then lead again:
+//! `acks=all` produces succeed and every acknowledged message is read back.
+//!
+//! Prints the time from ZooKeeper's return to the first acknowledged produce.
+//!
+//! Three brokers (6 s sessions), a real ZooKeeper stopped with SIGKILL for longer
+//! than the session timeout and started again over its data directory.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use serde_json::{Value, json};
+use system_tests::cluster::{SESSION_TIMEOUT_MS, produce_retrying, read_all};
+use system_tests::{Api, Cluster, keyed, scenario};
+
+const TOPIC: &str = "zk-long-outage";
+const BATCH: usize = 10;
+const BATCHES_BEFORE: usize = 3;
+const BATCHES_AFTER: usize = 3;
+/// How long ZooKeeper stays down: past the session timeout, so every node stops
+/// leading before it returns.
+const OUTAGE: Duration = Duration::from_millis(SESSION_TIMEOUT_MS + 3_000);
+
+async fn produce_batch(
+    apis: &[Api],
+    phase: &str,
+    n: usize,
+    acked: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let values: Vec<String> = (0..BATCH).map(|i| format!("{phase}-{n}-{i}")).collect();
+    let messages: Vec<Value> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| keyed(&format!("k{i}"), v))
+        .collect();
+    produce_retrying(apis, TOPIC, &messages, &format!("{phase}-{n}")).await?;
+    acked.extend(values);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leads_again_after_a_long_zookeeper_outage() -> anyhow::Result<()> {
+    scenario(
+        "cluster_leads_again_after_a_long_zookeeper_outage",
+        Duration::from_secs(240),
+        async {
+            let mut cluster = Cluster::start(3).await?;
+            let first = cluster.node(1).api().clone();
+            let created = first
+                .post(
+                    "/v1/topics",
+                    &json!({"name": TOPIC, "partitions": 3, "replication_factor": 3}),
+                )
+                .await?;
+            ensure!(created.0 == 201, "create answered {created:?}");
+            let leaders = Cluster::wait_leaders(&first, TOPIC, &[], 3).await?;
+            let all: Vec<Api> = (1..=3)
+                .map(|id| cluster.node(id).api().fresh())
+                .collect::<anyhow::Result<_>>()?;
+            let mut acked = Vec::new();
+            for n in 0..BATCHES_BEFORE {
+                produce_batch(&all, "before", n, &mut acked).await?;
+            }
+
+            cluster.zookeeper.stop().await?;
+            let stopped_at = Instant::now();
+            tokio::time::sleep_until((stopped_at + OUTAGE).into()).await;
+            cluster.zookeeper.restart().await?;
+            let restarted_at = Instant::now();
+            println!(
+                "ZooKeeper serves again {:.2} s after it stopped (session timeout {} ms)",
+                stopped_at.elapsed().as_secs_f64(),
+                SESSION_TIMEOUT_MS
+            );
+
+            produce_batch(&all, "after", 0, &mut acked).await?;
+            println!(
+                "first produce acknowledged {:.2} s after ZooKeeper serves again",
+                restarted_at.elapsed().as_secs_f64()
+            );
+            for n in 1..BATCHES_AFTER {
+                produce_batch(&all, "after", n, &mut acked).await?;
+            }
+            let now = Cluster::wait_leaders(&first, TOPIC, &[], 3).await?;
+            println!("leaders before the outage {leaders:?}, after {now:?}");
+
+            for id in 1..=3 {
+                let pulled = read_all(cluster.node(id).api(), TOPIC, &format!("v{id}")).await?;
+                let mut counts: HashMap<&str, usize> = HashMap::new();
+                for message in &pulled {
+                    *counts.entry(message.value.as_str()).or_default() += 1;
+                }
+                for value in &acked {
+                    let seen = counts.remove(value.as_str()).unwrap_or(0);
+                    ensure!(
+                        seen == 1,
+                        "node {id}: acknowledged {value} read {seen} times"
+                    );
+                }
+                ensure!(counts.is_empty(), "node {id}: never sent: {counts:?}");
+            }
+            println!("read {} messages back through every node", acked.len());
+            Ok(())
+        },
+    )
+    .await
+}
