@@ -42,6 +42,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts ZooKeeper, then `n` brokers, and waits until all are members.
     pub async fn start(n: u32) -> anyhow::Result<Cluster> {
+        Self::start_with(n, &[]).await
+    }
+
+    /// [`Cluster::start`] with `extra` flags given to every node (e.g.
+    /// `--min-insync-replicas 3`).
+    pub async fn start_with(n: u32, extra: &[&str]) -> anyhow::Result<Cluster> {
         let zookeeper = ZooKeeperProcess::start().await?;
         let dirs = tempfile::Builder::new()
             .prefix("cluster-")
@@ -50,7 +56,8 @@ impl Cluster {
         let mut nodes = Vec::new();
         for id in 1..=n {
             let data = dirs.path().join(format!("node-{id}"));
-            let args = node_args(id, &zookeeper.connect_string(), free_port()?);
+            let mut args = node_args(id, &zookeeper.connect_string(), free_port()?);
+            args.extend(extra.iter().map(|a| (*a).to_owned()));
             nodes.push(BrokerProcess::start_with(&data, free_port()?, args).await?);
         }
         // Each node creates its own `admin` at its first start and refuses tokens
