@@ -180,6 +180,22 @@ impl LeaderState {
         progress.last_fetch_ms = now_ms;
 
         let mut actions: Vec<Action> = self.advance_high_watermark().into_iter().collect();
+        if self.isr.contains(&follower)
+            && fetch_offset < self.high_watermark
+            && self.proposed_isr.is_none()
+        {
+            // An in-sync follower whose log went below the high watermark lost
+            // committed records (a node restarted with an empty disk): it leaves at
+            // once, so it cannot be elected with a partial log.
+            let isr = self
+                .isr
+                .iter()
+                .copied()
+                .filter(|n| *n != follower)
+                .collect();
+            actions.push(self.propose(isr));
+            return actions;
+        }
         if self.should_add(follower, fetch_offset) {
             let mut isr = self.isr.clone();
             isr.push(follower);
@@ -195,10 +211,12 @@ impl LeaderState {
             return Vec::new();
         }
         let lag_max_ms = self.config.replica_lag_time_max_ms;
+        let high_watermark = self.high_watermark;
         let lagging = |node: &NodeId| {
-            self.followers
-                .get(node)
-                .is_some_and(|p| now_ms.saturating_sub(p.last_caught_up_ms) > lag_max_ms)
+            self.followers.get(node).is_some_and(|p| {
+                now_ms.saturating_sub(p.last_caught_up_ms) > lag_max_ms
+                    || p.log_end.is_some_and(|end| end < high_watermark)
+            })
         };
         if !self.isr.iter().any(lagging) {
             return Vec::new();
@@ -403,6 +421,18 @@ mod tests {
     }
 
     #[test]
+    fn an_in_sync_follower_below_the_high_watermark_leaves_at_once() {
+        // Node 3 comes back with an empty disk while still in the ISR.
+        let mut leader = three_replicas();
+        assert_eq!(proposals(&leader.on_fetch(3, 0, 1)), vec![vec![1, 2]]);
+        assert_eq!(leader.high_watermark(), 100);
+        leader.on_isr_committed(vec![1, 2]);
+        // It copies, and comes back once it reached the high watermark.
+        assert!(proposals(&leader.on_fetch(3, 50, 2)).is_empty());
+        assert_eq!(proposals(&leader.on_fetch(3, 100, 3)), vec![vec![1, 2, 3]]);
+    }
+
+    #[test]
     fn the_high_watermark_never_passes_the_leader_log_end() {
         let mut leader = three_replicas();
         assert!(leader.on_fetch(2, 500, 1).is_empty());
@@ -423,7 +453,8 @@ mod tests {
         leader.on_fetch(2, 110, 1);
         leader.on_fetch(3, 110, 1);
         assert_eq!(leader.high_watermark(), 110);
-        assert!(leader.on_fetch(3, 90, 2).is_empty());
+        // A follower whose log went backwards is dropped; the HW stays.
+        assert_eq!(proposals(&leader.on_fetch(3, 90, 2)), vec![vec![1, 2]]);
         assert_eq!(leader.high_watermark(), 110);
         assert!(leader.on_isr_committed(vec![1, 2, 3]).is_empty());
         assert_eq!(leader.high_watermark(), 110);
