@@ -187,6 +187,26 @@ fn bench_is_bounded() -> anyhow::Result<()> {
 }
 
 #[test]
+fn bench_passes_acks_to_produce() -> anyhow::Result<()> {
+    let Command::Bench(bench) = parse(&["bench", "--count", "1"])? else {
+        anyhow::bail!("not bench");
+    };
+    assert_eq!(bench.acks, None, "the broker's default unless given");
+    for (text, acks) in [
+        ("all", produce::AcksArg::All),
+        ("leader", produce::AcksArg::Leader),
+        ("none", produce::AcksArg::None),
+    ] {
+        let Command::Bench(bench) = parse(&["bench", "--duration", "1s", "--acks", text])? else {
+            anyhow::bail!("not bench");
+        };
+        assert_eq!(bench.acks, Some(acks));
+    }
+    assert!(refused(&["bench", "--count", "1", "--acks", "some"]));
+    Ok(())
+}
+
+#[test]
 fn serve_still_parses() {
     assert!(matches!(
         parse(&["serve", "--listen", "127.0.0.1:0"]),
