@@ -11,6 +11,9 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::registry::Broker;
 
+/// How long the cluster's tasks (gRPC server, membership) get to stop on shutdown.
+const BACKGROUND_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Open files a broker may need: several per partition and subscription.
 const OPEN_FILES_WANTED: u64 = 1 << 20;
 
@@ -51,8 +54,15 @@ pub async fn run(
         .map_err(|e| BrokerError::io("http server", e))?;
     let _ = stop_tx.send(true);
     let _ = maintenance.await;
-    for task in background {
-        let _ = task.await;
+    for mut task in background {
+        // Bounded: a peer that keeps a stream open must not hold the shutdown.
+        if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, &mut task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a cluster task did not stop in time; aborting it");
+            task.abort();
+        }
     }
     let closing = Arc::clone(&broker);
     tokio::task::spawn_blocking(move || closing.close())

@@ -3,7 +3,8 @@
 //! forwarded to the leader and answered, and a read through a third node sees it;
 //! `GET /v1/cluster` and `GET /v1/topics/{t}/partitions` show the members, the
 //! controller, the leaders and the in-sync replicas; a token issued by one node is
-//! accepted by every node.
+//! accepted by every node; a leader stopped with SIGTERM exits with status 0 and
+//! hands its leadership over at once.
 //!
 //! Three brokers and a real ZooKeeper on loopback.
 
@@ -99,6 +100,26 @@ async fn any_node_serves_any_request() -> anyhow::Result<()> {
                     "no leader address: {part}"
                 );
             }
+
+            // A leader stopped with SIGTERM exits cleanly and closes its ZooKeeper
+            // session on the way: the others elect a new leader at once, not after
+            // the session timeout.
+            let mut cluster = cluster;
+            let stopped = std::time::Instant::now();
+            let took = cluster.node_mut(leader).terminate().await?;
+            let api = cluster.node(others[0]).api().clone();
+            let new_leaders = Cluster::wait_leaders(&api, TOPIC, &[leader], 2).await?;
+            let failover = stopped.elapsed();
+            println!(
+                "SIGTERM: exited in {:.2} s; new leader {} after {:.2} s",
+                took.as_secs_f64(),
+                new_leaders[0],
+                failover.as_secs_f64()
+            );
+            ensure!(
+                failover < Duration::from_secs(5),
+                "a graceful stop took {failover:?} to hand over the leadership"
+            );
             Ok(())
         },
     )

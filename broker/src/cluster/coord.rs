@@ -139,6 +139,10 @@ pub trait Coordination: Send + Sync + 'static {
     /// last (`Expired` just before the next `Connected`): a new `generation` is what
     /// says the session was replaced.
     fn session(&self) -> watch::Receiver<SessionState>;
+
+    /// Ends the session now, so its ephemeral nodes go at once rather than a
+    /// session timeout later (a node that shuts down). Later requests fail.
+    fn close(&self) -> BoxFuture<'_, ()>;
 }
 
 /// Checks that `path` is absolute with no empty segment and no trailing `/`, as

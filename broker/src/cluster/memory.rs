@@ -239,6 +239,12 @@ impl Drop for MemoryCoordination {
 }
 
 impl Coordination for MemoryCoordination {
+    fn close(&self) -> BoxFuture<'_, ()> {
+        let id = self.lock_session().id;
+        self.tree.lock().close_session(id);
+        Box::pin(async {})
+    }
+
     fn create(
         &self,
         path: &str,

@@ -33,6 +33,18 @@ use crate::topic::TopicSpec;
 
 /// How often the node reads the whole cluster state even without a notification.
 pub const FULL_SYNC: Duration = Duration::from_secs(2);
+/// The node holding the cluster's id.
+const CLUSTER_ID: &str = "/cluster_id";
+/// The file in the data directory that keeps the id of the cluster the node joined.
+const CLUSTER_ID_FILE: &str = "cluster-id";
+
+/// A new random cluster id (32 hex digits).
+fn new_cluster_id() -> Result<String, CoordError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| CoordError::Other(format!("no randomness: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// How long a create or delete waits for the cluster to carry it out.
 const CREATE_WAIT: Duration = Duration::from_secs(15);
 /// How often leaders check their followers' lag.
@@ -117,6 +129,8 @@ pub struct ClusterNode {
     nudges: tokio::sync::Notify,
     /// Shares users and grants with the cluster, at every read of its state.
     auth_sync: super::auth_sync::AuthSync,
+    /// Why the node refuses to act on the cluster state, if it does.
+    lost_cluster: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -153,6 +167,7 @@ impl ClusterNode {
             controller: AtomicBool::new(false),
             may_lead: AtomicBool::new(false),
             nudges: tokio::sync::Notify::new(),
+            lost_cluster: Mutex::new(None),
             auth_sync: super::auth_sync::AuthSync::new(),
         }
     }
@@ -578,6 +593,11 @@ impl ClusterNode {
         for (_, fetcher) in lock(&self.fetchers).drain() {
             fetcher.abort();
         }
+        // Leaving: stop leading, then end the session so the others elect new
+        // leaders now rather than a session timeout later.
+        self.step_down_everywhere();
+        self.coord.close().await;
+        tracing::info!(node = self.config.node_id, "left the cluster");
     }
 
     async fn register(&self) -> Result<(), CoordError> {
@@ -646,8 +666,83 @@ impl ClusterNode {
         }
     }
 
+    /// Why the node refuses to act on the cluster state, if it does: ZooKeeper does
+    /// not hold the cluster this node belongs to (see `check_cluster_id`).
+    pub fn lost_cluster(&self) -> Option<String> {
+        lock(&self.lost_cluster).clone()
+    }
+
+    /// Checks that ZooKeeper holds this node's cluster: `/cluster_id` matches the id
+    /// the node keeps in its data directory since it first joined. The first node of
+    /// a new cluster writes the id; a node that joins takes it. A ZooKeeper that lost
+    /// its data (no id) or holds another cluster's (another id) would read as "every
+    /// topic was deleted"; the node then refuses to act, rather than delete its logs.
+    async fn check_cluster_id(&self) -> Result<bool, CoordError> {
+        let path = self.broker.data_dir().join(CLUSTER_ID_FILE);
+        let local = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(CoordError::Other(format!("{}: {e}", path.display()))),
+        };
+        let read = |data: Vec<u8>| String::from_utf8_lossy(&data).trim().to_owned();
+        let remote = match self.coord.get(CLUSTER_ID, false).await? {
+            Some((data, _)) => Some(read(data)),
+            None if local.is_none() => {
+                let id = new_cluster_id()?;
+                match self
+                    .coord
+                    .create(CLUSTER_ID, id.clone().into_bytes(), CreateMode::Persistent)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(cluster = id, "created the cluster id");
+                        Some(id)
+                    }
+                    Err(CoordError::NodeExists(_)) => self
+                        .coord
+                        .get(CLUSTER_ID, false)
+                        .await?
+                        .map(|(data, _)| read(data)),
+                    Err(e) => return Err(e),
+                }
+            }
+            None => None,
+        };
+        let problem = match (&local, &remote) {
+            (_, None) => Some(format!(
+                "ZooKeeper holds no cluster id, but this node belongs to cluster {}: \
+                 ZooKeeper lost its data. The node keeps its logs and serves nothing \
+                 until ZooKeeper's data is restored",
+                local.as_deref().unwrap_or("?")
+            )),
+            (Some(mine), Some(theirs)) if mine != theirs => Some(format!(
+                "ZooKeeper holds cluster {theirs}, but this node belongs to cluster {mine}; \
+                 it keeps its logs and serves nothing"
+            )),
+            (None, Some(theirs)) => {
+                crate::fsutil::write_atomic(&path, theirs.as_bytes(), 0o644)
+                    .map_err(|e| CoordError::Other(e.to_string()))?;
+                tracing::info!(cluster = %theirs, "joined the cluster");
+                None
+            }
+            _ => None,
+        };
+        let mut lost = lock(&self.lost_cluster);
+        if problem != *lost {
+            if let Some(problem) = &problem {
+                tracing::error!("{problem}");
+            }
+            lost.clone_from(&problem);
+        }
+        Ok(problem.is_none())
+    }
+
     /// Reads the whole cluster state (setting watches), then acts on it.
     async fn sync(self: &Arc<Self>) -> Result<(), CoordError> {
+        if !self.check_cluster_id().await? {
+            self.step_down_everywhere();
+            return Ok(());
+        }
         self.auth_sync
             .sync_logged(self.coord.as_ref(), &self.broker.auth)
             .await;

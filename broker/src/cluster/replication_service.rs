@@ -154,8 +154,15 @@ impl Replication for ReplicationService {
         let (tx, rx) = mpsc::channel(2);
         let service = self.clone();
         tokio::spawn(async move {
+            let broker = Arc::clone(service.node.broker());
             loop {
-                let request = match requests.message().await {
+                // A node that shuts down ends its fetch streams, so its gRPC server
+                // can stop (followers reconnect to the next leader).
+                let next = tokio::select! {
+                    next = requests.message() => next,
+                    () = broker.shutting_down() => break,
+                };
+                let request = match next {
                     Ok(Some(request)) => request,
                     Ok(None) => break,
                     Err(status) => {

@@ -323,6 +323,12 @@ impl Drop for ZkCoordination {
 }
 
 impl Coordination for ZkCoordination {
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = timeout(CLOSE_TIMEOUT, self.client.close()).await;
+        })
+    }
+
     fn create(
         &self,
         path: &str,

@@ -50,14 +50,17 @@ pub async fn healthz() -> Response {
 pub async fn readyz(State(app): State<AppState>) -> Response {
     // The broker is built only once its storage opened; its data directory
     // disappearing (an unmounted disk) is what makes it unready.
-    if let Some(node) = app.cluster.node()
-        && !node.is_connected()
-    {
-        return ApiError::new(
-            crate::error::ErrorCode::Unavailable,
-            "no ZooKeeper session: this node cannot take part in the cluster now",
-        )
-        .into_response();
+    if let Some(node) = app.cluster.node() {
+        if !node.is_connected() {
+            return ApiError::new(
+                crate::error::ErrorCode::Unavailable,
+                "no ZooKeeper session: this node cannot take part in the cluster now",
+            )
+            .into_response();
+        }
+        if let Some(problem) = node.lost_cluster() {
+            return ApiError::new(crate::error::ErrorCode::Unavailable, problem).into_response();
+        }
     }
     if app.broker.data_dir().is_dir() {
         json(
