@@ -255,8 +255,15 @@ impl BrokerConfig {
         if self.segment_bytes < 4096 || self.segment_bytes > (1 << 30) {
             return fail("segment_bytes must be between 4 KiB and 1 GiB");
         }
-        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
-            return fail("jwt_secret must be at least 16 characters");
+        let secret_min = crate::auth::JWT_SECRET_BYTES_MIN;
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < secret_min)
+        {
+            return Err(BrokerError::Config(format!(
+                "jwt_secret must be at least {secret_min} bytes"
+            )));
         }
         if self.zookeeper.is_some() && self.node_id.is_none() {
             return fail("a node in a cluster (zookeeper set) needs a node_id");
