@@ -1226,6 +1226,153 @@ fn ignore_no_node(result: Result<(), CoordError>) -> Result<(), CoordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::memory::{MemoryCoordination, MemoryTree};
+    use crate::config::BrokerConfig;
+
+    /// A node with its own data directory on the shared in-memory tree; its
+    /// session handle, to cut it off; its stop switch.
+    struct TestNode {
+        node: Arc<ClusterNode>,
+        session: Arc<MemoryCoordination>,
+        stop: watch::Sender<bool>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start_node(id: NodeId, tree: &MemoryTree) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().join("data"),
+            admin_password: Some("node-test-password".into()),
+            jwt_secret: Some("a-jwt-secret-for-the-node-tests-0123456789".into()),
+            ..BrokerConfig::default()
+        };
+        let (broker, _) = tokio::task::spawn_blocking(move || Broker::open(config))
+            .await
+            .unwrap()
+            .unwrap();
+        let session = Arc::new(tree.session());
+        let coord: Arc<dyn Coordination> = Arc::clone(&session) as Arc<dyn Coordination>;
+        let config = NodeConfig {
+            node_id: id,
+            // Nothing listens there: followers' fetches fail and retry, which these
+            // tests do not need.
+            rest_addr: "127.0.0.1:9".into(),
+            grpc_addr: "127.0.0.1:9".into(),
+            leader: LeaderConfig::default(),
+            session_timeout: Duration::from_millis(300),
+        };
+        let node = Arc::new(ClusterNode::new(config, coord, Arc::new(broker)));
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(Arc::clone(&node).run(stopped));
+        TestNode {
+            node,
+            session,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    fn topic_spec(name: &str, partitions: u32, replication_factor: u32) -> serde_json::Value {
+        serde_json::to_value(TopicSpec {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            retention_ms: None,
+            retention_bytes: None,
+            durability: crate::config::Durability::Fsync,
+        })
+        .unwrap()
+    }
+
+    async fn eventually(what: &str, check: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leadership_moves_when_the_leaders_session_ends() {
+        let tree = MemoryCoordination::new_tree();
+        let nodes = [start_node(1, &tree).await, start_node(2, &tree).await];
+        eventually("both nodes are members", || {
+            nodes
+                .iter()
+                .all(|n| n.node.with_metadata(|m| m.brokers.len() == 2))
+        })
+        .await;
+        let too_many = nodes[0]
+            .node
+            .create(LogKind::Topic, "t", topic_spec("t", 2, 3), 2, 3)
+            .await
+            .unwrap_err();
+        assert_eq!(too_many.code, ErrorCode::BadRequest, "{too_many:?}");
+        nodes[0]
+            .node
+            .create(LogKind::Topic, "t", topic_spec("t", 2, 2), 2, 2)
+            .await
+            .unwrap();
+        eventually("every node has its copy", || {
+            nodes.iter().all(|n| n.node.broker().topic("t").is_ok())
+        })
+        .await;
+        let leader = nodes[0].node.home(LogKind::Topic, "t").unwrap();
+        let (old, new) = if leader == 1 {
+            (&nodes[0], &nodes[1])
+        } else {
+            (&nodes[1], &nodes[0])
+        };
+        eventually("the leader leads both partitions", || {
+            (0..2).all(|p| {
+                old.node
+                    .local_partition(LogKind::Topic, "t", p)
+                    .is_some_and(|p| p.replica.leader_epoch() == Some(1))
+            })
+        })
+        .await;
+
+        // The leader is cut off, and its session ends.
+        old.session.disconnect();
+        old.session.expire();
+        eventually("the other node leads in epoch 2", || {
+            (0..2).all(|p| {
+                new.node
+                    .local_partition(LogKind::Topic, "t", p)
+                    .is_some_and(|p| p.replica.leader_epoch() == Some(2))
+            })
+        })
+        .await;
+        assert!(
+            (0..2).all(|p| old
+                .node
+                .local_partition(LogKind::Topic, "t", p)
+                .is_some_and(|p| p.replica.leader_epoch().is_none())),
+            "the cut-off node stopped leading"
+        );
+
+        // It comes back with a new session and follows.
+        old.session.reconnect();
+        let new_id = new.node.id();
+        eventually("the old leader follows the new one", || {
+            (0..2).all(|p| {
+                old.node
+                    .local_partition(LogKind::Topic, "t", p)
+                    .is_some_and(|p| p.replica.following() == Some((new_id, 2)))
+            })
+        })
+        .await;
+
+        // Deleting the topic removes every copy.
+        new.node.delete(LogKind::Topic, "t").await.unwrap();
+        eventually("no node keeps a copy", || {
+            nodes.iter().all(|n| n.node.broker().topic("t").is_err())
+        })
+        .await;
+        for n in &nodes {
+            n.stop.send_replace(true);
+        }
+    }
 
     fn state(leader: Option<NodeId>, epoch: u32, isr: &[NodeId]) -> PartitionState {
         PartitionState {
