@@ -2,13 +2,14 @@
 //! processes on loopback, joined through it, sharing one token secret (so a token
 //! from any node works on every node).
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::api::{Api, Pulled, u64_field};
+use crate::api::{Api, Pulled, keyed, u64_field};
 use crate::process::{BrokerProcess, free_port};
 use crate::zookeeper::ZooKeeperProcess;
 
@@ -74,6 +75,12 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Fresh clients (own connections, same token) of the members `ids`, e.g. for
+    /// producers that fail over between nodes.
+    pub fn fresh_apis(&self, ids: &[u32]) -> anyhow::Result<Vec<Api>> {
+        ids.iter().map(|id| self.node(*id).api().fresh()).collect()
+    }
+
     /// The member with node id `id`.
     pub fn node(&self, id: u32) -> &BrokerProcess {
         &self.nodes[(id - 1) as usize]
@@ -125,6 +132,29 @@ impl Cluster {
         }
     }
 
+    /// Creates `topic` with `partitions` partitions and `replication_factor` replicas
+    /// through `api` (201 required), then waits until `api`'s node sees every
+    /// partition led with all `replication_factor` replicas in sync; returns the
+    /// leaders, partition `p` at index `p`.
+    pub async fn create_topic(
+        api: &Api,
+        topic: &str,
+        partitions: u32,
+        replication_factor: u32,
+    ) -> anyhow::Result<Vec<u32>> {
+        let body = json!({
+            "name": topic,
+            "partitions": partitions,
+            "replication_factor": replication_factor,
+        });
+        let (status, answer) = api.post("/v1/topics", &body).await?;
+        ensure!(
+            status == 201,
+            "creating topic {topic} answered {status} {answer}"
+        );
+        Self::wait_leaders(api, topic, &[], replication_factor as usize).await
+    }
+
     /// `GET /v1/topics/{topic}/partitions` through `api`.
     pub async fn partitions(api: &Api, topic: &str) -> anyhow::Result<Vec<Value>> {
         let body = api
@@ -154,13 +184,8 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
             if let Ok(parts) = Self::partitions(api, topic).await {
-                let leaders: Vec<u32> = parts
-                    .iter()
-                    .map(|p| p["leader"].as_u64().unwrap_or(0) as u32)
-                    .collect();
-                let isr_ok = parts
-                    .iter()
-                    .all(|p| p["isr"].as_array().is_some_and(|i| i.len() == isr_len));
+                let leaders = leaders(&parts);
+                let isr_ok = isr_lens(&parts).iter().all(|n| *n == isr_len);
                 if !leaders.is_empty()
                     && leaders.iter().all(|l| *l != 0 && !not.contains(l))
                     && isr_ok
@@ -208,6 +233,50 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Waits until each node of `ids` sees `isr_len` in-sync replicas in every
+    /// partition of `topic`, for at most `timeout`; returns how long it took.
+    pub async fn wait_in_sync(
+        &self,
+        ids: &[u32],
+        topic: &str,
+        isr_len: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let what = format!("{isr_len} in-sync replicas in every partition");
+        self.wait_views(ids, topic, &what, timeout, |parts| {
+            let lens = isr_lens(parts);
+            !lens.is_empty() && lens.iter().all(|n| *n == isr_len)
+        })
+        .await
+    }
+}
+
+/// The leader of each partition in a partitions answer (0: none).
+pub fn leaders(parts: &[Value]) -> Vec<u32> {
+    parts
+        .iter()
+        .map(|p| p["leader"].as_u64().map_or(0, |l| l as u32))
+        .collect()
+}
+
+/// The number of in-sync replicas of each partition in a partitions answer.
+pub fn isr_lens(parts: &[Value]) -> Vec<usize> {
+    parts
+        .iter()
+        .map(|p| p["isr"].as_array().map_or(0, Vec::len))
+        .collect()
+}
+
+/// The node that leads every partition in `leaders` (one node leads all the
+/// partitions of a topic); an error when they differ or there are none.
+pub fn sole_leader(leaders: &[u32]) -> anyhow::Result<u32> {
+    let first = *leaders.first().context("a topic without partitions")?;
+    ensure!(
+        leaders.iter().all(|l| *l == first),
+        "one node leads every partition of a topic: {leaders:?}"
+    );
+    Ok(first)
 }
 
 /// Produces `messages` to `topic` with `acks=all` and the `Idempotency-Key`
@@ -280,6 +349,119 @@ pub async fn read_all(api: &Api, topic: &str, sub: &str) -> anyhow::Result<Vec<P
     bail!("{topic} did not end within {READ_ALL_PULLS_MAX} pulls")
 }
 
+/// Produces the (key, value) messages `sent` with [`produce_retrying`] and the
+/// `Idempotency-Key` `idempotency_key`; once they are acknowledged, appends them to
+/// `acked`.
+pub async fn produce_acked(
+    apis: &[Api],
+    topic: &str,
+    sent: Vec<(String, String)>,
+    idempotency_key: &str,
+    acked: &mut Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let messages: Vec<Value> = sent.iter().map(|(k, v)| keyed(k, v)).collect();
+    produce_retrying(apis, topic, &messages, idempotency_key).await?;
+    acked.extend(sent);
+    Ok(())
+}
+
+/// How many examples of each kind of fault a read-back error shows.
+const FAULT_EXAMPLES: usize = 5;
+/// How much of a value a read-back error shows.
+const VALUE_SHOWN: usize = 32;
+
+/// Checks a read of a topic (`pulled`) against the (key, value) messages `acked`,
+/// in acknowledgement order, with distinct values: every acknowledged message is
+/// read exactly once and under its key, the messages of a key are read in their
+/// acknowledgement order, and nothing else is read. The error names the missing,
+/// duplicated, unknown (never acknowledged), keyless, misplaced (under another key)
+/// and out-of-order messages.
+pub fn check_read_back(pulled: &[Pulled], acked: &[(String, String)]) -> anyhow::Result<()> {
+    let mut sent_key: HashMap<&str, &str> = HashMap::new();
+    let mut sent_order: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (key, value) in acked {
+        sent_key.insert(value, key);
+        sent_order.entry(key).or_default().push(value);
+    }
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    let mut read_order: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    let mut keyless = Vec::new();
+    let mut misplaced = Vec::new();
+    for message in pulled {
+        let value = message.value.as_str();
+        let count = counts.entry(value).or_default();
+        *count += 1;
+        let Some(&key) = sent_key.get(value) else {
+            unknown.push(shown(value));
+            continue;
+        };
+        match message.key.as_deref() {
+            None => keyless.push(shown(value)),
+            Some(read) if read != key => {
+                misplaced.push(format!("{} under {read}, sent under {key}", shown(value)));
+            }
+            // Only a value's first reading counts for the order.
+            Some(_) if *count == 1 => read_order.entry(key).or_default().push(value),
+            Some(_) => {}
+        }
+    }
+    let mut missing = Vec::new();
+    let mut duplicated = Vec::new();
+    for (_, value) in acked {
+        match counts.get(value.as_str()).copied().unwrap_or(0) {
+            0 => missing.push(shown(value)),
+            1 => {}
+            n => duplicated.push(format!("{} read {n} times", shown(value))),
+        }
+    }
+    let mut out_of_order = Vec::new();
+    for (key, sent) in &sent_order {
+        // The key's messages read once and under it, in the order of reading and
+        // in the order of sending.
+        let read = read_order.get(key).map_or(&[][..], Vec::as_slice);
+        let sent_read: Vec<&str> = sent.iter().copied().filter(|v| read.contains(v)).collect();
+        if let Some(at) = read.iter().zip(&sent_read).position(|(r, s)| r != s) {
+            out_of_order.push(format!(
+                "key {key}: read {} where {} was sent",
+                shown(read[at]),
+                shown(sent_read[at])
+            ));
+        }
+    }
+    let faults: Vec<String> = [
+        ("missing", missing),
+        ("duplicated", duplicated),
+        ("never acknowledged", unknown),
+        ("without a key", keyless),
+        ("under another key", misplaced),
+        ("out of order", out_of_order),
+    ]
+    .into_iter()
+    .filter(|(_, list)| !list.is_empty())
+    .map(|(what, list)| {
+        let examples: Vec<&String> = list.iter().take(FAULT_EXAMPLES).collect();
+        format!("{} {what}, e.g. {examples:?}", list.len())
+    })
+    .collect();
+    ensure!(
+        faults.is_empty(),
+        "read {} messages, {} acknowledged: {}",
+        pulled.len(),
+        acked.len(),
+        faults.join("; ")
+    );
+    Ok(())
+}
+
+/// `value` for an error message: long (padded) values cut short.
+fn shown(value: &str) -> String {
+    match value.char_indices().nth(VALUE_SHOWN) {
+        Some((end, _)) => format!("{}… ({} bytes)", &value[..end], value.len()),
+        None => value.to_owned(),
+    }
+}
+
 /// The `broker serve` flags of cluster member `id`.
 fn node_args(id: u32, zookeeper: &str, grpc_port: u16) -> Vec<String> {
     [
@@ -299,4 +481,85 @@ fn node_args(id: u32, zookeeper: &str, grpc_port: u16) -> Vec<String> {
     .iter()
     .map(|s| (*s).to_owned())
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Vec<Pulled> {
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| Pulled {
+                partition: 0,
+                offset: i as u64,
+                key: (!k.is_empty()).then(|| (*k).to_owned()),
+                value: (*v).to_owned(),
+            })
+            .collect()
+    }
+
+    fn acked(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn fault(pulled: &[(&str, &str)], sent: &[(&str, &str)]) -> String {
+        match check_read_back(&read(pulled), &acked(sent)) {
+            Ok(()) => String::from("no fault"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    const SENT: [(&str, &str); 3] = [("a", "a1"), ("b", "b1"), ("a", "a2")];
+
+    #[test]
+    fn a_read_of_each_acknowledged_message_in_key_order_passes() {
+        // Keys interleave freely across partitions; only each key's order counts.
+        assert_eq!(
+            fault(&[("a", "a1"), ("a", "a2"), ("b", "b1")], &SENT),
+            "no fault"
+        );
+    }
+
+    #[test]
+    fn each_fault_is_named() {
+        let cases: [(&[(&str, &str)], &str); 6] = [
+            (&[("a", "a1"), ("a", "a2")], "1 missing, e.g. [\"b1\"]"),
+            (
+                &[("a", "a1"), ("b", "b1"), ("b", "b1"), ("a", "a2")],
+                "1 duplicated, e.g. [\"b1 read 2 times\"]",
+            ),
+            (
+                &[("a", "a1"), ("b", "b1"), ("a", "a2"), ("c", "c1")],
+                "1 never acknowledged, e.g. [\"c1\"]",
+            ),
+            (
+                &[("a", "a1"), ("", "b1"), ("a", "a2")],
+                "1 without a key, e.g. [\"b1\"]",
+            ),
+            (
+                &[("a", "a1"), ("a", "b1"), ("a", "a2")],
+                "1 under another key, e.g. [\"b1 under a, sent under b\"]",
+            ),
+            (
+                &[("a", "a2"), ("b", "b1"), ("a", "a1")],
+                "1 out of order, e.g. [\"key a: read a2 where a1 was sent\"]",
+            ),
+        ];
+        for (pulled, expected) in cases {
+            let error = fault(pulled, &SENT);
+            assert!(error.contains(expected), "{error} lacks {expected}");
+        }
+    }
+
+    #[test]
+    fn long_values_are_cut_short() {
+        let long = format!("v:{}", ".".repeat(100));
+        assert_eq!(shown(&long), format!("v:{}… (102 bytes)", ".".repeat(30)));
+        assert_eq!(shown("short"), "short");
+    }
 }

@@ -40,7 +40,7 @@ pub mod zookeeper;
 
 pub use api::{Api, Pulled, Received, Reply, expect, keyed, u64_field, unkeyed};
 pub use cluster::Cluster;
-pub use process::{ADMIN_PASSWORD, BrokerProcess, broker_cli, free_port};
+pub use process::{ADMIN_PASSWORD, BrokerProcess, broker_cli, broker_cli_on, free_port};
 pub use rng::{Rng, seed};
 pub use scenario::scenario;
 pub use zookeeper::ZooKeeperProcess;

@@ -42,8 +42,8 @@ pub(crate) fn take_stashed_logs() -> Vec<String> {
     std::mem::take(&mut *STASHED_LOGS.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Keeps the output tails of a process that is gone (a ZooKeeper server) until the
-/// scenario ends, for [`crate::scenario`] to show if it fails.
+/// Keeps the output tails of a process that is gone (a broker, a ZooKeeper server)
+/// until the scenario ends, for [`crate::scenario`] to show if it fails.
 pub(crate) fn stash_logs(tails: String) {
     STASHED_LOGS
         .lock()
@@ -277,19 +277,7 @@ impl BrokerProcess {
             .stdout(open("stdout")?)
             .stderr(open("stderr")?);
         hermetic_env(&mut command);
-        // SAFETY: the closure runs in the child between fork and exec and calls only
-        // prctl, which is async-signal-safe. PR_SET_PDEATHSIG makes the kernel kill the
-        // broker when the thread that spawned it exits, so a test process that is
-        // itself killed leaves no broker behind. Brokers are spawned from the test's
-        // runtime threads, which live as long as the test.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         command
             .spawn()
             .with_context(|| format!("cannot start {}", self.bin.display()))
@@ -325,19 +313,23 @@ impl BrokerProcess {
 
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let tails = self.log_tails();
-        if std::thread::panicking() {
-            eprintln!("{tails}");
-        }
-        STASHED_LOGS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tails);
+        end_dropped(self.child.take(), || self.log_tails());
     }
+}
+
+/// What dropping a harness server does: kills its process (SIGKILL) and waits for
+/// it, then prints its output tails if the test is panicking and stashes them with
+/// [`stash_logs`].
+pub(crate) fn end_dropped(child: Option<Child>, tails: impl FnOnce() -> String) {
+    if let Some(mut child) = child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let tails = tails();
+    if std::thread::panicking() {
+        eprintln!("{tails}");
+    }
+    stash_logs(tails);
 }
 
 /// A port that was free a moment ago: bind port 0 on loopback, read it, let go.
@@ -411,6 +403,23 @@ pub(crate) fn read_tail(path: &Path, bytes: u64) -> String {
     }
 }
 
+/// Makes the kernel SIGKILL the process `command` spawns when the thread that
+/// spawned it exits (PR_SET_PDEATHSIG), so a test process that is itself killed
+/// leaves no server behind. Servers are spawned from the test's runtime threads,
+/// which live as long as the test.
+pub(crate) fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // prctl, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The longest a `broker` command-line subcommand (not `serve`) may run.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -424,4 +433,25 @@ pub async fn broker_cli(args: Vec<String>, stdin: Option<String>) -> anyhow::Res
         run_bounded(command, stdin.as_deref().map(str::as_bytes), CLI_TIMEOUT)
     })
     .await?
+}
+
+/// Runs `broker <args> --data-dir DIR` with `stdin`; fails unless it exits 0.
+pub async fn broker_cli_on(
+    args: &[&str],
+    data_dir: &Path,
+    stdin: Option<String>,
+) -> anyhow::Result<()> {
+    let mut argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    argv.push("--data-dir".to_owned());
+    argv.push(data_dir.display().to_string());
+    match broker_cli(argv, stdin).await? {
+        Bounded::Exited(out) if out.status.success() => Ok(()),
+        Bounded::Exited(out) => bail!(
+            "broker {}: {}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Bounded::TimedOut => bail!("broker {} did not finish", args.join(" ")),
+    }
 }

@@ -11,7 +11,6 @@
 //! present, so the server's log reaches its output file.
 
 use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -20,7 +19,7 @@ use anyhow::{Context, bail};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::process::{free_port, read_tail, stash_logs};
+use crate::process::{die_with_parent, end_dropped, free_port, read_tail};
 
 /// The ZooKeeper jar of the Debian package; its manifest names its libraries.
 pub const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
@@ -210,18 +209,7 @@ impl ZooKeeperProcess {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: the closure runs in the child between fork and exec and calls only
-        // prctl, which is async-signal-safe. PR_SET_PDEATHSIG makes the kernel kill the
-        // server when the thread that spawned it exits, so a test process that is
-        // itself killed leaves no server behind.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         command
             .spawn()
             .context("cannot start java (is a JDK installed?)")
@@ -253,15 +241,7 @@ impl ZooKeeperProcess {
 
 impl Drop for ZooKeeperProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let tails = self.log_tails();
-        if std::thread::panicking() {
-            eprintln!("{tails}");
-        }
-        stash_logs(tails);
+        end_dropped(self.child.take(), || self.log_tails());
     }
 }
 

@@ -7,13 +7,14 @@
 //! deleted subscription) survive it too.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
 use system_tests::command::Bounded;
-use system_tests::{Api, BrokerProcess, broker_cli, expect, keyed, scenario, u64_field, unkeyed};
+use system_tests::{
+    Api, BrokerProcess, broker_cli, broker_cli_on, expect, keyed, scenario, u64_field, unkeyed,
+};
 
 const ORDERS: &str = "orders.eu";
 const ORDERS_PARTITIONS: u32 = 3;
@@ -240,23 +241,6 @@ async fn cli_has(args: &[&str], needle: &str) -> anyhow::Result<bool> {
     })
 }
 
-/// Runs `broker <args> --data-dir DIR` with `stdin`; fails unless it exits 0.
-async fn cli(args: &[&str], data_dir: &Path, stdin: Option<String>) -> anyhow::Result<()> {
-    let mut argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    argv.push("--data-dir".to_owned());
-    argv.push(data_dir.display().to_string());
-    match broker_cli(argv, stdin).await? {
-        Bounded::Exited(out) if out.status.success() => Ok(()),
-        Bounded::Exited(out) => bail!(
-            "broker {}: {}\n{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Bounded::TimedOut => bail!("broker {} did not finish", args.join(" ")),
-    }
-}
-
 /// With the broker stopped, adds `alice` (password on stdin) and grants her produce
 /// on topics `orders.*` and consume on queue `emails` with the CLI, then starts the
 /// broker again. `false` when this broker's CLI cannot do that yet.
@@ -269,7 +253,7 @@ async fn add_user_offline(broker: &mut BrokerProcess) -> anyhow::Result<bool> {
     }
     broker.terminate().await?;
     let dir = broker.data_dir().to_path_buf();
-    cli(
+    broker_cli_on(
         &["user", "add", USER],
         &dir,
         Some(format!("{USER_PASSWORD}\n")),
@@ -278,11 +262,11 @@ async fn add_user_offline(broker: &mut BrokerProcess) -> anyhow::Result<bool> {
     let topic_grant = [
         "acl", "grant", USER, "--topic", "orders.*", "--action", "produce",
     ];
-    cli(&topic_grant, &dir, None).await?;
+    broker_cli_on(&topic_grant, &dir, None).await?;
     let queue_grant = [
         "acl", "grant", USER, "--queue", EMAILS, "--action", "consume",
     ];
-    cli(&queue_grant, &dir, None).await?;
+    broker_cli_on(&queue_grant, &dir, None).await?;
     broker.restart().await?;
     println!("added {USER} and her grants with the CLI while the broker was stopped");
     Ok(true)

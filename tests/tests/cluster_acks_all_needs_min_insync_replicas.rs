@@ -21,15 +21,7 @@ async fn acks_all_needs_min_insync_replicas() -> anyhow::Result<()> {
         async {
             let mut cluster = Cluster::start_with(3, &["--min-insync-replicas", "3"]).await?;
             let api = cluster.node(1).api().clone();
-            let created = api
-                .post(
-                    "/v1/topics",
-                    &json!({"name": TOPIC, "partitions": 1, "replication_factor": 3}),
-                )
-                .await?;
-            ensure!(created.0 == 201, "create answered {created:?}");
-            let leaders = Cluster::wait_leaders(&api, TOPIC, &[], 3).await?;
-            let leader = leaders[0];
+            let leader = Cluster::create_topic(&api, TOPIC, 1, 3).await?[0];
             api.produce(TOPIC, &[keyed("k", "v0")], "all", &[]).await?;
 
             let follower = (1..=3).find(|id| *id != leader).unwrap_or(2);

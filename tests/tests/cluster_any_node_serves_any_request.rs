@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use serde_json::json;
+use system_tests::cluster::sole_leader;
 use system_tests::{Cluster, keyed, scenario};
 
 const TOPIC: &str = "routed";
@@ -24,20 +24,8 @@ async fn any_node_serves_any_request() -> anyhow::Result<()> {
         async {
             let cluster = Cluster::start(3).await?;
             let first = cluster.node(1).api();
-            let created = first
-                .post(
-                    "/v1/topics",
-                    &json!({"name": TOPIC, "partitions": 3, "replication_factor": 3}),
-                )
-                .await?;
-            ensure!(created.0 == 201, "create answered {created:?}");
-
-            let leaders = Cluster::wait_leaders(first, TOPIC, &[], 3).await?;
-            let leader = leaders[0];
-            ensure!(
-                leaders.iter().all(|l| *l == leader),
-                "one node leads every partition of a topic: {leaders:?}"
-            );
+            let leaders = Cluster::create_topic(first, TOPIC, 3, 3).await?;
+            let leader = sole_leader(&leaders)?;
             let others: Vec<u32> = (1..=3).filter(|id| *id != leader).collect();
 
             // Every node knows the topic and the members.

@@ -27,13 +27,7 @@ async fn consumer_state_survives_failover() -> anyhow::Result<()> {
             let api = cluster.node(1).api().clone();
 
             // A subscription: 50 messages, 20 pulled and committed, 10 more pulled.
-            let created = api
-                .post(
-                    "/v1/topics",
-                    &json!({"name": TOPIC, "partitions": 1, "replication_factor": 3}),
-                )
-                .await?;
-            ensure!(created.0 == 201, "create topic answered {created:?}");
+            Cluster::create_topic(&api, TOPIC, 1, 3).await?;
             let messages: Vec<_> = (0..50).map(|i| keyed("k", &format!("m{i:02}"))).collect();
             api.produce(TOPIC, &messages, "all", &[]).await?;
             api.subscribe(TOPIC, SUB, "earliest", false).await?;

@@ -12,13 +12,11 @@
 //! Three brokers, a real ZooKeeper (6 s sessions, 5 s replica lag); a topic with 3
 //! partitions and replication factor 3.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use serde_json::{Value, json};
-use system_tests::cluster::{produce_retrying, read_all};
-use system_tests::{Api, Cluster, Pulled, keyed, scenario};
+use system_tests::cluster::{check_read_back, produce_acked, read_all, sole_leader};
+use system_tests::{Api, Cluster, scenario};
 
 const TOPIC: &str = "refilled";
 const KEYS: usize = 12;
@@ -47,10 +45,7 @@ async fn produce_batch(
     let sent: Vec<(String, String)> = (0..BATCH)
         .map(|i| (key_of(n * BATCH + i), value_of(phase, n, i)))
         .collect();
-    let messages: Vec<Value> = sent.iter().map(|(k, v)| keyed(k, v)).collect();
-    produce_retrying(apis, TOPIC, &messages, &format!("{phase}-{n}")).await?;
-    acked.extend(sent);
-    Ok(())
+    produce_acked(apis, TOPIC, sent, &format!("{phase}-{n}"), acked).await
 }
 
 /// `{phase}-{n}-{i}:` padded with `.` to [`VALUE_BYTES`].
@@ -63,13 +58,6 @@ fn value_of(phase: &str, n: usize, i: usize) -> String {
     value
 }
 
-fn isr_lens(parts: &[Value]) -> Vec<usize> {
-    parts
-        .iter()
-        .map(|p| p["isr"].as_array().map_or(0, Vec::len))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_follower_recopies_the_log() -> anyhow::Result<()> {
     scenario(
@@ -78,28 +66,12 @@ async fn empty_follower_recopies_the_log() -> anyhow::Result<()> {
         async {
             let mut cluster = Cluster::start(3).await?;
             let first = cluster.node(1).api().clone();
-            let created = first
-                .post(
-                    "/v1/topics",
-                    &json!({"name": TOPIC, "partitions": 3, "replication_factor": 3}),
-                )
-                .await?;
-            ensure!(created.0 == 201, "create answered {created:?}");
-            let leaders = Cluster::wait_leaders(&first, TOPIC, &[], 3).await?;
-            let leader = leaders[0];
-            ensure!(
-                leaders.iter().all(|l| *l == leader),
-                "one node leads every partition of a topic: {leaders:?}"
-            );
+            let leaders = Cluster::create_topic(&first, TOPIC, 3, 3).await?;
+            let leader = sole_leader(&leaders)?;
             let followers: Vec<u32> = (1..=3).filter(|id| *id != leader).collect();
             let (refilled, other) = (followers[1], followers[0]);
-            let all: Vec<Api> = (1..=3)
-                .map(|id| cluster.node(id).api().fresh())
-                .collect::<anyhow::Result<_>>()?;
-            let survivors: Vec<Api> = [leader, other]
-                .iter()
-                .map(|id| cluster.node(*id).api().fresh())
-                .collect::<anyhow::Result<_>>()?;
+            let all = cluster.fresh_apis(&[1, 2, 3])?;
+            let survivors = cluster.fresh_apis(&[leader, other])?;
 
             let mut acked = Vec::new();
             for n in 0..BATCHES_BEFORE {
@@ -119,16 +91,7 @@ async fn empty_follower_recopies_the_log() -> anyhow::Result<()> {
             // Out of the in-sync replicas before it returns, so that being back in
             // them below means it caught up.
             cluster
-                .wait_views(
-                    &[leader, other],
-                    TOPIC,
-                    "2 in-sync replicas in every partition",
-                    ISR_TIMEOUT,
-                    |parts| {
-                        let lens = isr_lens(parts);
-                        !lens.is_empty() && lens.iter().all(|n| *n == 2)
-                    },
-                )
+                .wait_in_sync(&[leader, other], TOPIC, 2, ISR_TIMEOUT)
                 .await?;
             println!(
                 "node {refilled} left the in-sync replicas {:.2} s after its crash",
@@ -139,16 +102,7 @@ async fn empty_follower_recopies_the_log() -> anyhow::Result<()> {
             let restarted_at = Instant::now();
             println!("restarted node {refilled} over an empty data directory");
             cluster
-                .wait_views(
-                    &[1, 2, 3],
-                    TOPIC,
-                    "3 in-sync replicas in every partition",
-                    ISR_TIMEOUT,
-                    |parts| {
-                        let lens = isr_lens(parts);
-                        !lens.is_empty() && lens.iter().all(|n| *n == 3)
-                    },
-                )
+                .wait_in_sync(&[1, 2, 3], TOPIC, 3, ISR_TIMEOUT)
                 .await?;
             let resynced = restarted_at.elapsed();
             let mib = (acked.len() * VALUE_BYTES) as f64 / f64::from(1 << 20);
@@ -176,7 +130,8 @@ async fn empty_follower_recopies_the_log() -> anyhow::Result<()> {
             );
 
             let pulled = read_all(&api, TOPIC, "verify").await?;
-            check_read(&pulled, &acked)?;
+            check_read_back(&pulled, &acked)
+                .with_context(|| format!("{TOPIC} read from node {refilled}"))?;
             let ends: u64 = api.high_watermarks(TOPIC).await?.iter().sum();
             ensure!(
                 ends == acked.len() as u64,
@@ -191,33 +146,4 @@ async fn empty_follower_recopies_the_log() -> anyhow::Result<()> {
         },
     )
     .await
-}
-
-/// Every acknowledged message read once, in its key's send order, and nothing else.
-fn check_read(pulled: &[Pulled], acked: &[(String, String)]) -> anyhow::Result<()> {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    let mut order: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    for message in pulled {
-        *counts.entry(message.value.as_str()).or_default() += 1;
-        let key = message.key.clone().context("a message without key")?;
-        order.entry(key).or_default().push(message.value.as_str());
-    }
-    let mut expected: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    for (key, value) in acked {
-        let seen = counts.remove(value.as_str()).unwrap_or(0);
-        ensure!(seen == 1, "acknowledged {} read {seen} times", label(value));
-        expected
-            .entry(key.clone())
-            .or_default()
-            .push(value.as_str());
-    }
-    let unknown: Vec<&str> = counts.keys().map(|v| label(v)).collect();
-    ensure!(unknown.is_empty(), "messages never sent: {unknown:?}");
-    ensure!(order == expected, "a key's messages are out of order");
-    Ok(())
-}
-
-/// A value without its padding, for messages.
-fn label(value: &str) -> &str {
-    value.split(':').next().unwrap_or(value)
 }

@@ -11,12 +11,13 @@
 //! Three brokers, a real ZooKeeper; a topic with 3 partitions and replication
 //! factor 3.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use serde_json::json;
+use system_tests::cluster::{check_read_back, read_all};
 use system_tests::{Api, Cluster, keyed, scenario};
 
 const TOPIC: &str = "failover-orders";
@@ -124,19 +125,9 @@ async fn leader_kill_loses_no_acknowledged_message() -> anyhow::Result<()> {
         async {
             let mut cluster = Cluster::start(3).await?;
             let first = cluster.node(1).api().clone();
-            let created = first
-                .post(
-                    "/v1/topics",
-                    &json!({"name": TOPIC, "partitions": 3, "replication_factor": 3}),
-                )
-                .await?;
-            ensure!(created.0 == 201, "create answered {created:?}");
-            let leaders = Cluster::wait_leaders(&first, TOPIC, &[], 3).await?;
-            let leader = leaders[0];
+            let leader = Cluster::create_topic(&first, TOPIC, 3, 3).await?[0];
 
-            let apis: Vec<Api> = (1..=3)
-                .map(|id| cluster.node(id).api().fresh())
-                .collect::<anyhow::Result<_>>()?;
+            let apis = cluster.fresh_apis(&[1, 2, 3])?;
             let shared = Arc::new(Mutex::new(Shared::default()));
             let producers: Vec<_> = (0..PRODUCERS)
                 .map(|p| {
@@ -184,53 +175,16 @@ async fn leader_kill_loses_no_acknowledged_message() -> anyhow::Result<()> {
             let survivor = cluster.api_except(&[leader])?.clone();
             let new_leaders = Cluster::wait_leaders(&survivor, TOPIC, &[leader], 2).await?;
             println!("new leaders: {new_leaders:?}");
-            survivor
-                .subscribe(TOPIC, "verify", "earliest", false)
-                .await?;
-            let mut pulled = Vec::new();
-            loop {
-                let batch = survivor.pull(TOPIC, "verify", 1000, 1_000).await?;
-                if batch.is_empty() {
-                    break;
-                }
-                pulled.extend(batch);
-            }
-
-            let sent: HashSet<(String, u64)> = acked.iter().cloned().collect();
-            let mut seen: HashSet<(String, u64)> = HashSet::new();
-            let mut last_seq: BTreeMap<String, u64> = BTreeMap::new();
-            for message in &pulled {
-                let key = message.key.clone().context("a message without key")?;
-                let (vkey, seq) = message
-                    .value
-                    .split_once('#')
-                    .context("a value never sent")?;
-                ensure!(vkey == key, "value {} under key {key}", message.value);
-                let seq: u64 = seq.parse().context("a value never sent")?;
-                ensure!(
-                    seen.insert((key.clone(), seq)),
-                    "{} appears twice",
-                    message.value
-                );
-                if let Some(prev) = last_seq.insert(key.clone(), seq) {
-                    ensure!(prev < seq, "key {key}: {seq} after {prev}");
-                }
-            }
-            let missing: Vec<_> = sent.difference(&seen).collect();
-            ensure!(
-                missing.is_empty(),
-                "{} acknowledged messages are missing, e.g. {:?}",
-                missing.len(),
-                missing.iter().take(5).collect::<Vec<_>>()
-            );
+            let pulled = read_all(&survivor, TOPIC, "verify").await?;
             // Every message read was sent: unacknowledged ones (in flight at the
             // kill) were retried with their key until acknowledged, so all are in
-            // `sent`.
-            let unknown: Vec<_> = seen.difference(&sent).collect();
-            ensure!(
-                unknown.is_empty(),
-                "messages never acknowledged: {unknown:?}"
-            );
+            // `acked`, which holds each key's messages in their send order.
+            let acked: Vec<(String, String)> = acked
+                .iter()
+                .map(|(key, seq)| (key.clone(), value_of(key, *seq)))
+                .collect();
+            check_read_back(&pulled, &acked)
+                .with_context(|| format!("{TOPIC} read from a survivor"))?;
             ensure!(
                 failover < Duration::from_secs(8),
                 "failover took {failover:?}, over the session timeout plus 2 s"

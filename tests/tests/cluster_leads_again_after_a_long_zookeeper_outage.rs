@@ -10,13 +10,11 @@
 //! Three brokers (6 s sessions), a real ZooKeeper stopped with SIGKILL for longer
 //! than the session timeout and started again over its data directory.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
-use serde_json::{Value, json};
-use system_tests::cluster::{SESSION_TIMEOUT_MS, produce_retrying, read_all};
-use system_tests::{Api, Cluster, keyed, scenario};
+use anyhow::Context;
+use system_tests::cluster::{SESSION_TIMEOUT_MS, check_read_back, produce_acked, read_all};
+use system_tests::{Api, Cluster, scenario};
 
 const TOPIC: &str = "zk-long-outage";
 const BATCH: usize = 10;
@@ -30,17 +28,12 @@ async fn produce_batch(
     apis: &[Api],
     phase: &str,
     n: usize,
-    acked: &mut Vec<String>,
+    acked: &mut Vec<(String, String)>,
 ) -> anyhow::Result<()> {
-    let values: Vec<String> = (0..BATCH).map(|i| format!("{phase}-{n}-{i}")).collect();
-    let messages: Vec<Value> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| keyed(&format!("k{i}"), v))
+    let sent: Vec<(String, String)> = (0..BATCH)
+        .map(|i| (format!("k{i}"), format!("{phase}-{n}-{i}")))
         .collect();
-    produce_retrying(apis, TOPIC, &messages, &format!("{phase}-{n}")).await?;
-    acked.extend(values);
-    Ok(())
+    produce_acked(apis, TOPIC, sent, &format!("{phase}-{n}"), acked).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,17 +44,8 @@ async fn leads_again_after_a_long_zookeeper_outage() -> anyhow::Result<()> {
         async {
             let mut cluster = Cluster::start(3).await?;
             let first = cluster.node(1).api().clone();
-            let created = first
-                .post(
-                    "/v1/topics",
-                    &json!({"name": TOPIC, "partitions": 3, "replication_factor": 3}),
-                )
-                .await?;
-            ensure!(created.0 == 201, "create answered {created:?}");
-            let leaders = Cluster::wait_leaders(&first, TOPIC, &[], 3).await?;
-            let all: Vec<Api> = (1..=3)
-                .map(|id| cluster.node(id).api().fresh())
-                .collect::<anyhow::Result<_>>()?;
+            let leaders = Cluster::create_topic(&first, TOPIC, 3, 3).await?;
+            let all = cluster.fresh_apis(&[1, 2, 3])?;
             let mut acked = Vec::new();
             for n in 0..BATCHES_BEFORE {
                 produce_batch(&all, "before", n, &mut acked).await?;
@@ -91,18 +75,7 @@ async fn leads_again_after_a_long_zookeeper_outage() -> anyhow::Result<()> {
 
             for id in 1..=3 {
                 let pulled = read_all(cluster.node(id).api(), TOPIC, &format!("v{id}")).await?;
-                let mut counts: HashMap<&str, usize> = HashMap::new();
-                for message in &pulled {
-                    *counts.entry(message.value.as_str()).or_default() += 1;
-                }
-                for value in &acked {
-                    let seen = counts.remove(value.as_str()).unwrap_or(0);
-                    ensure!(
-                        seen == 1,
-                        "node {id}: acknowledged {value} read {seen} times"
-                    );
-                }
-                ensure!(counts.is_empty(), "node {id}: never sent: {counts:?}");
+                check_read_back(&pulled, &acked).with_context(|| format!("node {id}"))?;
             }
             println!("read {} messages back through every node", acked.len());
             Ok(())

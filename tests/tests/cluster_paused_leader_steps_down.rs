@@ -15,13 +15,15 @@
 //! Three brokers, a real ZooKeeper (6 s sessions); a topic with 3 partitions and
 //! replication factor 3.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
-use system_tests::cluster::{SESSION_TIMEOUT_MS, produce_retrying, read_all};
-use system_tests::{Api, Cluster, keyed, scenario};
+use system_tests::cluster::{
+    SESSION_TIMEOUT_MS, check_read_back, leaders, produce_acked, read_all, sole_leader,
+};
+use system_tests::{Api, Cluster, Pulled, keyed, scenario};
 
 const TOPIC: &str = "paused-orders";
 /// How long the leader stays frozen: well past the 6 s session timeout.
@@ -38,25 +40,18 @@ const WINDOW_WRITES: usize = 3;
 /// How long the woken node may take to step down and to be in sync again.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The messages acknowledged so far, in acknowledgement order.
-#[derive(Default)]
-struct Acked {
-    values: Vec<String>,
-}
-
-impl Acked {
-    /// Produces batch `n` of phase `phase` through `apis` until one acknowledges it.
-    async fn produce(&mut self, apis: &[Api], phase: &str, n: usize) -> anyhow::Result<()> {
-        let values: Vec<String> = (0..BATCH).map(|i| format!("{phase}-{n}-{i}")).collect();
-        let messages: Vec<Value> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| keyed(&key_of(n * BATCH + i), v))
-            .collect();
-        produce_retrying(apis, TOPIC, &messages, &format!("{phase}-{n}")).await?;
-        self.values.extend(values);
-        Ok(())
-    }
+/// Produces batch `n` of phase `phase` through `apis` until one acknowledges it;
+/// appends its (key, value) messages to `acked`.
+async fn produce_batch(
+    apis: &[Api],
+    phase: &str,
+    n: usize,
+    acked: &mut Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let sent: Vec<(String, String)> = (0..BATCH)
+        .map(|i| (key_of(n * BATCH + i), format!("{phase}-{n}-{i}")))
+        .collect();
+    produce_acked(apis, TOPIC, sent, &format!("{phase}-{n}"), acked).await
 }
 
 fn key_of(i: usize) -> String {
@@ -78,20 +73,6 @@ async fn window_write(api: Api, n: usize) -> (String, u16, Value) {
     }
 }
 
-fn leaders(parts: &[Value]) -> Vec<u64> {
-    parts
-        .iter()
-        .map(|p| p["leader"].as_u64().unwrap_or(0))
-        .collect()
-}
-
-fn isr_lens(parts: &[Value]) -> Vec<usize> {
-    parts
-        .iter()
-        .map(|p| p["isr"].as_array().map_or(0, Vec::len))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_leader_steps_down() -> anyhow::Result<()> {
     scenario(
@@ -100,31 +81,14 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
         async {
             let cluster = Cluster::start(3).await?;
             let first = cluster.node(1).api().clone();
-            let created = first
-                .post(
-                    "/v1/topics",
-                    &json!({"name": TOPIC, "partitions": 3, "replication_factor": 3}),
-                )
-                .await?;
-            ensure!(created.0 == 201, "create answered {created:?}");
-            let before = Cluster::wait_leaders(&first, TOPIC, &[], 3).await?;
-            let old = before[0];
-            ensure!(
-                before.iter().all(|l| *l == old),
-                "one node leads every partition of a topic: {before:?}"
-            );
+            let old = sole_leader(&Cluster::create_topic(&first, TOPIC, 3, 3).await?)?;
             let others: Vec<u32> = (1..=3).filter(|id| *id != old).collect();
-            let all: Vec<Api> = (1..=3)
-                .map(|id| cluster.node(id).api().fresh())
-                .collect::<anyhow::Result<_>>()?;
-            let live: Vec<Api> = others
-                .iter()
-                .map(|id| cluster.node(*id).api().fresh())
-                .collect::<anyhow::Result<_>>()?;
+            let all = cluster.fresh_apis(&[1, 2, 3])?;
+            let live = cluster.fresh_apis(&others)?;
 
-            let mut acked = Acked::default();
+            let mut acked = Vec::new();
             for n in 0..BATCHES_BEFORE {
-                acked.produce(&all, "before", n).await?;
+                produce_batch(&all, "before", n, &mut acked).await?;
             }
 
             // Freeze the leader; writes sent to it now wait in its socket.
@@ -139,18 +103,14 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
 
             let elected = Cluster::wait_leaders(&live[0], TOPIC, &[old], 2).await?;
             let elected_after = paused_at.elapsed();
-            let new = elected[0];
-            ensure!(
-                elected.iter().all(|l| *l == new),
-                "one node leads every partition after the election: {elected:?}"
-            );
+            let new = sole_leader(&elected).context("after the election")?;
             println!(
                 "node {new} leads {TOPIC} {:.2} s after the freeze (session timeout {} ms)",
                 elected_after.as_secs_f64(),
                 SESSION_TIMEOUT_MS
             );
             for n in 0..BATCHES_DURING {
-                acked.produce(&live, "during", n).await?;
+                produce_batch(&live, "during", n, &mut acked).await?;
             }
             tokio::time::sleep_until((paused_at + PAUSE).into()).await;
             cluster.node(old).resume()?;
@@ -169,7 +129,7 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
                     RECOVERY_TIMEOUT,
                     |parts| {
                         let l = leaders(parts);
-                        !l.is_empty() && l.iter().all(|l| *l != 0 && *l != u64::from(old))
+                        !l.is_empty() && l.iter().all(|l| *l != 0 && *l != old)
                     },
                 )
                 .await?;
@@ -178,16 +138,7 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
                 step_down.as_secs_f64()
             );
             cluster
-                .wait_views(
-                    &[1, 2, 3],
-                    TOPIC,
-                    "3 in-sync replicas in every partition",
-                    RECOVERY_TIMEOUT,
-                    |parts| {
-                        let lens = isr_lens(parts);
-                        !lens.is_empty() && lens.iter().all(|n| *n == 3)
-                    },
-                )
+                .wait_in_sync(&[1, 2, 3], TOPIC, 3, RECOVERY_TIMEOUT)
                 .await?;
             println!(
                 "node {old} is in sync again in every partition {:.2} s after the wake",
@@ -195,14 +146,14 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
             );
             let views = Cluster::partitions(cluster.node(old).api(), TOPIC).await?;
             ensure!(
-                leaders(&views).iter().all(|l| *l != u64::from(old)),
+                leaders(&views).iter().all(|l| *l != old),
                 "node {old} names itself leader again: {views:?}"
             );
 
             // The woken node serves again (forwarding to the leader).
-            let through_old = [cluster.node(old).api().fresh()?];
+            let through_old = cluster.fresh_apis(&[old])?;
             for n in 0..BATCHES_AFTER {
-                acked.produce(&through_old, "after", n).await?;
+                produce_batch(&through_old, "after", n, &mut acked).await?;
             }
 
             let mut window_outcomes = Vec::new();
@@ -216,7 +167,8 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
             for id in 1..=3 {
                 let api = cluster.node(id).api();
                 let pulled = read_all(api, TOPIC, &format!("verify-{id}")).await?;
-                check_read(id, &pulled, &acked.values, &window_outcomes)?;
+                check_read(&pulled, &acked, &window_outcomes)
+                    .with_context(|| format!("{TOPIC} read through node {id}"))?;
                 println!("read {} messages through node {id}", pulled.len());
             }
             Ok(())
@@ -225,63 +177,38 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
     .await
 }
 
-/// Every acknowledged message read once, in its key's order; a write to the frozen
-/// node read once if acknowledged, at most once otherwise; nothing else.
+/// Every acknowledged message read once, in its key's order, and nothing else (see
+/// [`check_read_back`]); a write to the frozen node read once if acknowledged, at
+/// most once otherwise, always with a key.
 fn check_read(
-    node: u32,
-    pulled: &[system_tests::Pulled],
-    acked: &[String],
+    pulled: &[Pulled],
+    acked: &[(String, String)],
     window: &[(String, u16, Value)],
 ) -> anyhow::Result<()> {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    let mut order: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let mut window_reads: HashMap<&str, usize> = HashMap::new();
+    let mut rest = Vec::new();
     for message in pulled {
-        *counts.entry(message.value.as_str()).or_default() += 1;
-        let key = message.key.clone().context("a message without key")?;
-        if !message.value.starts_with("window-") {
-            order.entry(key).or_default().push(message.value.as_str());
+        if window.iter().any(|(value, _, _)| *value == message.value) {
+            ensure!(
+                message.key.is_some(),
+                "{} read without a key",
+                message.value
+            );
+            *window_reads.entry(message.value.as_str()).or_default() += 1;
+        } else {
+            rest.push(message.clone());
         }
     }
-    for value in acked {
-        let seen = counts.remove(value.as_str()).unwrap_or(0);
-        ensure!(
-            seen == 1,
-            "through node {node}: acknowledged {value} read {seen} times"
-        );
-    }
     for (value, status, _) in window {
-        let seen = counts.remove(value.as_str()).unwrap_or(0);
+        let seen = window_reads.get(value.as_str()).copied().unwrap_or(0);
         if *status == 200 {
             ensure!(
                 seen == 1,
-                "through node {node}: {value}, acknowledged by the woken node, read {seen} times"
+                "{value}, acknowledged by the woken node, read {seen} times"
             );
         } else {
-            ensure!(seen <= 1, "through node {node}: {value} read {seen} times");
+            ensure!(seen <= 1, "{value} read {seen} times");
         }
     }
-    ensure!(
-        counts.is_empty(),
-        "through node {node}: messages never sent: {counts:?}"
-    );
-    // Within a key, the read order is the acknowledgement order.
-    let mut expected: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    for value in acked {
-        let key = key_for_value(value)?;
-        expected.entry(key).or_default().push(value.as_str());
-    }
-    ensure!(
-        order == expected,
-        "through node {node}: a key's messages are out of order"
-    );
-    Ok(())
-}
-
-/// The key a value was sent under: `{phase}-{batch}-{i}` went to key
-/// `k{(batch * BATCH + i) % KEYS}`.
-fn key_for_value(value: &str) -> anyhow::Result<String> {
-    let mut parts = value.rsplitn(3, '-');
-    let i: usize = parts.next().context("value")?.parse()?;
-    let n: usize = parts.next().context("value")?.parse()?;
-    Ok(key_of(n * BATCH + i))
+    check_read_back(&rest, acked)
 }

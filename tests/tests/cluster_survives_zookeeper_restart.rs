@@ -11,13 +11,11 @@
 //! Three brokers (6 s sessions), a real ZooKeeper stopped with SIGKILL and started
 //! again over its data directory.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use serde_json::{Value, json};
-use system_tests::cluster::{SESSION_TIMEOUT_MS, produce_retrying, read_all};
-use system_tests::{Api, Cluster, keyed, scenario};
+use system_tests::cluster::{SESSION_TIMEOUT_MS, check_read_back, produce_acked, read_all};
+use system_tests::{Api, Cluster, scenario};
 
 const TOPIC: &str = "zk-bounce";
 /// A topic created once ZooKeeper is back.
@@ -40,17 +38,15 @@ async fn produce_batch(
     topic: &str,
     phase: &str,
     n: usize,
-    acked: &mut Vec<String>,
+    acked: &mut Vec<(String, String)>,
 ) -> anyhow::Result<()> {
-    let values: Vec<String> = (0..BATCH).map(|i| format!("{phase}-{n}-{i}")).collect();
-    let messages: Vec<Value> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| keyed(&format!("k{}", (n * BATCH + i) % KEYS), v))
+    let sent: Vec<(String, String)> = (0..BATCH)
+        .map(|i| {
+            let key = format!("k{}", (n * BATCH + i) % KEYS);
+            (key, format!("{phase}-{n}-{i}"))
+        })
         .collect();
-    produce_retrying(apis, topic, &messages, &format!("{topic}-{phase}-{n}")).await?;
-    acked.extend(values);
-    Ok(())
+    produce_acked(apis, topic, sent, &format!("{topic}-{phase}-{n}"), acked).await
 }
 
 /// Waits until `/readyz` answers `status` on every node; returns how long it took.
@@ -72,23 +68,16 @@ async fn wait_readyz(apis: &[Api], status: u16) -> anyhow::Result<Duration> {
     }
 }
 
-/// Reads `topic` through `api` from a new subscription: each of `acked` once,
-/// nothing else.
-async fn check_read(api: &Api, topic: &str, sub: &str, acked: &[String]) -> anyhow::Result<()> {
-    let pulled = read_all(api, topic, sub).await?;
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for message in &pulled {
-        *counts.entry(message.value.as_str()).or_default() += 1;
-    }
-    for value in acked {
-        let seen = counts.remove(value.as_str()).unwrap_or(0);
-        ensure!(seen == 1, "{topic}: acknowledged {value} read {seen} times");
-    }
-    ensure!(
-        counts.is_empty(),
-        "{topic}: messages never sent: {counts:?}"
-    );
-    Ok(())
+/// Reads `topic` through node `id` from a new subscription, and checks the read
+/// against `acked` with [`check_read_back`].
+async fn check_read(
+    cluster: &Cluster,
+    id: u32,
+    topic: &str,
+    acked: &[(String, String)],
+) -> anyhow::Result<()> {
+    let pulled = read_all(cluster.node(id).api(), topic, &format!("verify-{id}")).await?;
+    check_read_back(&pulled, acked).with_context(|| format!("{topic} read through node {id}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,17 +88,8 @@ async fn survives_zookeeper_restart() -> anyhow::Result<()> {
         async {
             let mut cluster = Cluster::start(3).await?;
             let first = cluster.node(1).api().clone();
-            let created = first
-                .post(
-                    "/v1/topics",
-                    &json!({"name": TOPIC, "partitions": 3, "replication_factor": 3}),
-                )
-                .await?;
-            ensure!(created.0 == 201, "create answered {created:?}");
-            let leaders = Cluster::wait_leaders(&first, TOPIC, &[], 3).await?;
-            let all: Vec<Api> = (1..=3)
-                .map(|id| cluster.node(id).api().fresh())
-                .collect::<anyhow::Result<_>>()?;
+            let leaders = Cluster::create_topic(&first, TOPIC, 3, 3).await?;
+            let all = cluster.fresh_apis(&[1, 2, 3])?;
             let controller = first.get_ok("/v1/cluster").await?["controller"].clone();
 
             let mut acked = Vec::new();
@@ -164,23 +144,13 @@ async fn survives_zookeeper_restart() -> anyhow::Result<()> {
                 produce_batch(&all, TOPIC, "after", n, &mut acked).await?;
             }
             for id in 1..=3 {
-                let api = cluster.node(id).api();
-                check_read(api, TOPIC, &format!("verify-{id}"), &acked).await?;
+                check_read(&cluster, id, TOPIC, &acked).await?;
             }
 
             // A topic created now: every node knows it, and it takes writes.
-            let reply = cluster
-                .node(2)
-                .api()
-                .post(
-                    "/v1/topics",
-                    &json!({"name": LATER_TOPIC, "partitions": 3, "replication_factor": 3}),
-                )
-                .await?;
-            ensure!(
-                reply.0 == 201,
-                "create after the restart answered {reply:?}"
-            );
+            Cluster::create_topic(cluster.node(2).api(), LATER_TOPIC, 3, 3)
+                .await
+                .context("a topic created after the restart")?;
             for id in 1..=3 {
                 Cluster::wait_leaders(cluster.node(id).api(), LATER_TOPIC, &[], 3)
                     .await
@@ -191,8 +161,7 @@ async fn survives_zookeeper_restart() -> anyhow::Result<()> {
                 produce_batch(&all, LATER_TOPIC, "later", n, &mut later).await?;
             }
             for id in 1..=3 {
-                let api = cluster.node(id).api();
-                check_read(api, LATER_TOPIC, &format!("verify-{id}"), &later).await?;
+                check_read(&cluster, id, LATER_TOPIC, &later).await?;
             }
             println!(
                 "read {} + {} messages back through every node",

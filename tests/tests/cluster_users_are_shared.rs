@@ -6,13 +6,11 @@
 //!
 //! Three brokers and a real ZooKeeper on loopback.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, ensure};
 use serde_json::json;
-use system_tests::command::Bounded;
-use system_tests::{ADMIN_PASSWORD, Api, Cluster, broker_cli, expect, scenario};
+use system_tests::{ADMIN_PASSWORD, Api, Cluster, broker_cli_on, scenario};
 
 const TOPIC: &str = "orders.eu";
 const OTHER_TOPIC: &str = "audit";
@@ -23,23 +21,6 @@ const PASSWORD: &str = "alice-password-1";
 const SHARE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a scenario checks whether a change arrived.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Runs `broker <args> --data-dir DIR` with `stdin`; fails unless it exits 0.
-async fn cli(args: &[&str], data_dir: &Path, stdin: Option<String>) -> anyhow::Result<()> {
-    let mut argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    argv.push("--data-dir".to_owned());
-    argv.push(data_dir.display().to_string());
-    match broker_cli(argv, stdin).await? {
-        Bounded::Exited(out) if out.status.success() => Ok(()),
-        Bounded::Exited(out) => bail!(
-            "broker {}: {}\n{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Bounded::TimedOut => bail!("broker {} did not finish", args.join(" ")),
-    }
-}
 
 /// `POST /v1/auth/token` as the user on `api`'s node: the status.
 async fn login_status(api: &Api) -> anyhow::Result<u16> {
@@ -101,13 +82,12 @@ async fn users_are_shared() -> anyhow::Result<()> {
             let cluster = Cluster::start(3).await?;
             let admin = cluster.node(1).api();
             for topic in [TOPIC, OTHER_TOPIC] {
-                let body = json!({"name": topic, "partitions": 1, "replication_factor": 3});
-                expect(admin.post("/v1/topics", &body).await?, 201, "create topic")?;
+                Cluster::create_topic(admin, topic, 1, 3).await?;
             }
 
             // Added and granted on node 1's data directory, with the node running.
             let node1 = cluster.data_dir(1);
-            cli(
+            broker_cli_on(
                 &["user", "add", USER],
                 &node1,
                 Some(format!("{PASSWORD}\n")),
@@ -116,7 +96,7 @@ async fn users_are_shared() -> anyhow::Result<()> {
             let grant = [
                 "acl", "grant", USER, "--topic", "orders.*", "--action", "produce",
             ];
-            cli(&grant, &node1, None).await?;
+            broker_cli_on(&grant, &node1, None).await?;
 
             // Used on node 3: the login and the grant arrived.
             let on_node3 = wait_login_and_produce(cluster.node(3).api(), 3).await?;
@@ -135,7 +115,7 @@ async fn users_are_shared() -> anyhow::Result<()> {
             );
 
             // Removed on node 2's data directory: gone on node 1, tokens included.
-            cli(&["user", "remove", USER], &cluster.data_dir(2), None).await?;
+            broker_cli_on(&["user", "remove", USER], &cluster.data_dir(2), None).await?;
             wait_login_refused(cluster.node(1).api(), 1).await?;
             let (status, body) = on_node1
                 .post(
