@@ -48,6 +48,12 @@ pub async fn run(
         shutdown.await;
         stopping.begin_shutdown();
     };
+    // Answers go out at once, not held back waiting for the peer's acknowledgement.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
