@@ -110,15 +110,13 @@ impl Partition {
         batch: RecordBatch,
         acks: Acks,
     ) -> Result<AppendInfo, ApiError> {
-        if acks == Acks::All {
-            self.replica.check_min_isr()?;
+        if acks != Acks::All || self.replica.is_standalone() {
+            return self.append(batch, acks != Acks::None).await;
         }
+        self.replica.check_min_isr()?;
         let mut changes = self.replica.role_changes();
         let epoch = self.replica.leader_epoch();
-        let info = self.append(batch, acks != Acks::None).await?;
-        if acks != Acks::All || self.replica.is_standalone() {
-            return Ok(info);
-        }
+        let info = self.append(batch, true).await?;
         let last = Offset(info.next_offset().0.saturating_sub(1));
         let copied = async {
             loop {
