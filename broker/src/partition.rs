@@ -114,41 +114,19 @@ impl Partition {
             return self.append(batch, acks != Acks::None).await;
         }
         self.replica.check_min_isr()?;
-        let mut changes = self.replica.role_changes();
         let epoch = self.replica.leader_epoch();
         let info = self.append(batch, true).await?;
         let last = Offset(info.next_offset().0.saturating_sub(1));
-        let copied = async {
-            loop {
-                tokio::select! {
-                    _ = self.log.wait_for(last, ReadBound::HighWatermark) => return true,
-                    changed = changes.changed() => {
-                        if changed.is_err() || self.replica.leader_epoch() != epoch {
-                            return false;
-                        }
-                    }
-                }
-            }
-        };
-        match tokio::time::timeout(REPLICATION_TIMEOUT, copied).await {
-            Ok(true) => Ok(info),
-            Ok(false) => Err(ApiError::new(
-                ErrorCode::NotLeader,
-                format!(
-                    "partition {} changed leader before its replicas had the messages; \
-                     they may or may not be kept: retry with the same Idempotency-Key",
-                    self.id
-                ),
-            )),
-            Err(_) => Err(ApiError::new(
-                ErrorCode::Timeout,
-                format!(
-                    "the in-sync replicas of partition {} did not copy the messages in time; \
-                     retry with the same Idempotency-Key",
-                    self.id
-                ),
-            )),
-        }
+        self.replica
+            .while_leading(
+                epoch,
+                self.log.wait_for(last, ReadBound::HighWatermark),
+                REPLICATION_TIMEOUT,
+                &format!("the messages of partition {}", self.id),
+                "retry with the same Idempotency-Key",
+            )
+            .await?;
+        Ok(info)
     }
 
     /// The bound consumers read up to.

@@ -10,6 +10,7 @@ use proto::v1::replication_client::ReplicationClient;
 use proto::v1::{EpochEndRequest, FetchRequest, PartitionRef, ReplicaError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 
 use super::node::{ClusterNode, PartitionKey};
 use crate::partition::Partition;
@@ -46,23 +47,67 @@ pub async fn follow(
     leader: NodeId,
     epoch: u32,
 ) {
-    let mut pause = Duration::from_millis(50);
+    let mut backoff = Backoff::default();
     loop {
         match follow_once(&node, &key, &partition, leader, epoch).await {
-            Ok(()) => pause = Duration::from_millis(50),
-            Err(error) => {
-                tracing::debug!(%error, ?key, leader, "copying from the leader stopped");
-                if matches!(
-                    error,
-                    FetchError::Refused(_) | FetchError::NoAddress | FetchError::Unreachable(_)
-                ) {
-                    node.nudge();
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
+            Ok(()) => backoff.reset(),
+            Err(error) => backoff.failed(&node, &key, leader, "messages", error).await,
         }
     }
+}
+
+/// The pause between rounds of copying: 50 ms after a round that ended well,
+/// doubling to 1 s with each failure.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_millis(50))
+    }
+}
+
+impl Backoff {
+    fn reset(&mut self) {
+        *self = Backoff::default();
+    }
+
+    /// Reports a failed round and waits before the next. A failure that says the
+    /// leader moved asks for a read of the cluster state; one that will not pass by
+    /// itself (a bad batch, a storage error) is logged as a warning, the others at
+    /// debug level.
+    async fn failed(
+        &mut self,
+        node: &ClusterNode,
+        key: &PartitionKey,
+        leader: NodeId,
+        what: &str,
+        error: FetchError,
+    ) {
+        match error {
+            FetchError::BadBatch(_) | FetchError::Storage(_) => {
+                tracing::warn!(%error, ?key, leader, what, "copying from the leader failed");
+            }
+            FetchError::Refused(_) | FetchError::NoAddress | FetchError::Unreachable(_) => {
+                tracing::debug!(%error, ?key, leader, what, "copying from the leader stopped");
+                node.nudge();
+            }
+            FetchError::Status(_) => {
+                tracing::debug!(%error, ?key, leader, what, "copying from the leader stopped");
+            }
+        }
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// A client of `leader`'s replication service.
+fn client(node: &ClusterNode, leader: NodeId) -> Result<ReplicationClient<Channel>, FetchError> {
+    let addr = node.grpc_addr(leader).ok_or(FetchError::NoAddress)?;
+    let channel = node
+        .peers
+        .channel(&addr)
+        .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+    Ok(ReplicationClient::new(channel))
 }
 
 fn partition_ref(key: &PartitionKey) -> PartitionRef {
@@ -88,12 +133,7 @@ async fn follow_once(
     leader: NodeId,
     epoch: u32,
 ) -> Result<(), FetchError> {
-    let addr = node.grpc_addr(leader).ok_or(FetchError::NoAddress)?;
-    let channel = node
-        .peers
-        .channel(&addr)
-        .map_err(|e| FetchError::Unreachable(e.to_string()))?;
-    let mut client = ReplicationClient::new(channel);
+    let mut client = client(node, leader)?;
     let log = &partition.log;
 
     let (mut follower, mut step) = FollowerState::new(
@@ -239,14 +279,14 @@ pub async fn follow_journal(
     epoch: u32,
 ) {
     let mut start_over = true;
-    let mut pause = Duration::from_millis(50);
+    let mut backoff = Backoff::default();
     loop {
         match journal_once(&node, &key, &journal, leader, epoch, &mut start_over).await {
-            Ok(()) => pause = Duration::from_millis(50),
+            Ok(()) => backoff.reset(),
             Err(error) => {
-                tracing::debug!(%error, ?key, leader, "copying the queue journal stopped");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
+                backoff
+                    .failed(&node, &key, leader, "queue journal", error)
+                    .await;
             }
         }
     }
@@ -260,12 +300,7 @@ async fn journal_once(
     epoch: u32,
     start_over: &mut bool,
 ) -> Result<(), FetchError> {
-    let addr = node.grpc_addr(leader).ok_or(FetchError::NoAddress)?;
-    let channel = node
-        .peers
-        .channel(&addr)
-        .map_err(|e| FetchError::Unreachable(e.to_string()))?;
-    let mut client = ReplicationClient::new(channel);
+    let mut client = client(node, leader)?;
     let request = |fetch_offset: u64, from_log_start: bool| FetchRequest {
         partition: Some(PartitionRef {
             kind: proto::v1::LogKind::QueueState as i32,

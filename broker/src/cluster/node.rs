@@ -149,7 +149,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn now_ms() -> u64 {
+/// The wall clock in ms since the epoch, as the replication state machines take it.
+pub(crate) fn now_ms() -> u64 {
     message::now_ms().max(0) as u64
 }
 

@@ -235,45 +235,79 @@ impl Replica {
 
     /// Waits until every other in-sync replica has copied the state journal up to
     /// `end` (exclusive): an ack is answered only once a failover cannot lose it.
-    /// Returns at once standalone or without followers in sync.
+    /// Returns at once standalone; fails as [`Replica::while_leading`] does.
     pub async fn journal_copied(&self, end: u64, timeout: Duration) -> Result<(), ApiError> {
-        let mut copied = self.journal_copied.subscribe();
-        let mut changes = self.role_changes();
+        if self.is_standalone() {
+            return Ok(());
+        }
         let epoch = self.leader_epoch();
-        let wait = async {
+        let mut copied = self.journal_copied.subscribe();
+        let until = async {
             loop {
-                let Some(isr) = self.isr() else {
-                    return self.is_standalone();
+                let (Some(isr), Some(me)) = (self.isr(), self.me()) else {
+                    return;
                 };
-                let me = self.me();
                 let done = {
                     let progress = copied.borrow_and_update();
                     isr.iter()
-                        .filter(|n| Some(**n) != me)
+                        .filter(|n| **n != me)
                         .all(|n| progress.get(n).is_some_and(|at| *at >= end))
                 };
-                if done {
-                    return true;
-                }
-                tokio::select! {
-                    changed = copied.changed() => if changed.is_err() { return false },
-                    changed = changes.changed() => {
-                        if changed.is_err() || self.leader_epoch() != epoch {
-                            return false;
-                        }
-                    }
+                if done || copied.changed().await.is_err() {
+                    return;
                 }
             }
         };
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ApiError::new(
+        self.while_leading(epoch, until, timeout, "the change", "retry")
+            .await
+    }
+
+    /// Runs `until` (a wait for the in-sync replicas) as long as this node still
+    /// leads in `epoch`, the epoch it led in when the write was made. Fails with 503
+    /// `not_leader` when the leadership changes first (the write may or may not be
+    /// kept) and with 504 `timeout` when `timeout` passes; `what` names what was
+    /// written and `retry` how to retry, in those errors. `None` (not leading when
+    /// the write was made) fails at once.
+    pub async fn while_leading(
+        &self,
+        epoch: Option<u32>,
+        until: impl std::future::Future<Output = ()>,
+        timeout: Duration,
+        what: &str,
+        retry: &str,
+    ) -> Result<(), ApiError> {
+        let lost_leadership = || {
+            ApiError::new(
                 ErrorCode::NotLeader,
-                "the partition changed leader before its replicas had the change; retry",
-            )),
+                format!(
+                    "the partition changed leader before its in-sync replicas had {what}; \
+                     it may or may not be kept: {retry}"
+                ),
+            )
+        };
+        if epoch.is_none() {
+            return Err(lost_leadership());
+        }
+        let mut changes = self.role_changes();
+        let lost = async {
+            while self.leader_epoch() == epoch {
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let kept = async {
+            tokio::select! {
+                () = until => self.leader_epoch() == epoch,
+                () = lost => false,
+            }
+        };
+        match tokio::time::timeout(timeout, kept).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(lost_leadership()),
             Err(_) => Err(ApiError::new(
                 ErrorCode::Timeout,
-                "the in-sync replicas did not copy the change in time; retry",
+                format!("the in-sync replicas did not copy {what} in time; {retry}"),
             )),
         }
     }

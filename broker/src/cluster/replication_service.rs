@@ -18,7 +18,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::layout::LogKind;
 use super::node::ClusterNode;
 use super::replica::FetchRefusal;
-use crate::message;
 use crate::partition::Partition;
 
 /// The `Replication` gRPC service of a node.
@@ -75,7 +74,7 @@ fn refusal(error: ReplicaError, partition: Option<&Partition>) -> FetchResponse 
 /// Answers one fetch: the batches from its offset, waiting up to its `max_wait_ms`
 /// for some when there are none yet.
 async fn answer(target: &Target, follower: u32, request: &FetchRequest) -> FetchResponse {
-    let now = message::now_ms().max(0) as u64;
+    let now = super::node::now_ms();
     let (partition, log, noted) = match target {
         Target::Data(partition) => (
             partition,

@@ -516,7 +516,7 @@ impl Queue {
         // and then releases the claims.
         let mut doomed: Vec<(ClaimGuard<'_>, BTreeMap<Offset, u32>)> = Vec::new();
         let mut dead_left = DEAD_LETTERS_PER_PASS_MAX;
-        let mut durable: Vec<Arc<Log>> = Vec::new();
+        let mut durable: Vec<(usize, Arc<Log>)> = Vec::new();
         let deadline_ms = now + vt_ms as i64;
         for index in (0..count).map(|step| (first + step) % count) {
             let want = max - leased.iter().map(|(_, l)| l.len()).sum::<usize>();
@@ -551,7 +551,7 @@ impl Queue {
             pass.wake_ms = min_some(pass.wake_ms, state.next_wake_ms(now));
             if drop_dead {
                 pass.dead_lettered += dead.len();
-                durable.push(Arc::clone(journal.log()));
+                durable.push((index, Arc::clone(journal.log())));
             } else if !dead.is_empty() {
                 claimed.extend(dead.iter().map(|(o, _)| *o));
                 let guard = ClaimGuard {
@@ -642,7 +642,7 @@ impl Queue {
             |offset| Event::DeadLettered { offset },
             now,
         )?;
-        self.make_durable(vec![log]).await?;
+        self.make_durable(vec![(index, log)]).await?;
         Ok(moved)
     }
 
@@ -728,26 +728,20 @@ impl Queue {
         })
     }
 
-    /// Fsyncs the journals of done events when the queue's durability asks for it,
-    /// on a blocking thread and outside every lock.
+    /// Fsyncs the journals of done events (partition index, journal) when the
+    /// queue's durability asks for it, on a blocking thread and outside every lock.
     /// In a cluster, also waits until the in-sync replicas copied those journal
     /// events, so that a failover keeps them.
-    async fn make_durable(&self, logs: Vec<Arc<Log>>) -> Result<(), ApiError> {
+    async fn make_durable(&self, logs: Vec<(usize, Arc<Log>)>) -> Result<(), ApiError> {
         if logs.is_empty() {
             return Ok(());
         }
         let copies: Vec<(usize, u64)> = logs
             .iter()
-            .filter_map(|log| {
-                let p = (0..self.cells.len()).find(|p| {
-                    self.cell(*p)
-                        .is_some_and(|cell| Arc::ptr_eq(cell.journal.log(), log))
-                })?;
-                Some((p, log.log_end_offset().0))
-            })
+            .map(|(p, log)| (*p, log.log_end_offset().0))
             .collect();
         if self.spec.durability == Durability::Fsync {
-            tokio::task::spawn_blocking(move || logs.iter().try_for_each(|log| log.flush()))
+            tokio::task::spawn_blocking(move || logs.iter().try_for_each(|(_, log)| log.flush()))
                 .await
                 .map_err(ApiError::internal)??;
         }
@@ -822,7 +816,7 @@ impl Queue {
             room |= state.outstanding() >= OUTSTANDING_MAX;
             journal.record(state, &events, now)?;
             acked += events.len();
-            durable.push(Arc::clone(journal.log()));
+            durable.push((index, Arc::clone(journal.log())));
         }
         if room {
             self.changed.notify_waiters();
@@ -968,7 +962,7 @@ impl Queue {
             |offset| Event::Acked { offset },
             now,
         )?;
-        self.make_durable(vec![log]).await?;
+        self.make_durable(vec![(claim.partition, log)]).await?;
         match failure {
             Some(error) => Err(error),
             None => Ok(moved),
