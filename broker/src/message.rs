@@ -2,6 +2,8 @@
 //! the broker's own reserved entries (names starting with `mom.`), which clients
 //! cannot set and never see.
 
+use std::borrow::Cow;
+
 use log_engine::{Offset, RecordBatch, RecordBatchBuilder, RecordRef, TimestampMs};
 
 use crate::error::ApiError;
@@ -23,18 +25,23 @@ pub const ORIGIN_DELIVERIES_HEADER: &str = "mom.origin.delivery_count";
 /// When it was dead-lettered (ms since the epoch).
 pub const ORIGIN_TIME_HEADER: &str = "mom.origin.dead_lettered_at";
 
-/// A message a client sends.
+/// Application headers of a message to store: name, value.
+pub type Headers<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+/// A message a client sends. Its parts borrow from the request body where they can
+/// (a JSON string without escapes), so a produce copies each value once: into the
+/// batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NewMessage {
+pub struct NewMessage<'a> {
     /// The routing key.
-    pub key: Option<String>,
+    pub key: Option<Cow<'a, str>>,
     /// The payload.
-    pub value: Vec<u8>,
+    pub value: Cow<'a, [u8]>,
     /// Application headers.
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers<'a>,
 }
 
-impl NewMessage {
+impl NewMessage<'_> {
     /// Checks that the message uses no reserved header.
     pub fn validate(&self) -> Result<(), ApiError> {
         match self
@@ -93,8 +100,8 @@ pub fn reserved_header<'a>(record: &RecordRef<'a>, name: &str) -> Option<&'a [u8
 /// Encodes messages into one batch. `indexed` pairs each message with its index in
 /// the request (for the idempotency header); `extra` adds reserved headers to every
 /// message.
-pub fn encode_batch<'m>(
-    messages: impl Iterator<Item = (usize, &'m NewMessage)>,
+pub fn encode_batch<'m, 'a: 'm>(
+    messages: impl Iterator<Item = (usize, &'m NewMessage<'a>)>,
     idempotency: Option<(&str, usize)>,
     extra: &[(&str, String)],
     now: TimestampMs,
@@ -105,7 +112,7 @@ pub fn encode_batch<'m>(
         let headers = message
             .headers
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .map(|(k, v)| (k.as_ref(), v.as_bytes()))
             .chain(idem.iter().map(|v| (IDEMPOTENCY_HEADER, v.as_bytes())))
             .chain(extra.iter().map(|(k, v)| (*k, v.as_bytes())));
         builder

@@ -19,14 +19,14 @@ use crate::topic::Acks;
 /// others stored, so a retry with the same idempotency key appends only the rest.
 pub async fn append_routed(
     partitions: &[Arc<Partition>],
-    messages: &[NewMessage],
-    route: impl Fn(&NewMessage) -> u32,
+    messages: &[NewMessage<'_>],
+    route: impl Fn(&NewMessage<'_>) -> u32,
     acks: Acks,
     idempotency_key: Option<&str>,
     stored: &Stored,
     now_ms: i64,
 ) -> Result<Placement, Failed> {
-    let mut routed: Vec<Vec<(usize, &NewMessage)>> = vec![Vec::new(); partitions.len()];
+    let mut routed: Vec<Vec<(usize, &NewMessage<'_>)>> = vec![Vec::new(); partitions.len()];
     for (i, m) in messages.iter().enumerate() {
         if stored.contains_key(&i) {
             continue;
@@ -46,31 +46,42 @@ pub async fn append_routed(
             let info = partition.append_acked(batch, acks).await?;
             Ok::<_, ApiError>((partition.id, info.base_offset, msgs))
         });
-    let mut placement = vec![(0u32, Offset(0)); messages.len()];
-    let mut now_stored = stored.clone();
-    let mut first_error = None;
-    for outcome in join_all(appends).await {
-        match outcome {
-            Ok((p, base, msgs)) => {
-                for (j, (i, _)) in msgs.iter().enumerate() {
-                    now_stored.insert(*i, (p, Offset(base.0 + j as u64)));
-                }
-            }
-            Err(error) => {
-                first_error.get_or_insert(error);
-            }
-        }
-    }
-    if let Some(error) = first_error {
+    let outcomes = join_all(appends).await;
+    if outcomes.iter().any(Result::is_err) {
+        let mut now_stored = stored.clone();
+        now_stored.extend(outcomes.iter().flat_map(placed));
+        let error = outcomes
+            .into_iter()
+            .find_map(Result::err)
+            .unwrap_or_else(|| ApiError::internal("a failed append lost its error"));
         return Err(Failed {
             error,
             stored: now_stored,
         });
     }
-    for (i, at) in now_stored {
+    let mut placement = vec![(0u32, Offset(0)); messages.len()];
+    let earlier = stored.iter().map(|(&i, &at)| (i, at));
+    for (i, at) in earlier.chain(outcomes.iter().flat_map(placed)) {
         if let Some(slot) = placement.get_mut(i) {
             *slot = at;
         }
     }
     Ok(placement)
+}
+
+/// A partition's append: the partition, the first offset, and its messages with
+/// their index in the request.
+type Appended<'m, T> = (u32, Offset, &'m Vec<(usize, T)>);
+
+/// Where a partition's append put each of its messages, by index in the request;
+/// nothing for a failed append.
+fn placed<'o, T>(
+    outcome: &'o Result<Appended<'_, T>, ApiError>,
+) -> impl Iterator<Item = (usize, (u32, Offset))> + 'o {
+    let appended = outcome.as_ref().ok();
+    appended.into_iter().flat_map(|&(partition, base, msgs)| {
+        msgs.iter()
+            .enumerate()
+            .map(move |(j, (i, _))| (*i, (partition, Offset(base.0 + j as u64))))
+    })
 }

@@ -183,7 +183,7 @@ impl Topic {
     /// window, appends nothing and returns the first answer.
     pub async fn produce(
         &self,
-        messages: &[NewMessage],
+        messages: &[NewMessage<'_>],
         acks: Acks,
         idempotency_key: Option<&str>,
     ) -> Result<Arc<Placement>, ApiError> {

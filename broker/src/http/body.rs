@@ -15,7 +15,9 @@
 //!   stored value that is not UTF-8 is left out of the output map rather than
 //!   changed. A name repeated in one JSON object keeps its last value.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +31,7 @@ use utoipa::ToSchema;
 
 use crate::config::Durability;
 use crate::error::ApiError;
-use crate::message::{NewMessage, StoredMessage};
+use crate::message::{Headers, NewMessage, StoredMessage};
 use crate::queue::Delivery;
 
 /// Standard base64, padded or not.
@@ -95,6 +97,17 @@ pub enum DurabilityOutcome {
     None,
 }
 
+impl DurabilityOutcome {
+    /// The name it has in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DurabilityOutcome::Fsync => "fsync",
+            DurabilityOutcome::Interval => "interval",
+            DurabilityOutcome::None => "none",
+        }
+    }
+}
+
 impl From<Durability> for DurabilityOutcome {
     fn from(d: Durability) -> Self {
         match d {
@@ -104,33 +117,44 @@ impl From<Durability> for DurabilityOutcome {
     }
 }
 
-/// A message to produce or send.
+/// A message to produce or send. Strings borrow from the request body unless JSON
+/// escapes make them differ from it.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MessageIn {
+pub struct MessageIn<'a> {
     /// The routing key: messages with the same key go to the same partition, in order.
-    #[serde(default)]
-    pub key: Option<String>,
+    #[serde(default, borrow)]
+    #[schema(value_type = Option<String>)]
+    pub key: Option<Cow<'a, str>>,
     /// The payload: UTF-8 text, or base64 when `value_encoding` is `"base64"`.
-    pub value: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub value: Cow<'a, str>,
     /// How `value` is written. Defaults to `"utf8"`.
     #[serde(default)]
     pub value_encoding: Option<ValueEncoding>,
     /// Application headers; names starting with `mom.` are reserved.
-    #[serde(default, deserialize_with = "headers_in")]
+    #[serde(default, borrow, deserialize_with = "headers_in")]
     #[schema(value_type = Option<HashMap<String, String>>)]
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers<'a>,
 }
 
-impl MessageIn {
+impl<'a> MessageIn<'a> {
     /// The message to store; a 400 naming the message (`index` in the request) when
     /// its value is not valid base64 or it has too many headers.
-    pub fn into_new(self, index: usize) -> Result<NewMessage, ApiError> {
+    pub fn into_new(self, index: usize) -> Result<NewMessage<'a>, ApiError> {
         let value = match self.value_encoding.unwrap_or_default() {
-            ValueEncoding::Utf8 => self.value.into_bytes(),
-            ValueEncoding::Base64 => BASE64_LENIENT.decode(self.value.as_bytes()).map_err(|e| {
-                ApiError::bad_request(format!("messages[{index}].value is not valid base64: {e}"))
-            })?,
+            ValueEncoding::Utf8 => match self.value {
+                Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+                Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+            },
+            ValueEncoding::Base64 => {
+                Cow::Owned(BASE64_LENIENT.decode(self.value.as_bytes()).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "messages[{index}].value is not valid base64: {e}"
+                    ))
+                })?)
+            }
         };
         if self.headers.len() > HEADERS_PER_MESSAGE_MAX {
             return Err(ApiError::bad_request(format!(
@@ -148,7 +172,7 @@ impl MessageIn {
 
 /// The messages to store, in request order; a 400 for the first bad one, and for an
 /// empty list.
-pub fn new_messages(messages: Vec<MessageIn>) -> Result<Vec<NewMessage>, ApiError> {
+pub fn new_messages(messages: Vec<MessageIn<'_>>) -> Result<Vec<NewMessage<'_>>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad_request("messages must not be empty"));
     }
@@ -160,12 +184,12 @@ pub fn new_messages(messages: Vec<MessageIn>) -> Result<Vec<NewMessage>, ApiErro
 }
 
 /// Key, value and header bytes of messages, for the byte counters.
-pub fn payload_bytes(messages: &[NewMessage]) -> u64 {
+pub fn payload_bytes(messages: &[NewMessage<'_>]) -> u64 {
     messages
         .iter()
         .map(|m| {
             let headers: usize = m.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-            (m.key.as_ref().map_or(0, String::len) + m.value.len() + headers) as u64
+            (m.key.as_ref().map_or(0, |k| k.len()) + m.value.len() + headers) as u64
         })
         .sum()
 }
@@ -182,11 +206,11 @@ pub fn stored_bytes<'a>(messages: impl Iterator<Item = &'a StoredMessage>) -> u6
 
 /// Reads a JSON object of string values into pairs, without a map in between; a
 /// repeated name keeps its last value. `null` is no headers.
-fn headers_in<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
-    struct HeadersVisitor;
+fn headers_in<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Headers<'a>, D::Error> {
+    struct HeadersVisitor<'a>(PhantomData<&'a ()>);
 
-    impl<'de> Visitor<'de> for HeadersVisitor {
-        type Value = Vec<(String, String)>;
+    impl<'de: 'a, 'a> Visitor<'de> for HeadersVisitor<'a> {
+        type Value = Headers<'a>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("an object of string header values")
@@ -205,8 +229,8 @@ fn headers_in<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, 
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut headers: Vec<(String, String)> = Vec::new();
-            while let Some((name, value)) = map.next_entry::<String, String>()? {
+            let mut headers: Headers<'a> = Vec::new();
+            while let Some((Borrowable(name), Borrowable(value))) = map.next_entry()? {
                 match headers.iter_mut().find(|(n, _)| *n == name) {
                     Some(slot) => slot.1 = value,
                     None => headers.push((name, value)),
@@ -216,7 +240,42 @@ fn headers_in<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, 
         }
     }
 
-    d.deserialize_option(HeadersVisitor)
+    d.deserialize_option(HeadersVisitor(PhantomData))
+}
+
+/// A string that borrows from the input when it can: serde's `Cow<str>` alone
+/// always copies.
+struct Borrowable<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Borrowable<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct StrVisitor<'a>(PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for StrVisitor<'a> {
+            type Value = Borrowable<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Borrowable(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Borrowable(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Borrowable(Cow::Owned(v)))
+            }
+        }
+
+        d.deserialize_str(StrVisitor(PhantomData))
+    }
 }
 
 /// Bytes written as JSON text: as they are when valid UTF-8, else as base64.
@@ -440,16 +499,21 @@ mod tests {
 
     use super::*;
 
-    fn parse(v: serde_json::Value) -> Result<NewMessage, ApiError> {
-        let m: MessageIn =
-            serde_json::from_value(v).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        m.into_new(0)
+    fn parse(v: serde_json::Value) -> Result<Vec<u8>, ApiError> {
+        let text = v.to_string();
+        let m: MessageIn<'_> =
+            serde_json::from_str(&text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        m.into_new(0).map(|m| m.value.into_owned())
     }
 
     #[test]
     fn values_are_text_or_base64_and_headers_a_map() {
         let text = r#"{"value": "héllo", "key": "k", "headers": {"a": "1", "a": "2", "b": "3"}}"#;
-        let m: MessageIn = serde_json::from_str(text).unwrap();
+        let m: MessageIn<'_> = serde_json::from_str(text).unwrap();
+        assert!(
+            matches!(m.value, Cow::Borrowed(_)),
+            "a plain value is not copied"
+        );
         let m = m.into_new(0).unwrap();
         assert_eq!(m.value, "héllo".as_bytes());
         assert_eq!(m.key.as_deref(), Some("k"));
@@ -457,11 +521,13 @@ mod tests {
             m.headers,
             vec![("a".into(), "2".into()), ("b".into(), "3".into())]
         );
-        let m = parse(json!({"value": "AAEC/w==", "value_encoding": "base64"})).unwrap();
-        assert_eq!(m.value, vec![0, 1, 2, 255]);
-        let m =
+        let value = parse(json!({"value": "AAEC/w==", "value_encoding": "base64"})).unwrap();
+        assert_eq!(value, vec![0, 1, 2, 255]);
+        let value =
             parse(json!({"value": "AAEC/w", "value_encoding": "base64", "headers": null})).unwrap();
-        assert_eq!(m.value, vec![0, 1, 2, 255]);
+        assert_eq!(value, vec![0, 1, 2, 255]);
+        let value = parse(json!({"value": "a\"bé"})).unwrap();
+        assert_eq!(value, "a\"bé".as_bytes(), "escapes are decoded");
         for bad in [
             json!({"value": "not base64!", "value_encoding": "base64"}),
             json!({"value": "x", "value_encoding": "hex"}),

@@ -3,12 +3,14 @@
 //! API's 400/401/413 error bodies (never axum's plain-text ones).
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::error::Category;
 
 use super::AppState;
 use crate::auth::{Action, Principal, Resource, bearer_token};
@@ -123,14 +125,50 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
-/// Parses a JSON body. The fast path is plain serde_json; only a body that fails is
-/// parsed again, by axum, whose error names the path of the bad field
-/// (`messages[3].value: invalid type ...`).
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|error| match axum::Json::<T>::from_bytes(bytes) {
-        Err(rejection) => json_rejection(rejection),
-        Ok(_) => ApiError::bad_request(format!("invalid request body: {error}")),
+/// Parses a JSON body, borrowing strings from it where it can. The fast path is
+/// plain serde_json; only a body that fails is parsed again, tracking the path of
+/// the bad field for the error (`messages[3].value: invalid type ...`).
+fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let (category, message) = match serde_path_to_error::deserialize::<_, T>(&mut deserializer)
+        {
+            Err(located) => (located.inner().classify(), located.to_string()),
+            Ok(_) => (error.classify(), error.to_string()),
+        };
+        match category {
+            Category::Data => ApiError::bad_request(format!("invalid request body: {message}")),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request(format!("malformed JSON: {message}"))
+            }
+        }
     })
+}
+
+/// A JSON body, checked for its content type and size but not parsed: the handler
+/// parses it with [`JsonBody::parse`] into a type that borrows from it.
+#[derive(Debug, Clone)]
+pub struct JsonBody(pub Bytes);
+
+impl JsonBody {
+    /// The body as `T`; a 400 that says what is wrong when it is not.
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, ApiError> {
+        parse(&self.0)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !json_content_type(req.headers()) {
+            return Err(not_json());
+        }
+        Bytes::from_request(req, state)
+            .await
+            .map(JsonBody)
+            .map_err(bytes_rejection)
+    }
 }
 
 /// A JSON body that may be left out: an empty body (or only whitespace) stands for
@@ -197,21 +235,6 @@ pub fn bytes_rejection(rejection: BytesRejection) -> ApiError {
             "the request body could not be read: {}",
             rejection.body_text()
         ))
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::BytesRejection(inner) => bytes_rejection(inner),
-        JsonRejection::MissingJsonContentType(_) => not_json(),
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::bad_request(format!("malformed JSON: {}", e.body_text()))
-        }
-        JsonRejection::JsonDataError(e) => {
-            ApiError::bad_request(format!("invalid request body: {}", e.body_text()))
-        }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
-        other => ApiError::bad_request(other.body_text()),
     }
 }
 

@@ -63,7 +63,7 @@ pub const BEARER_SCHEME: &str = "bearer";
         body::ValueEncoding,
         body::DurabilitySetting,
         body::DurabilityOutcome,
-        body::MessageIn,
+        body::MessageIn<'_>,
     )),
     modifiers(&BearerScheme),
     tags(

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::body::{
     self, DurabilityOutcome, DurabilitySetting, MessageIn, ReceivedMessage, ReceivedMessages, json,
 };
-use super::extract::{Caller, IdempotencyKey, Json, JsonOrEmpty, Path};
+use super::extract::{Caller, IdempotencyKey, Json, JsonBody, JsonOrEmpty, Path};
 use super::metrics::Kind;
 use super::subscriptions::WAIT_MS_MAX;
 use super::{AppState, blocking};
@@ -128,9 +128,10 @@ pub struct QueueList {
 /// `POST /v1/queues/{queue}/messages`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SendRequest {
+pub struct SendRequest<'a> {
     /// The messages, at least one.
-    pub messages: Vec<MessageIn>,
+    #[serde(borrow)]
+    pub messages: Vec<MessageIn<'a>>,
 }
 
 /// The answer to a send.
@@ -430,7 +431,7 @@ pub async fn delete_queue(
         ("Idempotency-Key" = Option<String>, Header,
             description = "1-256 printable characters; a retry with the same key returns the first answer"),
     ),
-    request_body = SendRequest,
+    request_body = SendRequest<'_>,
     responses(
         (status = 200, description = "Stored", body = SendResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
@@ -445,8 +446,9 @@ pub async fn send(
     caller: Caller,
     Path(name): Path<String>,
     IdempotencyKey(key): IdempotencyKey,
-    Json(req): Json<SendRequest>,
+    body: JsonBody,
 ) -> Result<Response, ApiError> {
+    let req: SendRequest<'_> = body.parse()?;
     let queue = lookup(&app, &caller, &name, Action::Produce)?;
     let messages = body::new_messages(req.messages)?;
     let placement = queue.send(&messages, key.as_deref()).await?;

@@ -395,7 +395,7 @@ impl Queue {
     /// the first answer.
     pub async fn send(
         &self,
-        messages: &[NewMessage],
+        messages: &[NewMessage<'_>],
         idempotency_key: Option<&str>,
     ) -> Result<Arc<Placement>, ApiError> {
         if messages.is_empty() {
@@ -928,7 +928,7 @@ impl Queue {
             .partitions
             .get(claim.partition)
             .ok_or_else(|| ApiError::internal("redrive from a missing partition"))?;
-        let mut found: Vec<(Offset, String, NewMessage)> = Vec::new();
+        let mut found: Vec<(Offset, String, NewMessage<'static>)> = Vec::new();
         read_records(partition, &claim.offsets, |record| {
             if let Some(origin) = message::reserved_header(&record, message::ORIGIN_QUEUE_HEADER) {
                 let origin = String::from_utf8_lossy(origin).into_owned();
@@ -1148,14 +1148,21 @@ fn read_records(
 
 /// A dead letter as a new message for its origin queue: its key, value and
 /// application headers, the reserved ones left out.
-fn to_new_message(record: &RecordRef<'_>) -> NewMessage {
+fn to_new_message(record: &RecordRef<'_>) -> NewMessage<'static> {
     NewMessage {
-        key: record.key.map(|k| String::from_utf8_lossy(k).into_owned()),
-        value: record.value.to_vec(),
+        key: record
+            .key
+            .map(|k| String::from_utf8_lossy(k).into_owned().into()),
+        value: record.value.to_vec().into(),
         headers: record
             .headers()
             .filter(|(k, _)| !k.starts_with(message::RESERVED_HEADER_PREFIX))
-            .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_owned().into(),
+                    String::from_utf8_lossy(v).into_owned().into(),
+                )
+            })
             .collect(),
     }
 }
@@ -1192,9 +1199,9 @@ mod tests {
         }
     }
 
-    fn msg(value: &str) -> NewMessage {
+    fn msg(value: &str) -> NewMessage<'static> {
         NewMessage {
-            value: value.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec().into(),
             ..NewMessage::default()
         }
     }
@@ -1289,7 +1296,7 @@ mod tests {
                 ..spec("jobs")
             },
         );
-        let sent: Vec<NewMessage> = (0..5).map(|i| msg(&format!("m{i}"))).collect();
+        let sent: Vec<NewMessage<'static>> = (0..5).map(|i| msg(&format!("m{i}"))).collect();
         let placement = queue.send(&sent, None).await.unwrap();
         assert_eq!(placement.len(), 5);
         assert!(placement.iter().any(|(p, _)| *p == 0) && placement.iter().any(|(p, _)| *p == 1));
@@ -1438,7 +1445,7 @@ mod tests {
         ));
         let original = NewMessage {
             key: Some("k".into()),
-            value: b"payload".to_vec(),
+            value: b"payload".to_vec().into(),
             headers: vec![("h".into(), "v".into())],
         };
         let placement = jobs
@@ -1551,7 +1558,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs");
         let (queue, clock) = clocked(create(dir.path(), spec("jobs")));
-        let sent: Vec<NewMessage> = (0..5).map(|i| msg(&format!("m{i}"))).collect();
+        let sent: Vec<NewMessage<'static>> = (0..5).map(|i| msg(&format!("m{i}"))).collect();
         queue.send(&sent, Some("once")).await.unwrap();
         let got = receive(&queue, 4).await;
         assert_eq!(values(&got), ["m0", "m1", "m2", "m3"]);
@@ -1668,7 +1675,7 @@ mod tests {
         let queue = Arc::new(create(dir.path(), spec));
         let total = 300;
         for chunk in 0..10 {
-            let batch: Vec<NewMessage> = (0..total / 10)
+            let batch: Vec<NewMessage<'static>> = (0..total / 10)
                 .map(|i| msg(&format!("{}", chunk * (total / 10) + i)))
                 .collect();
             queue.send(&batch, None).await.unwrap();
