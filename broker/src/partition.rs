@@ -47,7 +47,9 @@ impl Partition {
     pub fn open(dir: &Path, id: u32, settings: LogSettings) -> Result<Partition, BrokerError> {
         let flush = match settings.durability {
             Durability::Fsync => FlushPolicy::MANUAL,
-            Durability::Interval => FlushPolicy::every_ms(settings.flush_interval_ms),
+            // The broker's flusher fsyncs `interval` logs from a thread of its own
+            // (`Broker::run_flusher`), so that no append waits for that fsync.
+            Durability::Interval => FlushPolicy::MANUAL,
         };
         let config = LogConfig {
             segment_bytes_max: settings.segment_bytes,
@@ -127,6 +129,15 @@ impl Partition {
             )
             .await?;
         Ok(info)
+    }
+
+    /// Fsyncs what was appended since the last fsync, if anything. The broker's
+    /// flusher calls it every `flush_interval_ms`. Blocks on I/O.
+    pub fn flush_unflushed(&self) -> Result<(), BrokerError> {
+        if self.log.durable_offset() < self.log.log_end_offset() {
+            self.log.flush()?;
+        }
+        Ok(())
     }
 
     /// The bound consumers read up to.

@@ -207,8 +207,7 @@ impl Broker {
         fsutil::remove_dir_via_trash(queue.dir(), &self.trash()).map_err(ApiError::from)
     }
 
-    /// Periodic work on every topic and queue: retention, interval flushes, queue
-    /// space reclamation; and a reload of the users file when `broker user ...`
+    /// Periodic work on every topic and queue: retention, queue space reclamation; and a reload of the users file when `broker user ...`
     /// changed it. Failures are logged; the next round tries again.
     pub fn maintain(&self) {
         if let Err(error) = self.auth.reload_if_changed() {
@@ -226,17 +225,57 @@ impl Broker {
         }
     }
 
+    /// Fsyncs every partition log, of topics and queues, led or followed, that holds
+    /// messages not yet fsynced: `interval` logs, and messages produced with
+    /// `acks: "none"` to `fsync` ones. Failures are logged; the next round tries
+    /// again. Blocks on I/O.
+    pub fn flush_logs(&self) {
+        let topics = self.topics();
+        let queues = self.queues();
+        let partitions = topics
+            .iter()
+            .flat_map(|t| t.partitions())
+            .chain(queues.iter().flat_map(|q| q.partitions()));
+        for partition in partitions {
+            if let Err(error) = partition.flush_unflushed() {
+                tracing::warn!(%error, partition = partition.id, "interval fsync failed");
+            }
+        }
+    }
+
     /// Runs [`Broker::maintain`] every `maintenance_interval_ms` until `stop` fires.
-    pub async fn run_maintenance(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let period = std::time::Duration::from_millis(self.config.maintenance_interval_ms);
+    pub async fn run_maintenance(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        let period = self.config.maintenance_interval_ms;
+        self.every(period, stop, "maintenance", Broker::maintain)
+            .await;
+    }
+
+    /// Runs [`Broker::flush_logs`] every `flush_interval_ms` until `stop` fires, on a
+    /// blocking thread: an append to an `interval` log never waits for an fsync.
+    pub async fn run_flusher(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        let period = self.config.flush_interval_ms;
+        self.every(period, stop, "interval fsync", Broker::flush_logs)
+            .await;
+    }
+
+    /// Runs `work` on a blocking thread every `period_ms` (never two rounds at once)
+    /// until `stop` fires.
+    async fn every(
+        self: Arc<Self>,
+        period_ms: u64,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        what: &'static str,
+        work: fn(&Broker),
+    ) {
+        let period = std::time::Duration::from_millis(period_ms);
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
                     let broker = Arc::clone(&self);
-                    if tokio::task::spawn_blocking(move || broker.maintain()).await.is_err() {
-                        tracing::error!("maintenance task panicked");
+                    if tokio::task::spawn_blocking(move || work(&broker)).await.is_err() {
+                        tracing::error!(task = what, "a periodic task panicked");
                     }
                 }
                 _ = stop.changed() => return,

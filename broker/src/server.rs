@@ -26,6 +26,7 @@ pub async fn run(
 ) -> Result<(), BrokerError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let maintenance = tokio::spawn(Arc::clone(&broker).run_maintenance(stop_rx.clone()));
+    let flusher = tokio::spawn(Arc::clone(&broker).run_flusher(stop_rx.clone()));
     let local = listener
         .local_addr()
         .map_err(|e| BrokerError::io("listener", e))?;
@@ -60,6 +61,7 @@ pub async fn run(
         .map_err(|e| BrokerError::io("http server", e))?;
     let _ = stop_tx.send(true);
     let _ = maintenance.await;
+    let _ = flusher.await;
     for mut task in background {
         // Bounded: a peer that keeps a stream open must not hold the shutdown.
         if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, &mut task)

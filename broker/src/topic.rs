@@ -318,10 +318,9 @@ impl Topic {
         Ok(())
     }
 
-    /// Periodic work: retention, interval flushes, auto-commit flushes.
+    /// Periodic work: retention, auto-commit flushes.
     pub fn maintain(&self) -> Result<(), BrokerError> {
         for p in &self.partitions {
-            p.log.flush_if_due()?;
             p.log.apply_retention()?;
         }
         for sub in self.subscriptions() {

@@ -1018,13 +1018,11 @@ impl Queue {
         stats
     }
 
-    /// Periodic work: interval fsyncs of the message logs, an fsync of each journal,
-    /// then the deletion of message segments wholly below the ack floor and of
+    /// Periodic work: an fsync of each journal, then the deletion of message segments wholly below the ack floor and of
     /// journal segments below the last snapshot. Blocks on I/O: call it from a
     /// blocking context.
     pub fn maintain(&self) -> Result<(), BrokerError> {
         for (index, partition) in self.partitions.iter().enumerate() {
-            partition.log.flush_if_due()?;
             let Some(mut cell) = self.cell(index) else {
                 continue;
             };

@@ -1,6 +1,9 @@
 //! Topics: create, list, describe, delete, produce (encodings, keys, acks,
 //! durability, idempotency, bad input).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -182,6 +185,51 @@ async fn acks_and_topic_durability_are_stated_in_the_answer() {
     )
     .await
     .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+}
+
+#[tokio::test]
+async fn the_flusher_fsyncs_what_interval_and_acks_none_produces_left_unsynced() {
+    let app = TestApp::start_with(|c| {
+        c.durability = Durability::Interval;
+        c.flush_interval_ms = 50;
+    })
+    .await;
+    app.create_topic("fast", json!({})).await;
+    app.create_topic("synced", json!({"durability": "fsync"}))
+        .await;
+    let unsynced = |topic: &'static str| {
+        let app = &app;
+        async move {
+            let described = app
+                .get(&format!("/v1/topics/{topic}"))
+                .await
+                .expect(StatusCode::OK);
+            let p = &described["partitions"][0];
+            p["log_end_offset"].as_u64().unwrap() - p["durable_offset"].as_u64().unwrap()
+        }
+    };
+    app.produce("fast", &["a", "b"]).await;
+    app.post(
+        "/v1/topics/synced/messages",
+        json!({"messages": [{"value": "c"}], "acks": "none"}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    // No append waits for an interval fsync, and no timer runs yet.
+    assert_eq!(unsynced("fast").await, 2);
+    assert_eq!(unsynced("synced").await, 1);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let flusher = tokio::spawn(Arc::clone(&app.broker).run_flusher(stop_rx));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while unsynced("fast").await + unsynced("synced").await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flusher never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop_tx.send(true).unwrap();
+    flusher.await.unwrap();
 }
 
 #[tokio::test]
