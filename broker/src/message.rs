@@ -100,14 +100,15 @@ pub fn reserved_header<'a>(record: &RecordRef<'a>, name: &str) -> Option<&'a [u8
 /// Encodes messages into one batch. `indexed` pairs each message with its index in
 /// the request (for the idempotency header); `extra` adds reserved headers to every
 /// message.
-pub fn encode_batch<'m, 'a: 'm>(
-    messages: impl Iterator<Item = (usize, &'m NewMessage<'a>)>,
+pub fn encode_batch(
+    messages: &[(usize, &NewMessage<'_>)],
     idempotency: Option<(&str, usize)>,
     extra: &[(&str, String)],
     now: TimestampMs,
 ) -> Result<RecordBatch, ApiError> {
-    let mut builder = RecordBatchBuilder::with_capacity(4096);
-    for (index, message) in messages {
+    let mut builder =
+        RecordBatchBuilder::with_capacity(encoded_size_hint(messages, idempotency, extra));
+    for &(index, message) in messages {
         let idem = idempotency.map(|(key, count)| format!("{index}/{count}:{key}"));
         let headers = message
             .headers
@@ -129,6 +130,39 @@ pub fn encode_batch<'m, 'a: 'm>(
         .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
+/// About the encoded size of a batch of `messages`: their bytes plus a generous
+/// per-record and per-header allowance for lengths and varints, so that the
+/// builder's buffer is allocated once.
+fn encoded_size_hint(
+    messages: &[(usize, &NewMessage<'_>)],
+    idempotency: Option<(&str, usize)>,
+    extra: &[(&str, String)],
+) -> usize {
+    const PER_RECORD: usize = 24;
+    const PER_HEADER: usize = 10;
+    // `<index>/<count>:<key>` under its name.
+    let idempotency = idempotency.map_or(0, |(key, _)| {
+        IDEMPOTENCY_HEADER.len() + key.len() + 2 * 20 + 2 + PER_HEADER
+    });
+    let extra: usize = idempotency
+        + extra
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + PER_HEADER)
+            .sum::<usize>();
+    let records: usize = messages
+        .iter()
+        .map(|(_, m)| {
+            let headers: usize = m
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + PER_HEADER)
+                .sum();
+            m.key.as_ref().map_or(0, |k| k.len()) + m.value.len() + headers + extra + PER_RECORD
+        })
+        .sum();
+    log_engine::HEADER_LEN + records
+}
+
 /// Splits an idempotency header value into the message index, the request's
 /// message count and the key.
 pub fn parse_idempotency(value: &[u8]) -> Option<(usize, usize, &str)> {
@@ -143,4 +177,41 @@ pub fn now_ms() -> TimestampMs {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_size_hint_holds_the_whole_batch() {
+        let long_key = "k".repeat(300);
+        let messages = [
+            NewMessage::default(),
+            NewMessage {
+                key: Some(long_key.as_str().into()),
+                value: vec![7; 5000].into(),
+                headers: vec![("h".into(), "v".repeat(200).into()); 40],
+            },
+            NewMessage {
+                value: b"x".as_slice().into(),
+                ..NewMessage::default()
+            },
+        ];
+        let indexed: Vec<(usize, &NewMessage<'_>)> = messages.iter().enumerate().collect();
+        let extra = [(ORIGIN_QUEUE_HEADER, "q".repeat(249))];
+        for idempotency in [
+            None,
+            Some(("a-key-of-256-chars".repeat(14).as_str(), 1_000_000)),
+        ] {
+            let hint = encoded_size_hint(&indexed, idempotency, &extra);
+            let batch = encode_batch(&indexed, idempotency, &extra, 1).unwrap();
+            assert!(batch.len() <= hint, "{} > {hint}", batch.len());
+            assert!(
+                hint < batch.len() * 2,
+                "{hint} is far above {}",
+                batch.len()
+            );
+        }
+    }
 }

@@ -42,7 +42,7 @@ pub async fn append_routed(
         .zip(partitions)
         .filter(|(msgs, _)| !msgs.is_empty())
         .map(|(msgs, partition)| async move {
-            let batch = message::encode_batch(msgs.iter().copied(), idempotency, &[], now_ms)?;
+            let batch = message::encode_batch(msgs, idempotency, &[], now_ms)?;
             let info = partition.append_acked(batch, acks).await?;
             Ok::<_, ApiError>((partition.id, info.base_offset, msgs))
         });
