@@ -122,6 +122,31 @@ fn cli_operator_and_user_commands_work_against_a_running_broker() -> TestResult 
         "{report}"
     );
     assert!(report["produce"].get("durability").is_some(), "{report}");
+    let compared = sandbox
+        .run(
+            &[
+                "bench",
+                "--topic",
+                "cli.bench",
+                "--count",
+                "1000",
+                "--compare-noop",
+                "--rounds",
+                "2",
+                "--json",
+            ],
+            "",
+        )?
+        .ok()?;
+    let compared: serde_json::Value = serde_json::from_str(compared.stdout.trim())?;
+    assert_eq!(compared["produce"]["messages"], 2000, "{compared}");
+    assert_eq!(compared["noop"]["messages"], 2000, "{compared}");
+    let rounds = &compared["produce_vs_noop"]["round_throughput_ratios"];
+    assert_eq!(rounds.as_array().map(Vec::len), Some(2), "{compared}");
+    assert!(
+        compared["produce_vs_noop"]["median_round_throughput_ratio"].as_f64() > Some(0.0),
+        "{compared}"
+    );
     let described = sandbox
         .run(&["topic", "describe", "cli.bench", "--json"], "")?
         .ok()?;
@@ -132,7 +157,7 @@ fn cli_operator_and_user_commands_work_against_a_running_broker() -> TestResult 
         .iter()
         .filter_map(|p| p["log_end_offset"].as_u64())
         .sum();
-    assert_eq!(stored, 2000, "{described}");
+    assert_eq!(stored, 4000, "{described}");
 
     sandbox.run(&["user", "remove", "alice"], "")?.ok()?;
     let refused = eventually(RELOAD_WITHIN, || {

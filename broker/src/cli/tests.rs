@@ -178,6 +178,8 @@ fn bench_is_bounded() -> anyhow::Result<()> {
     assert!(refused(&["bench", "--count", "1", "--connections", "1025"]));
     assert!(refused(&["bench", "--count", "1", "--connections", "0"]));
     assert!(refused(&["bench", "--duration", "2h"]));
+    assert!(refused(&["bench", "--count", "1", "--rounds", "0"]));
+    assert!(refused(&["bench", "--count", "1", "--rounds", "101"]));
     assert!(refused(&["bench", "--count", "1", "--mode", "sideways"]));
     assert!(
         refused(&["bench", "--count", "1", "--password", "x"]),

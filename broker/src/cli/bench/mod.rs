@@ -87,6 +87,12 @@ pub struct BenchArgs {
     /// Run produce, then the no-op baseline with the same bodies, and compare.
     #[arg(long)]
     pub compare_noop: bool,
+    /// With --compare-noop: alternate produce and no-op phases this many times, each
+    /// for the whole --duration or --count, so that a shared machine's slow spells
+    /// fall on both. The report sums each mode and adds every round's ratio and
+    /// their median.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
     /// The most messages one consumer pull asks for.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub pull_max: u64,
@@ -122,6 +128,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "--compare-noop compares produce with the baseline: use it with --mode produce"
         );
+    }
+    if args.rounds > 1 && !args.compare_noop {
+        anyhow::bail!("--rounds alternates produce with the baseline: use it with --compare-noop");
     }
     client::name("topic", &args.topic)?;
     let password = match (&args.user, &args.password) {
@@ -179,13 +188,14 @@ impl Run {
         let mut results = serde_json::Map::new();
         let mut text = String::new();
         let mut phases = Vec::new();
+        let mut round_ratios = Vec::new();
         match self.args.mode {
-            Mode::Produce => {
-                phases.push(self.send_phase("produce").await?);
-                if self.args.compare_noop {
-                    phases.push(self.send_phase("noop").await?);
-                }
+            Mode::Produce if self.args.compare_noop => {
+                let (produce, noop, ratios) = self.compare_rounds().await?;
+                phases.extend([produce, noop]);
+                round_ratios = ratios;
             }
+            Mode::Produce => phases.push(self.send_phase("produce").await?),
             Mode::Noop => phases.push(self.send_phase("noop").await?),
             Mode::Consume => phases.push(self.consume_only().await?),
             Mode::Both => phases.extend(self.produce_and_consume().await?),
@@ -197,7 +207,7 @@ impl Run {
         if let [produce, noop] = phases.as_slice()
             && noop.phase == "noop"
         {
-            let (json, sentence) = report::comparison(produce, noop);
+            let (json, sentence) = report::comparison(produce, noop, &round_ratios);
             results.insert("produce_vs_noop".to_owned(), json);
             text.push_str(&sentence);
         }
@@ -304,6 +314,22 @@ impl Run {
             is_produce: phase == "produce",
             durability: OnceLock::new(),
         }
+    }
+
+    /// `--rounds` rounds of produce then the no-op baseline: each mode's phases
+    /// merged, and each round's throughput ratio.
+    async fn compare_rounds(&self) -> anyhow::Result<(PhaseReport, PhaseReport, Vec<f64>)> {
+        let mut produce = self.send_phase("produce").await?;
+        let mut noop = self.send_phase("noop").await?;
+        let mut ratios = vec![report::throughput_ratio(&produce, &noop)];
+        for _ in 1..self.args.rounds {
+            let more_produce = self.send_phase("produce").await?;
+            let more_noop = self.send_phase("noop").await?;
+            ratios.push(report::throughput_ratio(&more_produce, &more_noop));
+            produce.merge(more_produce)?;
+            noop.merge(more_noop)?;
+        }
+        Ok((produce, noop, ratios))
     }
 
     /// Produces (or posts to the no-op endpoint) with every connection.

@@ -29,6 +29,16 @@ pub struct PhaseReport {
 }
 
 impl PhaseReport {
+    /// Adds a later phase of the same mode: its counts and latencies, and its time.
+    pub fn merge(&mut self, later: PhaseReport) -> anyhow::Result<()> {
+        self.totals.merge(&later.totals)?;
+        self.elapsed += later.elapsed;
+        if self.durability.is_none() {
+            self.durability = later.durability;
+        }
+        Ok(())
+    }
+
     /// Messages per second.
     pub fn msgs_per_sec(&self) -> f64 {
         per_sec(self.totals.messages as f64, self.elapsed)
@@ -99,9 +109,26 @@ impl PhaseReport {
     }
 }
 
-/// How produce compares with the no-op baseline that sent the same bodies.
-pub fn comparison(produce: &PhaseReport, noop: &PhaseReport) -> (Value, String) {
-    let throughput = ratio(produce.msgs_per_sec(), noop.msgs_per_sec());
+/// Produce's messages per second over the baseline's.
+pub fn throughput_ratio(produce: &PhaseReport, noop: &PhaseReport) -> f64 {
+    ratio(produce.msgs_per_sec(), noop.msgs_per_sec())
+}
+
+/// The median of some ratios (0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// How produce compares with the no-op baseline that sent the same bodies, over
+/// all rounds and (with more than one) round by round.
+pub fn comparison(produce: &PhaseReport, noop: &PhaseReport, rounds: &[f64]) -> (Value, String) {
+    let throughput = throughput_ratio(produce, noop);
     let p50 = ratio(
         produce.quantile_us(0.5) as f64,
         noop.quantile_us(0.5) as f64,
@@ -110,16 +137,26 @@ pub fn comparison(produce: &PhaseReport, noop: &PhaseReport) -> (Value, String) 
         produce.quantile_us(0.99) as f64,
         noop.quantile_us(0.99) as f64,
     );
-    let json = json!({
+    let mut json = json!({
         "throughput_ratio": round3(throughput),
         "p50_latency_ratio": round3(p50),
         "p99_latency_ratio": round3(p99),
     });
-    let text = format!(
+    let mut text = format!(
         "produce reaches {:.1}% of the no-op baseline's msg/s; its p50 latency is {p50:.1}x, \
          its p99 {p99:.1}x the baseline's\n",
         throughput * 100.0
     );
+    if rounds.len() > 1 {
+        json["round_throughput_ratios"] = rounds.iter().map(|&r| round3(r)).collect();
+        json["median_round_throughput_ratio"] = round3(median(rounds)).into();
+        let listed: Vec<String> = rounds.iter().map(|r| format!("{r:.2}")).collect();
+        text.push_str(&format!(
+            "round by round: {} (median {:.2})\n",
+            listed.join(", "),
+            median(rounds)
+        ));
+    }
     (json, text)
 }
 
@@ -255,9 +292,26 @@ mod tests {
         // Below 2048 µs the histogram is exact.
         let produce = report("produce", 10_000, 2, 2000);
         let noop = report("noop", 10_000, 1, 500);
-        let (json, text) = comparison(&produce, &noop);
+        let (json, text) = comparison(&produce, &noop, &[0.5]);
         assert_eq!(json["throughput_ratio"], 0.5);
         assert_eq!(json["p50_latency_ratio"], 4.0);
         assert!(text.contains("50.0% of the no-op baseline"), "{text}");
+        assert!(json.get("round_throughput_ratios").is_none(), "{json}");
+    }
+
+    #[test]
+    fn rounds_are_merged_and_their_ratios_listed() {
+        let mut produce = report("produce", 10_000, 2, 2000);
+        produce.merge(report("produce", 20_000, 2, 2000)).unwrap();
+        assert_eq!(produce.msgs_per_sec(), 7500.0);
+        assert_eq!(produce.totals.latency_us.len(), 2);
+        let noop = report("noop", 30_000, 2, 500);
+        let (json, text) = comparison(&produce, &noop, &[0.3, 0.9, 0.5]);
+        assert_eq!(json["throughput_ratio"], 0.5);
+        assert_eq!(json["round_throughput_ratios"], json!([0.3, 0.9, 0.5]));
+        assert_eq!(json["median_round_throughput_ratio"], 0.5);
+        assert!(text.contains("0.30, 0.90, 0.50 (median 0.50)"), "{text}");
+        assert_eq!(median(&[0.4, 0.2, 0.6, 0.8]), 0.5);
+        assert_eq!(median(&[]), 0.0);
     }
 }
