@@ -20,7 +20,7 @@ use crate::auth::{Auth, Bootstrap};
 use crate::config::BrokerConfig;
 use crate::error::{ApiError, BrokerError};
 use crate::fsutil;
-use crate::partition::LogSettings;
+use crate::partition::{FlushHint, LogSettings};
 use crate::queue::{Queue, QueueSpec};
 use crate::topic::{Topic, TopicSpec};
 
@@ -40,6 +40,8 @@ pub struct Broker {
     queues: Catalog<Queue>,
     /// Serialises creates and deletes, so two requests never race on one directory.
     admin_lock: std::sync::Mutex<()>,
+    /// Raised by appends that the flusher must fsync.
+    flush_hint: Arc<FlushHint>,
     /// Set when the node starts shutting down: parked long polls end at once.
     stopping: tokio::sync::watch::Sender<bool>,
     /// Held for the life of the broker: the data directory's lock, so two brokers
@@ -76,19 +78,20 @@ impl Broker {
             queues: Catalog::new("queue", data.join("queues")),
             admin_lock: std::sync::Mutex::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
+            flush_hint: Arc::default(),
             _lock: lock,
             config,
         };
         let settings = broker.log_settings();
         let window = broker.config.idempotency_window_ms;
         for dir in subdirs(&broker.topics.root)? {
-            let topic = Topic::open(&dir, settings, window)?;
+            let topic = Topic::open(&dir, settings.clone(), window)?;
             broker
                 .topics
                 .insert(topic.name().to_owned(), Arc::new(topic));
         }
         for dir in subdirs(&broker.queues.root)? {
-            let queue = Queue::open(&dir, settings, window)?;
+            let queue = Queue::open(&dir, settings.clone(), window)?;
             broker
                 .queues
                 .insert(queue.name().to_owned(), Arc::new(queue));
@@ -110,6 +113,7 @@ impl Broker {
             retention_bytes: None,
             durability: self.config.durability,
             flush_interval_ms: self.config.flush_interval_ms,
+            flush_hint: Arc::clone(&self.flush_hint),
         }
     }
 
@@ -230,6 +234,9 @@ impl Broker {
     /// `acks: "none"` to `fsync` ones. Failures are logged; the next round tries
     /// again. Blocks on I/O.
     pub fn flush_logs(&self) {
+        if !self.flush_hint.take() {
+            return;
+        }
         let topics = self.topics();
         let queues = self.queues();
         let partitions = topics

@@ -140,7 +140,7 @@ impl Topic {
             ..defaults
         };
         let partitions = (0..spec.partitions)
-            .map(|p| Partition::open(&dir.join(p.to_string()), p, settings).map(Arc::new))
+            .map(|p| Partition::open(&dir.join(p.to_string()), p, &settings).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Topic {
             spec,

@@ -219,6 +219,7 @@ async fn follow_once(
                 .record_epoch(header.leader_epoch, header.base_offset.0)
                 .map_err(|e| FetchError::Storage(e.to_string()))
         })?;
+        partition.flush_hint.set();
         let hw = follower.on_fetched(answer.high_watermark, end);
         log.set_high_watermark(Offset(hw));
         tx.send(request(end))

@@ -270,7 +270,7 @@ impl Queue {
         let mut partitions = Vec::with_capacity(spec.partitions as usize);
         let mut cells = Vec::with_capacity(spec.partitions as usize);
         for p in 0..spec.partitions {
-            let partition = Partition::open(&dir.join(p.to_string()), p, settings)?;
+            let partition = Partition::open(&dir.join(p.to_string()), p, &settings)?;
             let (mut journal, mut state) = Journal::open(&dir.join(format!("state-{p}")))?;
             if state.clamp(partition.start(), partition.end()) {
                 // The journal and the log disagree (a crash cut one of them short):
@@ -1194,6 +1194,7 @@ mod tests {
             retention_bytes: None,
             durability: Durability::Fsync,
             flush_interval_ms: 100,
+            flush_hint: Arc::default(),
         }
     }
 
