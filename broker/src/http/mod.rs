@@ -32,6 +32,7 @@ mod auth_routes;
 mod body;
 mod cluster;
 pub mod extract;
+mod fast_body;
 mod metrics;
 mod openapi;
 mod ops;

@@ -392,7 +392,13 @@ pub async fn produce(
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let req: ProduceRequest<'_> = body.parse()?;
+    let req = match super::fast_body::plain_messages(&body.0) {
+        Some(messages) => ProduceRequest {
+            messages,
+            acks: None,
+        },
+        None => body.parse()?,
+    };
     let topic = lookup(&app, &caller, &name, Action::Produce)?;
     let messages = body::new_messages(req.messages)?;
     let acks: Acks = req.acks.unwrap_or_default().into();
