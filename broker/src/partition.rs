@@ -59,8 +59,6 @@ pub struct LogSettings {
     pub retention_bytes: Option<u64>,
     /// Durability of appends.
     pub durability: Durability,
-    /// Fsync period for `interval` durability.
-    pub flush_interval_ms: u64,
     /// Raised by appends the flusher must fsync; shared by a broker's partitions.
     pub flush_hint: Arc<FlushHint>,
 }
@@ -68,17 +66,15 @@ pub struct LogSettings {
 impl Partition {
     /// Opens (or creates) the partition's log in `dir`.
     pub fn open(dir: &Path, id: u32, settings: &LogSettings) -> Result<Partition, BrokerError> {
-        let flush = match settings.durability {
-            Durability::Fsync => FlushPolicy::MANUAL,
-            // The broker's flusher fsyncs `interval` logs from a thread of its own
-            // (`Broker::run_flusher`), so that no append waits for that fsync.
-            Durability::Interval => FlushPolicy::MANUAL,
-        };
         let config = LogConfig {
             segment_bytes_max: settings.segment_bytes,
             retention_ms_max: settings.retention_ms,
             retention_bytes_max: settings.retention_bytes,
-            flush,
+            // The log never fsyncs on its own: `fsync` appends wait for a shared
+            // fsync (`append_durable`), and the broker's flusher fsyncs the rest
+            // from a thread of its own (`Broker::run_flusher`), so that no append
+            // waits for an interval fsync.
+            flush: FlushPolicy::MANUAL,
             // The broker locks its whole data directory instead: one descriptor
             // per log fewer.
             lock_directory: false,

@@ -112,7 +112,6 @@ impl Broker {
             retention_ms: None,
             retention_bytes: None,
             durability: self.config.durability,
-            flush_interval_ms: self.config.flush_interval_ms,
             flush_hint: Arc::clone(&self.flush_hint),
         }
     }

@@ -1193,7 +1193,6 @@ mod tests {
             retention_ms: None,
             retention_bytes: None,
             durability: Durability::Fsync,
-            flush_interval_ms: 100,
             flush_hint: Arc::default(),
         }
     }
