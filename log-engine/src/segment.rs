@@ -498,20 +498,28 @@ impl Segment {
     /// Shrinks the indexes to their entries: the segment is no longer active. The
     /// data is not synced here: the log's next sync covers sealed segments too.
     pub(crate) fn seal(&self) -> Result<()> {
-        self.release_reserve()?;
+        self.release_reserve();
         self.index.trim()?;
         self.time_index.trim()
     }
 
     /// Gives back the space reserved past the end (cutting a file at its own size
-    /// frees the blocks beyond it).
-    pub(crate) fn release_reserve(&self) -> Result<()> {
+    /// frees the blocks beyond it). Best effort, like the reserve: a failure leaves
+    /// at most one reserve unused until the segment is deleted, and must not stop
+    /// the log the way a failed write does.
+    fn release_reserve(&self) {
         let reserved = self.preallocated.swap(0, Ordering::Relaxed);
         let size = self.size();
-        if reserved > size && reserved != u64::MAX {
-            self.file.set_len(size).at(&self.log_path)?;
+        if reserved > size
+            && reserved != u64::MAX
+            && let Err(error) = self.file.set_len(size)
+        {
+            tracing::warn!(
+                path = %self.log_path.display(),
+                %error,
+                "cannot give back the space reserved past a sealed segment"
+            );
         }
-        Ok(())
     }
 
     /// Deletes the segment's three files. Readers that still hold the segment keep

@@ -349,6 +349,44 @@ pub async fn read_all(api: &Api, topic: &str, sub: &str) -> anyhow::Result<Vec<P
     bail!("{topic} did not end within {READ_ALL_PULLS_MAX} pulls")
 }
 
+/// The numbered batches a scenario produces to one topic: batch `n` of a phase holds
+/// `size` messages; message `i` has the key `k{(n * size + i) % keys}` and the value
+/// `{phase}-{n}-{i}`, padded with `.` to `value_bytes`.
+#[derive(Clone, Copy, Debug)]
+pub struct Batches<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// Messages per batch.
+    pub size: usize,
+    /// Distinct keys, used in turn.
+    pub keys: usize,
+    /// The least value length.
+    pub value_bytes: usize,
+}
+
+impl Batches<'_> {
+    /// Produces batch `n` of `phase` through `apis` with [`produce_acked`] (the
+    /// idempotency key `{topic}-{phase}-{n}`), then appends it to `acked`.
+    pub async fn produce(
+        &self,
+        apis: &[Api],
+        phase: &str,
+        n: usize,
+        acked: &mut Vec<(String, String)>,
+    ) -> anyhow::Result<()> {
+        let sent: Vec<(String, String)> = (0..self.size)
+            .map(|i| {
+                let mut value = format!("{phase}-{n}-{i}");
+                let padding = self.value_bytes.saturating_sub(value.len());
+                value.extend(std::iter::repeat_n('.', padding));
+                (format!("k{}", (n * self.size + i) % self.keys), value)
+            })
+            .collect();
+        let key = format!("{}-{phase}-{n}", self.topic);
+        produce_acked(apis, self.topic, sent, &key, acked).await
+    }
+}
+
 /// Produces the (key, value) messages `sent` with [`produce_retrying`] and the
 /// `Idempotency-Key` `idempotency_key`; once they are acknowledged, appends them to
 /// `acked`.

@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use system_tests::cluster::{check_read_back, produce_acked, read_all, sole_leader};
-use system_tests::{Api, Cluster, scenario};
+use system_tests::cluster::{Batches, check_read_back, read_all, sole_leader};
+use system_tests::{Cluster, scenario};
 
 const TOPIC: &str = "refilled";
 const KEYS: usize = 12;
@@ -24,39 +24,17 @@ const BATCH: usize = 32;
 /// The size of each value: with the batch counts below, each partition holds
 /// more than one fetch answer's worth (4 MiB), so the copy takes several rounds.
 const VALUE_BYTES: usize = 16 << 10;
+const BATCHES: Batches<'static> = Batches {
+    topic: TOPIC,
+    size: BATCH,
+    keys: KEYS,
+    value_bytes: VALUE_BYTES,
+};
 /// Batches acknowledged before the follower's crash, and while it is away.
 const BATCHES_BEFORE: usize = 14;
 const BATCHES_AWAY: usize = 14;
 /// How long the in-sync replicas may take to change after a crash or a restart.
 const ISR_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn key_of(i: usize) -> String {
-    format!("k{}", i % KEYS)
-}
-
-/// Produces batch `n` of `phase` through `apis`; appends its values to `acked` once
-/// acknowledged.
-async fn produce_batch(
-    apis: &[Api],
-    phase: &str,
-    n: usize,
-    acked: &mut Vec<(String, String)>,
-) -> anyhow::Result<()> {
-    let sent: Vec<(String, String)> = (0..BATCH)
-        .map(|i| (key_of(n * BATCH + i), value_of(phase, n, i)))
-        .collect();
-    produce_acked(apis, TOPIC, sent, &format!("{phase}-{n}"), acked).await
-}
-
-/// `{phase}-{n}-{i}:` padded with `.` to [`VALUE_BYTES`].
-fn value_of(phase: &str, n: usize, i: usize) -> String {
-    let mut value = format!("{phase}-{n}-{i}:");
-    value.extend(std::iter::repeat_n(
-        '.',
-        VALUE_BYTES.saturating_sub(value.len()),
-    ));
-    value
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_follower_recopies_the_log() -> anyhow::Result<()> {
@@ -75,7 +53,7 @@ async fn empty_follower_recopies_the_log() -> anyhow::Result<()> {
 
             let mut acked = Vec::new();
             for n in 0..BATCHES_BEFORE {
-                produce_batch(&all, "before", n, &mut acked).await?;
+                BATCHES.produce(&all, "before", n, &mut acked).await?;
             }
 
             // The follower crashes and its disk is lost.
@@ -86,7 +64,7 @@ async fn empty_follower_recopies_the_log() -> anyhow::Result<()> {
             ensure!(!dir.exists(), "{} is still there", dir.display());
             println!("killed node {refilled}, a follower, and removed its data directory");
             for n in 0..BATCHES_AWAY {
-                produce_batch(&survivors, "away", n, &mut acked).await?;
+                BATCHES.produce(&survivors, "away", n, &mut acked).await?;
             }
             // Out of the in-sync replicas before it returns, so that being back in
             // them below means it caught up.

@@ -13,28 +13,22 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use system_tests::cluster::{SESSION_TIMEOUT_MS, check_read_back, produce_acked, read_all};
-use system_tests::{Api, Cluster, scenario};
+use system_tests::cluster::{Batches, SESSION_TIMEOUT_MS, check_read_back, read_all};
+use system_tests::{Cluster, scenario};
 
 const TOPIC: &str = "zk-long-outage";
 const BATCH: usize = 10;
+const BATCHES: Batches<'static> = Batches {
+    topic: TOPIC,
+    size: BATCH,
+    keys: BATCH,
+    value_bytes: 0,
+};
 const BATCHES_BEFORE: usize = 3;
 const BATCHES_AFTER: usize = 3;
 /// How long ZooKeeper stays down: past the session timeout, so every node stops
 /// leading before it returns.
 const OUTAGE: Duration = Duration::from_millis(SESSION_TIMEOUT_MS + 3_000);
-
-async fn produce_batch(
-    apis: &[Api],
-    phase: &str,
-    n: usize,
-    acked: &mut Vec<(String, String)>,
-) -> anyhow::Result<()> {
-    let sent: Vec<(String, String)> = (0..BATCH)
-        .map(|i| (format!("k{i}"), format!("{phase}-{n}-{i}")))
-        .collect();
-    produce_acked(apis, TOPIC, sent, &format!("{phase}-{n}"), acked).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leads_again_after_a_long_zookeeper_outage() -> anyhow::Result<()> {
@@ -48,7 +42,7 @@ async fn leads_again_after_a_long_zookeeper_outage() -> anyhow::Result<()> {
             let all = cluster.fresh_apis(&[1, 2, 3])?;
             let mut acked = Vec::new();
             for n in 0..BATCHES_BEFORE {
-                produce_batch(&all, "before", n, &mut acked).await?;
+                BATCHES.produce(&all, "before", n, &mut acked).await?;
             }
 
             cluster.zookeeper.stop().await?;
@@ -62,13 +56,13 @@ async fn leads_again_after_a_long_zookeeper_outage() -> anyhow::Result<()> {
                 SESSION_TIMEOUT_MS
             );
 
-            produce_batch(&all, "after", 0, &mut acked).await?;
+            BATCHES.produce(&all, "after", 0, &mut acked).await?;
             println!(
                 "first produce acknowledged {:.2} s after ZooKeeper serves again",
                 restarted_at.elapsed().as_secs_f64()
             );
             for n in 1..BATCHES_AFTER {
-                produce_batch(&all, "after", n, &mut acked).await?;
+                BATCHES.produce(&all, "after", n, &mut acked).await?;
             }
             let now = Cluster::wait_leaders(&first, TOPIC, &[], 3).await?;
             println!("leaders before the outage {leaders:?}, after {now:?}");

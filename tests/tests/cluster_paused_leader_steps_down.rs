@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
 use system_tests::cluster::{
-    SESSION_TIMEOUT_MS, check_read_back, leaders, produce_acked, read_all, sole_leader,
+    Batches, SESSION_TIMEOUT_MS, check_read_back, leaders, read_all, sole_leader,
 };
 use system_tests::{Api, Cluster, Pulled, keyed, scenario};
 
@@ -31,6 +31,12 @@ const PAUSE: Duration = Duration::from_secs(10);
 /// Keys, so each partition gets messages and each key has a send order.
 const KEYS: usize = 6;
 const BATCH: usize = 10;
+const BATCHES: Batches<'static> = Batches {
+    topic: TOPIC,
+    size: BATCH,
+    keys: KEYS,
+    value_bytes: 0,
+};
 /// Batches acknowledged before the freeze, during it, and after the wake.
 const BATCHES_BEFORE: usize = 5;
 const BATCHES_DURING: usize = 5;
@@ -39,20 +45,6 @@ const BATCHES_AFTER: usize = 2;
 const WINDOW_WRITES: usize = 3;
 /// How long the woken node may take to step down and to be in sync again.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Produces batch `n` of phase `phase` through `apis` until one acknowledges it;
-/// appends its (key, value) messages to `acked`.
-async fn produce_batch(
-    apis: &[Api],
-    phase: &str,
-    n: usize,
-    acked: &mut Vec<(String, String)>,
-) -> anyhow::Result<()> {
-    let sent: Vec<(String, String)> = (0..BATCH)
-        .map(|i| (key_of(n * BATCH + i), format!("{phase}-{n}-{i}")))
-        .collect();
-    produce_acked(apis, TOPIC, sent, &format!("{phase}-{n}"), acked).await
-}
 
 fn key_of(i: usize) -> String {
     format!("k{}", i % KEYS)
@@ -88,7 +80,7 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
 
             let mut acked = Vec::new();
             for n in 0..BATCHES_BEFORE {
-                produce_batch(&all, "before", n, &mut acked).await?;
+                BATCHES.produce(&all, "before", n, &mut acked).await?;
             }
 
             // Freeze the leader; writes sent to it now wait in its socket.
@@ -110,7 +102,7 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
                 SESSION_TIMEOUT_MS
             );
             for n in 0..BATCHES_DURING {
-                produce_batch(&live, "during", n, &mut acked).await?;
+                BATCHES.produce(&live, "during", n, &mut acked).await?;
             }
             tokio::time::sleep_until((paused_at + PAUSE).into()).await;
             cluster.node(old).resume()?;
@@ -153,7 +145,9 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
             // The woken node serves again (forwarding to the leader).
             let through_old = cluster.fresh_apis(&[old])?;
             for n in 0..BATCHES_AFTER {
-                produce_batch(&through_old, "after", n, &mut acked).await?;
+                BATCHES
+                    .produce(&through_old, "after", n, &mut acked)
+                    .await?;
             }
 
             let mut window_outcomes = Vec::new();

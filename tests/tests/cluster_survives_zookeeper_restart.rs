@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use system_tests::cluster::{SESSION_TIMEOUT_MS, check_read_back, produce_acked, read_all};
+use system_tests::cluster::{Batches, SESSION_TIMEOUT_MS, check_read_back, read_all};
 use system_tests::{Api, Cluster, scenario};
 
 const TOPIC: &str = "zk-bounce";
@@ -22,6 +22,12 @@ const TOPIC: &str = "zk-bounce";
 const LATER_TOPIC: &str = "zk-later";
 const KEYS: usize = 6;
 const BATCH: usize = 10;
+const BATCHES: Batches<'static> = Batches {
+    topic: TOPIC,
+    size: BATCH,
+    keys: KEYS,
+    value_bytes: 0,
+};
 const BATCHES_BEFORE: usize = 5;
 const BATCHES_AFTER: usize = 5;
 /// How long ZooKeeper stays down before it is started again: a third of the session
@@ -30,24 +36,6 @@ const BATCHES_AFTER: usize = 5;
 const OUTAGE: Duration = Duration::from_millis(SESSION_TIMEOUT_MS / 3);
 /// How long the nodes may take to see ZooKeeper gone, or back.
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Produces batch `n` of `phase` to `topic` through `apis`; appends its values to
-/// `acked` once acknowledged.
-async fn produce_batch(
-    apis: &[Api],
-    topic: &str,
-    phase: &str,
-    n: usize,
-    acked: &mut Vec<(String, String)>,
-) -> anyhow::Result<()> {
-    let sent: Vec<(String, String)> = (0..BATCH)
-        .map(|i| {
-            let key = format!("k{}", (n * BATCH + i) % KEYS);
-            (key, format!("{phase}-{n}-{i}"))
-        })
-        .collect();
-    produce_acked(apis, topic, sent, &format!("{topic}-{phase}-{n}"), acked).await
-}
 
 /// Waits until `/readyz` answers `status` on every node; returns how long it took.
 async fn wait_readyz(apis: &[Api], status: u16) -> anyhow::Result<Duration> {
@@ -94,7 +82,7 @@ async fn survives_zookeeper_restart() -> anyhow::Result<()> {
 
             let mut acked = Vec::new();
             for n in 0..BATCHES_BEFORE {
-                produce_batch(&all, TOPIC, "before", n, &mut acked).await?;
+                BATCHES.produce(&all, "before", n, &mut acked).await?;
             }
             wait_readyz(&all, 200).await?;
 
@@ -135,13 +123,13 @@ async fn survives_zookeeper_restart() -> anyhow::Result<()> {
                 );
             }
 
-            produce_batch(&all, TOPIC, "after", 0, &mut acked).await?;
+            BATCHES.produce(&all, "after", 0, &mut acked).await?;
             println!(
                 "first produce acknowledged {:.2} s after ZooKeeper serves again",
                 restarted_at.elapsed().as_secs_f64()
             );
             for n in 1..BATCHES_AFTER {
-                produce_batch(&all, TOPIC, "after", n, &mut acked).await?;
+                BATCHES.produce(&all, "after", n, &mut acked).await?;
             }
             for id in 1..=3 {
                 check_read(&cluster, id, TOPIC, &acked).await?;
@@ -158,7 +146,12 @@ async fn survives_zookeeper_restart() -> anyhow::Result<()> {
             }
             let mut later = Vec::new();
             for n in 0..BATCHES_AFTER {
-                produce_batch(&all, LATER_TOPIC, "later", n, &mut later).await?;
+                Batches {
+                    topic: LATER_TOPIC,
+                    ..BATCHES
+                }
+                .produce(&all, "later", n, &mut later)
+                .await?;
             }
             for id in 1..=3 {
                 check_read(&cluster, id, LATER_TOPIC, &later).await?;

@@ -1285,6 +1285,14 @@ mod tests {
         .unwrap()
     }
 
+    /// Whether both partitions of topic `t` on `node` pass `check`.
+    fn both_partitions(node: &ClusterNode, check: impl Fn(&Partition) -> bool) -> bool {
+        (0..2).all(|p| {
+            node.local_partition(LogKind::Topic, "t", p)
+                .is_some_and(|p| check(&p))
+        })
+    }
+
     async fn eventually(what: &str, check: impl Fn() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !check() {
@@ -1324,31 +1332,20 @@ mod tests {
         } else {
             (&nodes[1], &nodes[0])
         };
+        let leads_in = |node: &ClusterNode, epoch| {
+            both_partitions(node, |p| p.replica.leader_epoch() == Some(epoch))
+        };
         eventually("the leader leads both partitions", || {
-            (0..2).all(|p| {
-                old.node
-                    .local_partition(LogKind::Topic, "t", p)
-                    .is_some_and(|p| p.replica.leader_epoch() == Some(1))
-            })
+            leads_in(&old.node, 1)
         })
         .await;
 
         // The leader is cut off, and its session ends.
         old.session.disconnect();
         old.session.expire();
-        eventually("the other node leads in epoch 2", || {
-            (0..2).all(|p| {
-                new.node
-                    .local_partition(LogKind::Topic, "t", p)
-                    .is_some_and(|p| p.replica.leader_epoch() == Some(2))
-            })
-        })
-        .await;
+        eventually("the other node leads in epoch 2", || leads_in(&new.node, 2)).await;
         assert!(
-            (0..2).all(|p| old
-                .node
-                .local_partition(LogKind::Topic, "t", p)
-                .is_some_and(|p| p.replica.leader_epoch().is_none())),
+            both_partitions(&old.node, |p| p.replica.leader_epoch().is_none()),
             "the cut-off node stopped leading"
         );
 
@@ -1356,11 +1353,7 @@ mod tests {
         old.session.reconnect();
         let new_id = new.node.id();
         eventually("the old leader follows the new one", || {
-            (0..2).all(|p| {
-                old.node
-                    .local_partition(LogKind::Topic, "t", p)
-                    .is_some_and(|p| p.replica.following() == Some((new_id, 2)))
-            })
+            both_partitions(&old.node, |p| p.replica.following() == Some((new_id, 2)))
         })
         .await;
 
