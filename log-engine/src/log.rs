@@ -18,6 +18,10 @@ use crate::record::{Record, RecordRef};
 use crate::retention::{self, SegmentSummary};
 use crate::segment::{self, Segment};
 
+/// How often, at most, a sync rewrites the recovery point (Kafka checkpoints its
+/// recovery point every minute by default).
+const RECOVERY_POINT_INTERVAL_MS: i64 = 1000;
+
 /// Which watermark bounds a read or a wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadBound {
@@ -192,6 +196,8 @@ pub struct Log {
     /// A roll created a file since the last sync: the next sync syncs the directory.
     dir_unsynced: AtomicBool,
     recovery_point: RecoveryPoint,
+    /// When a sync last wrote the recovery point (ms).
+    recovery_point_ms: AtomicI64,
     log_start: AtomicU64,
     log_end: AtomicU64,
     high_watermark: AtomicU64,
@@ -270,6 +276,7 @@ impl Log {
             unsynced: Mutex::new(Vec::new()),
             dir_unsynced: AtomicBool::new(false),
             recovery_point,
+            recovery_point_ms: AtomicI64::new(now),
             log_start: AtomicU64::new(start.0),
             log_end: AtomicU64::new(end.0),
             high_watermark: AtomicU64::new(end.0),
@@ -641,11 +648,18 @@ impl Log {
         }
         self.durable.fetch_max(end.0, Ordering::AcqRel);
         self.unflushed_messages.store(0, Ordering::Relaxed);
-        self.last_sync_ms
-            .store(self.clock.now_ms(), Ordering::Relaxed);
-        // Only a hint for recovery: a failure here costs a longer scan, no data.
-        if let Err(error) = self.recovery_point.store(end) {
-            tracing::warn!(%error, "could not update the recovery point");
+        let now = self.clock.now_ms();
+        self.last_sync_ms.store(now, Ordering::Relaxed);
+        // Only a hint for recovery, so written at most once per interval rather than
+        // with every fsync (where it cost a write, and without the directory lock an
+        // open and a close, on every durable append): a crash costs recovery at most
+        // one interval of appends more to scan. A failure costs a longer scan, no data.
+        let stored = self.recovery_point_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(stored) >= RECOVERY_POINT_INTERVAL_MS {
+            self.recovery_point_ms.store(now, Ordering::Relaxed);
+            if let Err(error) = self.recovery_point.store(end) {
+                tracing::warn!(%error, "could not update the recovery point");
+            }
         }
         self.changed.notify(usize::MAX);
         Ok(())

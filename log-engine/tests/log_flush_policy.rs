@@ -112,3 +112,38 @@ fn concurrent_durable_appends_share_fsyncs_and_each_is_durable_on_return() {
     println!("{appends} durable appends took {fsyncs} fsyncs");
     assert!(fsyncs <= appends, "never more than one fsync per append");
 }
+
+/// The offset `recovery-point` holds (its first 8 bytes, little-endian).
+fn recovery_point(dir: &std::path::Path) -> u64 {
+    let bytes = std::fs::read(dir.join("recovery-point")).unwrap();
+    u64::from_le_bytes(bytes[..8].try_into().unwrap())
+}
+
+#[test]
+fn syncs_rewrite_the_recovery_point_at_most_once_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1000));
+    let log = open(dir.path(), FlushPolicy::MANUAL, clock.clone());
+    log.append_records(&[Record::new("a", 0)]).unwrap();
+    log.flush().unwrap();
+    assert_eq!(log.durable_offset(), Offset(1));
+    assert_eq!(
+        recovery_point(dir.path()),
+        0,
+        "written at open, not again yet"
+    );
+
+    clock.advance(1000);
+    log.append_records(&[Record::new("b", 0)]).unwrap();
+    log.flush().unwrap();
+    assert_eq!(recovery_point(dir.path()), 2);
+    clock.advance(999);
+    log.append_records(&[Record::new("c", 0)]).unwrap();
+    log.flush().unwrap();
+    assert_eq!(recovery_point(dir.path()), 2);
+
+    // A crash now: recovery scans from offset 2 and keeps everything synced.
+    drop(log);
+    let log = open(dir.path(), FlushPolicy::MANUAL, clock);
+    assert_eq!(log.log_end_offset(), Offset(3));
+}
