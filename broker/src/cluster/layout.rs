@@ -149,6 +149,11 @@ pub struct LogAssignment {
     pub spec: serde_json::Value,
     /// Per partition, the nodes that hold a copy; the first is the preferred leader.
     pub replicas: Vec<Vec<NodeId>>,
+    /// Set when a delete has begun: every node then takes the log as gone (the
+    /// controller no longer writes its partitions' states, each node removes its
+    /// copy) while the delete removes what the coordination service holds of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
 }
 
 /// A partition's leadership.

@@ -49,6 +49,9 @@ fn new_cluster_id() -> Result<String, CoordError> {
 const CREATE_WAIT: Duration = Duration::from_secs(15);
 /// How often leaders check their followers' lag.
 const TICK: Duration = Duration::from_millis(100);
+/// How many times a delete lists a node again that gained children while it was
+/// being emptied.
+const DELETE_RELISTS_MAX: u32 = 16;
 
 /// A node's settings in a cluster.
 #[derive(Clone, Debug)]
@@ -261,23 +264,57 @@ impl ClusterNode {
             .await
     }
 
-    /// Deletes a topic or queue from the cluster: its partitions' states and
-    /// subscriptions, then its assignment. Every node then deletes its copy.
+    /// Deletes a topic or queue from the cluster: marks its assignment as being
+    /// deleted, then deletes its partitions' states and subscriptions, then the
+    /// assignment. Every node deletes its copy once it sees the mark.
     pub async fn delete_log(&self, kind: LogKind, name: &str) -> Result<(), CoordError> {
         let path = layout::log_path(kind, name);
-        // Missing means gone: the assignment is the last thing deleted.
-        if self.coord.get(&path, false).await?.is_none() {
-            return Err(CoordError::NoNode(path));
-        }
+        self.mark_deleting(&path).await?;
         self.delete_tree(&path).await
     }
 
-    /// Deletes `path` and everything under it, children first.
+    /// Marks the assignment at `path` as being deleted, so that the controller stops
+    /// writing the states the delete removes (it writes one for every partition it
+    /// finds without). `NoNode` if the log is gone: the assignment is the last thing
+    /// deleted. An assignment no node can read is deleted without the mark.
+    async fn mark_deleting(&self, path: &str) -> Result<(), CoordError> {
+        loop {
+            let Some((data, version)) = self.coord.get(path, false).await? else {
+                return Err(CoordError::NoNode(path.to_owned()));
+            };
+            let Ok(mut assignment) = serde_json::from_slice::<LogAssignment>(&data) else {
+                return Ok(());
+            };
+            if assignment.deleting {
+                return Ok(());
+            }
+            assignment.deleting = true;
+            let data =
+                serde_json::to_vec(&assignment).map_err(|e| CoordError::Other(e.to_string()))?;
+            match self.coord.set(path, data, version).await {
+                Ok(_) => return Ok(()),
+                Err(CoordError::BadVersion(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Deletes `path` and everything under it, children first. A node that gained a
+    /// child meanwhile (a controller pass that read the log before the mark) is
+    /// listed again, a few times at most.
     async fn delete_tree(&self, path: &str) -> Result<(), CoordError> {
+        let mut relists = 0;
         let mut stack = vec![(path.to_owned(), false)];
         while let Some((node, expanded)) = stack.pop() {
             if expanded {
-                ignore_no_node(self.coord.delete(&node, None).await)?;
+                match self.coord.delete(&node, None).await {
+                    Ok(()) | Err(CoordError::NoNode(_)) => {}
+                    Err(CoordError::NotEmpty(_)) if relists < DELETE_RELISTS_MAX => {
+                        relists += 1;
+                        stack.push((node, false));
+                    }
+                    Err(e) => return Err(e),
+                }
                 continue;
             }
             let children = match self.coord.children(&node, false).await {
@@ -426,6 +463,7 @@ impl ClusterNode {
             kind,
             spec,
             replicas,
+            deleting: false,
         };
         match self.create_log(&assignment, name).await {
             Ok(()) => {}
@@ -794,6 +832,9 @@ impl ClusterNode {
                         continue;
                     }
                 };
+                if assignment.deleting {
+                    continue;
+                }
                 let mut states = Vec::with_capacity(assignment.replicas.len());
                 for p in 0..assignment.replicas.len() as u32 {
                     let path = layout::partition_path(kind, &name, p);
@@ -1363,6 +1404,61 @@ mod tests {
             nodes.iter().all(|n| n.node.broker().topic("t").is_err())
         })
         .await;
+        for n in &nodes {
+            n.stop.send_replace(true);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_marked_for_deletion_gets_no_new_partition_state() {
+        let tree = MemoryCoordination::new_tree();
+        let nodes = [start_node(1, &tree).await, start_node(2, &tree).await];
+        eventually("both nodes are members", || {
+            nodes
+                .iter()
+                .all(|n| n.node.with_metadata(|m| m.brokers.len() == 2))
+        })
+        .await;
+        nodes[0]
+            .node
+            .create(LogKind::Topic, "t", topic_spec("t", 2, 2), 2, 2)
+            .await
+            .unwrap();
+        let coord = &nodes[0].session;
+        let state_path = layout::partition_path(LogKind::Topic, "t", 1);
+        assert!(coord.get(&state_path, false).await.unwrap().is_some());
+
+        // Unmarked, a partition without a state gets one again from the controller.
+        coord.delete(&state_path, None).await.unwrap();
+        nodes[0].node.nudge();
+        nodes[1].node.nudge();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while coord.get(&state_path, false).await.unwrap().is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the state never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Marked, it does not, and every node removes its copy.
+        nodes[0]
+            .node
+            .mark_deleting(&layout::log_path(LogKind::Topic, "t"))
+            .await
+            .unwrap();
+        coord.delete(&state_path, None).await.unwrap();
+        nodes[0].node.nudge();
+        nodes[1].node.nudge();
+        eventually("no node keeps a copy", || {
+            nodes.iter().all(|n| n.node.broker().topic("t").is_err())
+        })
+        .await;
+        assert!(coord.get(&state_path, false).await.unwrap().is_none());
+
+        nodes[1].node.delete(LogKind::Topic, "t").await.unwrap();
+        let topic = layout::log_path(LogKind::Topic, "t");
+        assert!(coord.get(&topic, false).await.unwrap().is_none());
         for n in &nodes {
             n.stop.send_replace(true);
         }
