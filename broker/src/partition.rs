@@ -14,6 +14,12 @@ use crate::topic::Acks;
 
 /// How long an `acks=all` append waits for the in-sync replicas.
 pub const REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The fewest bytes one read of a partition asks for.
+const READ_BYTES_MIN: usize = 16 << 10;
+/// The most bytes one read of a partition asks for.
+const READ_BYTES_MAX: usize = 4 << 20;
+/// Bytes read per message wanted while the log holds none to measure.
+const READ_BYTES_PER_MESSAGE_UNKNOWN: usize = 512;
 
 /// One partition of a topic or queue.
 #[derive(Debug)]
@@ -179,5 +185,20 @@ impl Partition {
     /// The offset the next message gets.
     pub fn end(&self) -> Offset {
         self.log.log_end_offset()
+    }
+
+    /// How many bytes to read for about `messages` messages: the log's own bytes per
+    /// message (batch overhead included) and an eighth more, so that a pull usually
+    /// takes one read and copies little that it does not use; a reader that still
+    /// wants more reads again. Between 16 KiB and 4 MiB.
+    pub fn read_bytes_for(&self, messages: usize) -> usize {
+        let stored = self.end().0.saturating_sub(self.start().0);
+        let per_message = match self.log.size_bytes().checked_div(stored) {
+            Some(average) => usize::try_from(average).unwrap_or(usize::MAX),
+            None => READ_BYTES_PER_MESSAGE_UNKNOWN,
+        };
+        messages
+            .saturating_mul(per_message.saturating_add(per_message / 8))
+            .clamp(READ_BYTES_MIN, READ_BYTES_MAX)
     }
 }

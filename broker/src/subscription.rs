@@ -51,11 +51,6 @@ struct SubscriptionMeta {
     created_ms: i64,
 }
 
-/// The most bytes one pull reads from a partition per step.
-const READ_BYTES_MAX: usize = 4 << 20;
-/// Bytes read per message wanted, as a first guess of the read size.
-const READ_BYTES_PER_MESSAGE: usize = 512;
-
 /// Per-partition numbers of a subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionOffsets {
@@ -394,9 +389,7 @@ fn read_partition<S: PullSink>(
     }
     let bound = partition.read_bound();
     while taken < max && *next < partition.log.watermark(bound) {
-        let bytes = (max - taken)
-            .saturating_mul(READ_BYTES_PER_MESSAGE)
-            .clamp(16 << 10, READ_BYTES_MAX);
+        let bytes = partition.read_bytes_for(max - taken);
         let read = partition.log.read(*next, bytes, bound)?;
         let before = *next;
         for record in read.records() {

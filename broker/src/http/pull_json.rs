@@ -123,6 +123,12 @@ fn push_number(out: &mut Vec<u8>, n: impl itoa::Integer) {
 /// Writes `bytes` as a JSON string: as text when they are valid UTF-8 (true), else
 /// in standard padded base64 (false).
 fn push_text(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    if is_plain_ascii(bytes) {
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return true;
+    }
     match std::str::from_utf8(bytes) {
         Ok(text) => {
             push_str(out, text);
@@ -160,6 +166,17 @@ fn needs_escape(bytes: &[u8]) -> bool {
         .any(|chunk| chunk.iter().fold(false, |found, &b| found | is_special(b)))
 }
 
+/// Whether every byte is ASCII that a JSON string holds as it is (no control
+/// character, `"` or `\`): the usual message, written without a UTF-8 check or an
+/// escape. Scanned like [`needs_escape`].
+fn is_plain_ascii(bytes: &[u8]) -> bool {
+    !bytes.chunks(64).any(|chunk| {
+        chunk
+            .iter()
+            .fold(false, |found, &b| found | is_special(b) | !b.is_ascii())
+    })
+}
+
 /// Writes the contents of a JSON string: runs of plain bytes as they are, `"`, `\`
 /// and control characters escaped. Only ASCII bytes are escaped, so UTF-8 sequences
 /// stay whole.
@@ -194,6 +211,7 @@ fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use log_engine::{Offset, RecordBatchBuilder};
+    use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
@@ -261,6 +279,38 @@ mod tests {
         assert_eq!(parsed["messages"][1]["value"], "héllo \"q\" \\ \n");
         assert_eq!(parsed["messages"][2]["headers"], json!({"b\"n": "v\t"}));
         assert_eq!(parsed["messages"][2]["key_encoding"], "base64");
+    }
+
+    /// Bytes around the edges of the plain-ASCII path: controls, quote, backslash,
+    /// DEL, and the first bytes past ASCII (UTF-8 lead and continuation bytes).
+    fn edge_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            4 => b'a'..=b'z',
+            1 => 0u8..0x20,
+            1 => Just(b'"'),
+            1 => Just(b'\\'),
+            1 => 0x7eu8..=0x81,
+            1 => 0xc2u8..=0xc3,
+            1 => 0xbfu8..=0xc0,
+        ];
+        proptest::collection::vec(byte, 0..40)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_key_and_value_are_written_as_serde_writes_them(
+            key in proptest::option::of(edge_bytes()),
+            value in edge_bytes(),
+        ) {
+            let messages: Vec<Message<'_>> = vec![(key.as_deref(), value.as_slice(), vec![])];
+            let (direct, via_serde, _) = both_ways(&messages);
+            prop_assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(via_serde).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -75,10 +75,6 @@ pub const RECEIPTS_MAX: usize = 10_000;
 pub const DEAD_LETTERS_PER_PASS_MAX: usize = 256;
 /// Messages a redrive claims and moves at a time.
 const REDRIVE_CHUNK: usize = 256;
-/// The most bytes read from a partition in one step.
-const READ_BYTES_MAX: usize = 4 << 20;
-/// Bytes read per message wanted, as a first guess of the read size.
-const READ_BYTES_PER_MESSAGE: usize = 512;
 /// The reserved headers a delivery shows: where a dead letter came from.
 pub const ORIGIN_HEADER_PREFIX: &str = "mom.origin.";
 /// Dead letters are appended in batches of about this size.
@@ -1118,9 +1114,7 @@ fn read_records(
             i += 1;
             continue;
         }
-        let bytes = (offsets.len() - i)
-            .saturating_mul(READ_BYTES_PER_MESSAGE)
-            .clamp(16 << 10, READ_BYTES_MAX);
+        let bytes = partition.read_bytes_for(offsets.len() - i);
         let read = partition.log.read(want, bytes, bound)?;
         let before = i;
         for record in read.records() {
