@@ -1314,6 +1314,18 @@ mod tests {
         }
     }
 
+    /// Nodes 1 and 2 on `tree`, once each sees both as members.
+    async fn two_members(tree: &MemoryTree) -> [TestNode; 2] {
+        let nodes = [start_node(1, tree).await, start_node(2, tree).await];
+        eventually("both nodes are members", || {
+            nodes
+                .iter()
+                .all(|n| n.node.with_metadata(|m| m.brokers.len() == 2))
+        })
+        .await;
+        nodes
+    }
+
     fn topic_spec(name: &str, partitions: u32, replication_factor: u32) -> serde_json::Value {
         serde_json::to_value(TopicSpec {
             name: name.into(),
@@ -1345,13 +1357,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn leadership_moves_when_the_leaders_session_ends() {
         let tree = MemoryCoordination::new_tree();
-        let nodes = [start_node(1, &tree).await, start_node(2, &tree).await];
-        eventually("both nodes are members", || {
-            nodes
-                .iter()
-                .all(|n| n.node.with_metadata(|m| m.brokers.len() == 2))
-        })
-        .await;
+        let nodes = two_members(&tree).await;
         let too_many = nodes[0]
             .node
             .create(LogKind::Topic, "t", topic_spec("t", 2, 3), 2, 3)
@@ -1412,13 +1418,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_log_marked_for_deletion_gets_no_new_partition_state() {
         let tree = MemoryCoordination::new_tree();
-        let nodes = [start_node(1, &tree).await, start_node(2, &tree).await];
-        eventually("both nodes are members", || {
-            nodes
-                .iter()
-                .all(|n| n.node.with_metadata(|m| m.brokers.len() == 2))
-        })
-        .await;
+        let nodes = two_members(&tree).await;
         nodes[0]
             .node
             .create(LogKind::Topic, "t", topic_spec("t", 2, 2), 2, 2)
