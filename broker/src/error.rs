@@ -171,6 +171,11 @@ impl From<log_engine::Error> for ApiError {
                 ErrorCode::PayloadTooLarge,
                 format!("the messages encode to {size} bytes, more than the limit of {limit}"),
             ),
+            log_engine::Error::Truncated { .. } => ApiError::new(
+                ErrorCode::NotLeader,
+                "this node stopped leading the partition, and its copy of the messages was \
+                 cut before they were synced; retry with the same Idempotency-Key",
+            ),
             other => ApiError::internal(other),
         }
     }

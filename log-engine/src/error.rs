@@ -86,6 +86,15 @@ pub enum Error {
         /// The log end offset.
         end: Offset,
     },
+    /// A truncation cut the log below records that were waiting for their fsync:
+    /// they are gone (a follower's tail that diverged from its leader's).
+    #[error("the log was truncated to offset {end} before the records below {offset} were synced")]
+    Truncated {
+        /// The end of the records that waited.
+        offset: Offset,
+        /// The log end after the truncation.
+        end: Offset,
+    },
     /// The configuration is inconsistent.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),

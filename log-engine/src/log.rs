@@ -198,6 +198,9 @@ pub struct Log {
     recovery_point: RecoveryPoint,
     /// When a sync last wrote the recovery point (ms).
     recovery_point_ms: AtomicI64,
+    /// How many times the log was truncated or reset (changed under the writer lock):
+    /// a sync that ran across one does not publish what it synced, which may be gone.
+    truncations: AtomicU64,
     log_start: AtomicU64,
     log_end: AtomicU64,
     high_watermark: AtomicU64,
@@ -277,6 +280,7 @@ impl Log {
             dir_unsynced: AtomicBool::new(false),
             recovery_point,
             recovery_point_ms: AtomicI64::new(now),
+            truncations: AtomicU64::new(0),
             log_start: AtomicU64::new(start.0),
             log_end: AtomicU64::new(end.0),
             high_watermark: AtomicU64::new(end.0),
@@ -582,7 +586,13 @@ impl Log {
 
     /// Fsyncs everything appended so far.
     pub fn flush(&self) -> Result<()> {
-        self.sync_to(self.log_end_offset())
+        loop {
+            match self.sync_to(self.log_end_offset()) {
+                // Cut meanwhile: sync what is left.
+                Err(Error::Truncated { .. }) => continue,
+                other => return other,
+            }
+        }
     }
 
     /// Fsyncs if the flush policy's interval has passed with data unflushed; for a
@@ -596,11 +606,19 @@ impl Log {
     }
 
     /// Returns once every record below `target` is fsynced. One thread at a time
-    /// syncs; the others wait for it and usually find their records covered.
+    /// syncs; the others wait for it and usually find their records covered. Fails
+    /// with `Truncated` once the log end is below `target`: those records are gone.
     fn sync_to(&self, target: Offset) -> Result<()> {
         loop {
             if self.durable_offset() >= target {
                 return Ok(());
+            }
+            let end = self.log_end_offset();
+            if end < target {
+                return Err(Error::Truncated {
+                    offset: target,
+                    end,
+                });
             }
             {
                 let mut syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
@@ -631,11 +649,16 @@ impl Log {
     /// Fsyncs the segments sealed since the last sync and the active one, then
     /// publishes the new durable offset. Called by one thread at a time.
     fn sync_now(&self) -> Result<()> {
-        let (sealed, active, end) = {
+        let (sealed, active, end, truncations) = {
             let writer = self.lock_writer();
             let sealed =
                 std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()));
-            (sealed, Arc::clone(&writer.active), self.log_end_offset())
+            (
+                sealed,
+                Arc::clone(&writer.active),
+                self.log_end_offset(),
+                self.truncations.load(Ordering::Acquire),
+            )
         };
         if self.dir_unsynced.swap(false, Ordering::AcqRel) {
             let synced = checkpoint::sync_dir(&self.dir);
@@ -646,7 +669,16 @@ impl Log {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.latch(synced)?;
         }
-        self.durable.fetch_max(end.0, Ordering::AcqRel);
+        {
+            // Published under the writer lock, which truncations hold, so that a cut
+            // made while the fsync ran is never undone by publishing the old end.
+            let _writer = self.lock_writer();
+            if self.truncations.load(Ordering::Acquire) != truncations {
+                self.changed.notify(usize::MAX);
+                return Ok(());
+            }
+            self.durable.fetch_max(end.0, Ordering::AcqRel);
+        }
         self.unflushed_messages.store(0, Ordering::Relaxed);
         let now = self.clock.now_ms();
         self.last_sync_ms.store(now, Ordering::Relaxed);
@@ -804,6 +836,7 @@ impl Log {
     }
 
     fn reset_locked(&self, writer: &mut Writer, offset: Offset) -> Result<()> {
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         self.remove_clean_marker()?;
         self.unsynced
             .lock()
@@ -830,6 +863,7 @@ impl Log {
     }
 
     fn truncate_locked(&self, writer: &mut Writer, offset: Offset) -> Result<Offset> {
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         self.remove_clean_marker()?;
         let segments = self.snapshot();
         let keep = segments.partition_point(|s| s.base() <= offset).max(1);
@@ -1004,4 +1038,33 @@ pub(crate) fn list_segment_bases(dir: &Path) -> Result<Vec<Offset>> {
     }
     bases.sort();
     Ok(bases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_for_records_that_a_truncation_cut_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        log.append_records(&[Record::new("a", 0), Record::new("b", 0)])
+            .unwrap();
+        log.append_records(&[Record::new("c", 0)]).unwrap();
+        assert_eq!(log.truncate_to(Offset(2)).unwrap(), Offset(2));
+
+        let cut = log.sync_to(Offset(3));
+        assert!(
+            matches!(
+                cut,
+                Err(Error::Truncated {
+                    offset: Offset(3),
+                    end: Offset(2)
+                })
+            ),
+            "{cut:?}"
+        );
+        log.sync_to(Offset(2)).unwrap();
+        assert_eq!(log.durable_offset(), Offset(2));
+    }
 }

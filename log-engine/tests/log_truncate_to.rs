@@ -117,3 +117,41 @@ fn reads_are_bounded_by_the_high_watermark_and_the_durable_offset() {
         .unwrap();
     assert_eq!(read.records().count(), 2);
 }
+
+/// A flush that runs while the log is cut must never publish the end it saw before
+/// the cut: the durable offset stays at or below the log end, and durable appends
+/// after the cut wait for their own fsync.
+#[test]
+fn a_sync_across_a_truncation_never_claims_the_cut_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(Log::open(dir.path(), config()).unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flusher = {
+        let log = std::sync::Arc::clone(&log);
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                log.flush().unwrap();
+            }
+        })
+    };
+    for round in 0..1500u64 {
+        let records: Vec<Record> = (0..4)
+            .map(|i| Record::new(format!("r{round}-{i}"), 10))
+            .collect();
+        log.append_records(&records).unwrap();
+        let end = log.log_end_offset();
+        log.truncate_to(Offset(end.0 - 2)).unwrap();
+        std::thread::yield_now();
+        assert!(
+            log.durable_offset() <= log.log_end_offset(),
+            "round {round}: durable {} past the end {}",
+            log.durable_offset(),
+            log.log_end_offset()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flusher.join().unwrap();
+    log.flush().unwrap();
+    assert_eq!(log.durable_offset(), log.log_end_offset());
+}
