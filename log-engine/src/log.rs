@@ -669,6 +669,7 @@ impl Log {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.latch(synced)?;
         }
+        let now = self.clock.now_ms();
         {
             // Published under the writer lock, which truncations hold, so that a cut
             // made while the fsync ran is never undone by publishing the old end.
@@ -678,21 +679,21 @@ impl Log {
                 return Ok(());
             }
             self.durable.fetch_max(end.0, Ordering::AcqRel);
-        }
-        self.unflushed_messages.store(0, Ordering::Relaxed);
-        let now = self.clock.now_ms();
-        self.last_sync_ms.store(now, Ordering::Relaxed);
-        // Only a hint for recovery, so written at most once per interval rather than
-        // with every fsync (where it cost a write, and without the directory lock an
-        // open and a close, on every durable append): a crash costs recovery at most
-        // one interval of appends more to scan. A failure costs a longer scan, no data.
-        let stored = self.recovery_point_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(stored) >= RECOVERY_POINT_INTERVAL_MS {
-            self.recovery_point_ms.store(now, Ordering::Relaxed);
-            if let Err(error) = self.recovery_point.store(end) {
-                tracing::warn!(%error, "could not update the recovery point");
+            // Only a hint for recovery, so written at most once per interval rather
+            // than with every fsync (where it cost a write, and without the directory
+            // lock an open and a close, on every durable append): a crash costs
+            // recovery at most one interval of appends more to scan. A failure costs a
+            // longer scan, no data.
+            let stored = self.recovery_point_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(stored) >= RECOVERY_POINT_INTERVAL_MS {
+                self.recovery_point_ms.store(now, Ordering::Relaxed);
+                if let Err(error) = self.recovery_point.store(end) {
+                    tracing::warn!(%error, "could not update the recovery point");
+                }
             }
         }
+        self.unflushed_messages.store(0, Ordering::Relaxed);
+        self.last_sync_ms.store(now, Ordering::Relaxed);
         self.changed.notify(usize::MAX);
         Ok(())
     }
