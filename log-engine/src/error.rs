@@ -86,9 +86,11 @@ pub enum Error {
         /// The log end offset.
         end: Offset,
     },
-    /// A truncation cut the log below records that were waiting for their fsync:
-    /// they are gone (a follower's tail that diverged from its leader's).
-    #[error("the log was truncated to offset {end} before the records below {offset} were synced")]
+    /// The log was truncated or reset (as a follower whose tail diverged from its
+    /// leader's) while records waited for their fsync: they may be gone.
+    #[error(
+        "the log was truncated (its end is now {end}) while the records below {offset} waited for their fsync"
+    )]
     Truncated {
         /// The end of the records that waited.
         offset: Offset,

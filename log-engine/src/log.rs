@@ -428,9 +428,9 @@ impl Log {
     /// else) and writes it. Durable when the flush policy says so; see
     /// [`Log::append_durable`] to wait for an fsync.
     pub fn append(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
-        let info = self.append_inner(batch)?;
+        let (info, since) = self.append_at(batch, None)?;
         if self.flush_due(u64::from(batch.record_count())) {
-            self.sync_to(info.next_offset())?;
+            self.sync_to(info.next_offset(), since)?;
         }
         Ok(info)
     }
@@ -438,10 +438,10 @@ impl Log {
     /// Appends a batch and returns once it is fsynced. Appenders that wait at the
     /// same time share one fsync.
     pub fn append_durable(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
-        let info = self.append_inner(batch)?;
+        let (info, since) = self.append_at(batch, None)?;
         self.unflushed_messages
             .fetch_add(u64::from(batch.record_count()), Ordering::Relaxed);
-        self.sync_to(info.next_offset())?;
+        self.sync_to(info.next_offset(), since)?;
         Ok(info)
     }
 
@@ -454,24 +454,21 @@ impl Log {
     /// Appends a batch that already carries its offsets, as a follower copies its
     /// leader: its base offset must be the log end. The bytes are written unchanged.
     pub fn append_replica(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
-        let info = self.append_at(batch, Some(batch.base_offset()))?;
+        let (info, since) = self.append_at(batch, Some(batch.base_offset()))?;
         if self.flush_due(u64::from(batch.record_count())) {
-            self.sync_to(info.next_offset())?;
+            self.sync_to(info.next_offset(), since)?;
         }
         Ok(info)
     }
 
-    fn append_inner(&self, batch: &mut RecordBatch) -> Result<AppendInfo> {
-        self.append_at(batch, None)
-    }
-
     /// Writes `batch` at the log end; with `expected_base`, only if the log end is
-    /// that offset.
+    /// that offset. Returns where it went and the count of truncations it was written
+    /// after, for a wait for its fsync.
     fn append_at(
         &self,
         batch: &mut RecordBatch,
         expected_base: Option<Offset>,
-    ) -> Result<AppendInfo> {
+    ) -> Result<(AppendInfo, u64)> {
         self.check_writable()?;
         let len = batch.len();
         if len > self.config.batch_bytes_max as usize {
@@ -509,12 +506,14 @@ impl Log {
         };
         let next = header.next_offset();
         self.log_end.store(next.0, Ordering::Release);
+        let truncations = self.truncations.load(Ordering::Acquire);
         drop(writer);
         self.changed.notify(usize::MAX);
-        Ok(AppendInfo {
+        let info = AppendInfo {
             base_offset: base,
             last_offset: header.last_offset(),
-        })
+        };
+        Ok((info, truncations))
     }
 
     /// Removes the clean-shutdown marker before the first change after a clean open,
@@ -587,7 +586,8 @@ impl Log {
     /// Fsyncs everything appended so far.
     pub fn flush(&self) -> Result<()> {
         loop {
-            match self.sync_to(self.log_end_offset()) {
+            let since = self.truncations.load(Ordering::Acquire);
+            match self.sync_to(self.log_end_offset(), since) {
                 // Cut meanwhile: sync what is left.
                 Err(Error::Truncated { .. }) => continue,
                 other => return other,
@@ -607,23 +607,29 @@ impl Log {
 
     /// Returns once every record below `target` is fsynced. One thread at a time
     /// syncs; the others wait for it and usually find their records covered. Fails
-    /// with `Truncated` once the log end is below `target`: those records are gone.
-    fn sync_to(&self, target: Offset) -> Result<()> {
-        loop {
-            if self.durable_offset() >= target {
-                return Ok(());
-            }
-            let end = self.log_end_offset();
-            if end < target {
+    /// with `Truncated` if the log was truncated or reset after `since` (a count of
+    /// truncations read with `target`) before the records were covered: they may be
+    /// gone, and a reset may have moved the durable offset past them.
+    fn sync_to(&self, target: Offset, since: u64) -> Result<()> {
+        let covered = || {
+            // The durable offset first: a reset raises it only after counting itself.
+            let durable = self.durable_offset();
+            if self.truncations.load(Ordering::Acquire) != since {
                 return Err(Error::Truncated {
                     offset: target,
-                    end,
+                    end: self.log_end_offset(),
                 });
+            }
+            Ok(durable >= target)
+        };
+        loop {
+            if covered()? {
+                return Ok(());
             }
             {
                 let mut syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
                 while *syncing {
-                    if self.durable_offset() >= target {
+                    if covered()? {
                         return Ok(());
                     }
                     syncing = self
@@ -631,7 +637,7 @@ impl Log {
                         .wait(syncing)
                         .unwrap_or_else(|p| p.into_inner());
                 }
-                if self.durable_offset() >= target {
+                if covered()? {
                     return Ok(());
                 }
                 // A sync may still run after `close` (it finds nothing to do); not after a
@@ -1052,9 +1058,10 @@ mod tests {
         log.append_records(&[Record::new("a", 0), Record::new("b", 0)])
             .unwrap();
         log.append_records(&[Record::new("c", 0)]).unwrap();
+        let since = log.truncations.load(Ordering::Acquire);
         assert_eq!(log.truncate_to(Offset(2)).unwrap(), Offset(2));
 
-        let cut = log.sync_to(Offset(3));
+        let cut = log.sync_to(Offset(3), since);
         assert!(
             matches!(
                 cut,
@@ -1065,7 +1072,20 @@ mod tests {
             ),
             "{cut:?}"
         );
-        log.sync_to(Offset(2)).unwrap();
+        log.flush().unwrap();
         assert_eq!(log.durable_offset(), Offset(2));
+    }
+
+    #[test]
+    fn waiting_across_a_reset_past_the_records_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        log.append_records(&[Record::new("a", 0)]).unwrap();
+        let since = log.truncations.load(Ordering::Acquire);
+        log.reset_to(Offset(50)).unwrap();
+        assert_eq!(log.durable_offset(), Offset(50));
+
+        let gone = log.sync_to(Offset(1), since);
+        assert!(matches!(gone, Err(Error::Truncated { .. })), "{gone:?}");
     }
 }
