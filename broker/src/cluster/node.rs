@@ -87,6 +87,9 @@ pub struct Metadata {
     pub controller: Option<NodeId>,
     /// Every topic and queue.
     pub logs: BTreeMap<(LogKind, String), LogMeta>,
+    /// Topics and queues marked for deletion whose delete has not finished (the node
+    /// that took it may have stopped midway); the controller finishes them.
+    pub deleting: Vec<(LogKind, String)>,
 }
 
 impl Metadata {
@@ -833,6 +836,7 @@ impl ClusterNode {
                     }
                 };
                 if assignment.deleting {
+                    meta.deleting.push((kind, name));
                     continue;
                 }
                 let mut states = Vec::with_capacity(assignment.replicas.len());
@@ -881,6 +885,14 @@ impl ClusterNode {
     /// The controller's duties: give every partition a live leader from its in-sync
     /// replicas, and drop dead nodes from in-sync sets.
     async fn control(&self, meta: &Metadata) -> Result<(), CoordError> {
+        for (kind, name) in &meta.deleting {
+            match self.delete_tree(&layout::log_path(*kind, name)).await {
+                Ok(()) => tracing::info!(kind = ?kind, name, "delete finished"),
+                Err(error) => {
+                    tracing::warn!(%error, kind = ?kind, name, "delete not finished; the next pass retries");
+                }
+            }
+        }
         let alive: Vec<NodeId> = meta.brokers.keys().copied().collect();
         for ((kind, name), log) in &meta.logs {
             // Partition 0's leader, which the others follow so one node leads the log.
@@ -1416,7 +1428,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_log_marked_for_deletion_gets_no_new_partition_state() {
+    async fn a_log_marked_for_deletion_gets_no_new_partition_state_and_goes() {
         let tree = MemoryCoordination::new_tree();
         let nodes = two_members(&tree).await;
         nodes[0]
@@ -1456,9 +1468,23 @@ mod tests {
         .await;
         assert!(coord.get(&state_path, false).await.unwrap().is_none());
 
-        nodes[1].node.delete(LogKind::Topic, "t").await.unwrap();
+        // The node that marked it went no further (as if it stopped midway): the
+        // controller finishes the delete, and the name is free again.
         let topic = layout::log_path(LogKind::Topic, "t");
-        assert!(coord.get(&topic, false).await.unwrap().is_none());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while coord.get(&topic, false).await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the delete never finished"
+            );
+            nodes[0].node.nudge();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        nodes[1]
+            .node
+            .create(LogKind::Topic, "t", topic_spec("t", 2, 2), 2, 2)
+            .await
+            .unwrap();
         for n in &nodes {
             n.stop.send_replace(true);
         }
