@@ -614,10 +614,11 @@ impl Log {
         let covered = || {
             // The durable offset first: a reset raises it only after counting itself.
             let durable = self.durable_offset();
-            if self.truncations.load(Ordering::Acquire) != since {
+            let end = self.log_end_offset();
+            if self.truncations.load(Ordering::Acquire) != since || end < target {
                 return Err(Error::Truncated {
                     offset: target,
-                    end: self.log_end_offset(),
+                    end,
                 });
             }
             Ok(durable >= target)
@@ -843,7 +844,6 @@ impl Log {
     }
 
     fn reset_locked(&self, writer: &mut Writer, offset: Offset) -> Result<()> {
-        self.truncations.fetch_add(1, Ordering::AcqRel);
         self.remove_clean_marker()?;
         self.unsynced
             .lock()
@@ -862,6 +862,10 @@ impl Log {
         writer.active_opened_ms = self.clock.now_ms();
         self.log_start.store(offset.0, Ordering::Release);
         self.log_end.store(offset.0, Ordering::Release);
+        // Counted once the new end is set (a waiter that reads the count and then the
+        // end sees the end it belongs to) and before the durable offset moves (a
+        // waiter that reads the durable offset and then the count sees the count).
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         self.high_watermark.store(offset.0, Ordering::Release);
         self.durable.store(offset.0, Ordering::Release);
         self.recovery_point.store(offset)?;
@@ -870,7 +874,6 @@ impl Log {
     }
 
     fn truncate_locked(&self, writer: &mut Writer, offset: Offset) -> Result<Offset> {
-        self.truncations.fetch_add(1, Ordering::AcqRel);
         self.remove_clean_marker()?;
         let segments = self.snapshot();
         let keep = segments.partition_point(|s| s.base() <= offset).max(1);
@@ -907,6 +910,8 @@ impl Log {
         writer.active = reopened;
         self.log_start.store(start.0, Ordering::Release);
         self.log_end.store(end.0, Ordering::Release);
+        // Counted between the two, as in `reset_locked`.
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         self.high_watermark.fetch_min(end.0, Ordering::AcqRel);
         self.durable.fetch_min(end.0, Ordering::AcqRel);
         self.recovery_point.store(self.durable_offset())?;
