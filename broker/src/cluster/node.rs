@@ -882,8 +882,9 @@ impl ClusterNode {
         Ok(())
     }
 
-    /// The controller's duties: give every partition a live leader from its in-sync
-    /// replicas, and drop dead nodes from in-sync sets.
+    /// The controller's duties: finish the deletes marked and not finished, give
+    /// every partition a live leader from its in-sync replicas, and drop dead nodes
+    /// from in-sync sets.
     async fn control(&self, meta: &Metadata) -> Result<(), CoordError> {
         for (kind, name) in &meta.deleting {
             match self.delete_tree(&layout::log_path(*kind, name)).await {
