@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use log_engine::{BatchRef, Log, LogConfig, Offset, ReadBound, Record};
 use proptest::prelude::*;
 
+mod common;
+
 fn config() -> LogConfig {
     LogConfig {
         segment_bytes_max: 2048,
@@ -24,13 +26,7 @@ fn record(n: u64, size: usize) -> Record {
 }
 
 fn active_segment(dir: &Path) -> PathBuf {
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs.pop().unwrap()
+    common::segment_files(dir).pop().unwrap()
 }
 
 /// (end position in the file, next offset) of every batch in a segment file.

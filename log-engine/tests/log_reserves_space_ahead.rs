@@ -5,19 +5,11 @@
 #![cfg(target_os = "linux")]
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use log_engine::{Log, LogConfig, Offset, ReadBound, Record};
 
-fn log_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    files.sort();
-    files
-}
+mod common;
 
 /// (size, bytes allocated on disk)
 fn usage(path: &Path) -> (u64, u64) {
@@ -51,7 +43,7 @@ fn the_active_segment_reserves_ahead_and_sealed_segments_give_it_back() {
     };
     let log = Log::open(dir.path(), config.clone()).unwrap();
     append_kib(&log, 100);
-    let [active] = log_files(dir.path()).try_into().unwrap();
+    let [active] = common::segment_files(dir.path()).try_into().unwrap();
     let (size, allocated) = usage(&active);
     if !can_reserve(tempfile::tempdir().unwrap().path()) {
         eprintln!("this file system cannot reserve space; nothing to check");
@@ -65,7 +57,7 @@ fn the_active_segment_reserves_ahead_and_sealed_segments_give_it_back() {
 
     // Roll: the sealed segment keeps only what it holds.
     append_kib(&log, 600);
-    let files = log_files(dir.path());
+    let files = common::segment_files(dir.path());
     assert!(files.len() >= 2, "{files:?}");
     let (sealed_size, sealed_allocated) = usage(&files[0]);
     assert!(
@@ -77,7 +69,7 @@ fn the_active_segment_reserves_ahead_and_sealed_segments_give_it_back() {
     // every record and nothing more.
     let end = log.log_end_offset();
     log.close().unwrap();
-    for file in log_files(dir.path()) {
+    for file in common::segment_files(dir.path()) {
         let (size, allocated) = usage(&file);
         assert!(allocated < size + 8192, "{file:?}: {allocated} for {size}");
     }
