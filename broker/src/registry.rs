@@ -210,8 +210,9 @@ impl Broker {
         fsutil::remove_dir_via_trash(queue.dir(), &self.trash()).map_err(ApiError::from)
     }
 
-    /// Periodic work on every topic and queue: retention, queue space reclamation; and a reload of the users file when `broker user ...`
-    /// changed it. Failures are logged; the next round tries again.
+    /// Periodic work on every topic and queue: retention, queue space reclamation;
+    /// and a reload of the users file when `broker user ...` changed it. Failures are
+    /// logged; the next round tries again.
     pub fn maintain(&self) {
         if let Err(error) = self.auth.reload_if_changed() {
             tracing::warn!(%error, "the users file changed but cannot be loaded");
@@ -244,7 +245,7 @@ impl Broker {
             .chain(queues.iter().flat_map(|q| q.partitions()));
         for partition in partitions {
             if let Err(error) = partition.flush_unflushed() {
-                tracing::warn!(%error, partition = partition.id, "interval fsync failed");
+                tracing::warn!(%error, partition = partition.id, "fsync of appended messages failed");
             }
         }
     }
@@ -260,7 +261,7 @@ impl Broker {
     /// blocking thread: an append to an `interval` log never waits for an fsync.
     pub async fn run_flusher(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         let period = self.config.flush_interval_ms;
-        self.every(period, stop, "interval fsync", Broker::flush_logs)
+        self.every(period, stop, "flusher", Broker::flush_logs)
             .await;
     }
 

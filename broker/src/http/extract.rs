@@ -155,6 +155,19 @@ impl JsonBody {
     pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, ApiError> {
         parse(&self.0)
     }
+
+    /// A produce or send body as `T`: one of the plain shape
+    /// ([`super::fast_body::plain_messages`]) made into `T` by `plain`, anything
+    /// else parsed by serde, whose answer (or 400) then counts.
+    pub fn parse_messages<'a, T: Deserialize<'a>>(
+        &'a self,
+        plain: impl FnOnce(Vec<super::body::MessageIn<'a>>) -> T,
+    ) -> Result<T, ApiError> {
+        match super::fast_body::plain_messages(&self.0) {
+            Some(messages) => Ok(plain(messages)),
+            None => self.parse(),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {

@@ -448,10 +448,7 @@ pub async fn send(
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let req = match super::fast_body::plain_messages(&body.0) {
-        Some(messages) => SendRequest { messages },
-        None => body.parse::<SendRequest<'_>>()?,
-    };
+    let req = body.parse_messages(|messages| SendRequest { messages })?;
     let queue = lookup(&app, &caller, &name, Action::Produce)?;
     let messages = body::new_messages(req.messages)?;
     let placement = queue.send(&messages, key.as_deref()).await?;

@@ -392,13 +392,10 @@ pub async fn produce(
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let req = match super::fast_body::plain_messages(&body.0) {
-        Some(messages) => ProduceRequest {
-            messages,
-            acks: None,
-        },
-        None => body.parse()?,
-    };
+    let req = body.parse_messages(|messages| ProduceRequest {
+        messages,
+        acks: None,
+    })?;
     let topic = lookup(&app, &caller, &name, Action::Produce)?;
     let messages = body::new_messages(req.messages)?;
     let acks: Acks = req.acks.unwrap_or_default().into();

@@ -1014,9 +1014,9 @@ impl Queue {
         stats
     }
 
-    /// Periodic work: an fsync of each journal, then the deletion of message segments wholly below the ack floor and of
-    /// journal segments below the last snapshot. Blocks on I/O: call it from a
-    /// blocking context.
+    /// Periodic work: an fsync of each journal, then the deletion of message segments
+    /// wholly below the ack floor and of journal segments below the last snapshot.
+    /// Blocks on I/O: call it from a blocking context.
     pub fn maintain(&self) -> Result<(), BrokerError> {
         for (index, partition) in self.partitions.iter().enumerate() {
             let Some(mut cell) = self.cell(index) else {
