@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::body::{
     self, DurabilityOutcome, DurabilitySetting, MessageIn, ReceivedMessage, ReceivedMessages, json,
 };
-use super::extract::{Caller, IdempotencyKey, Json, JsonBody, JsonOrEmpty, Path};
+use super::extract::{Caller, IdempotencyKey, Json, JsonBody, JsonOrEmpty, Path, objects};
 use super::metrics::Kind;
 use super::subscriptions::WAIT_MS_MAX;
 use super::{AppState, blocking};
@@ -130,7 +130,7 @@ pub struct QueueList {
 #[serde(deny_unknown_fields)]
 pub struct SendRequest<'a> {
     /// The messages, at least one.
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "objects")]
     pub messages: Vec<MessageIn<'a>>,
 }
 

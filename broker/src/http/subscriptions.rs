@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::{self, PulledMessage, PulledMessages};
-use super::extract::{Caller, Json, Path, Query};
+use super::extract::{Caller, Json, Path, Query, objects};
 use super::metrics::Kind;
 use super::pull_json::PulledJson;
 use super::topics::lookup;
@@ -148,6 +148,7 @@ pub struct CommitOffset {
 #[serde(deny_unknown_fields)]
 pub struct CommitRequest {
     /// Offsets to commit.
+    #[serde(deserialize_with = "objects")]
     pub offsets: Vec<CommitOffset>,
 }
 
@@ -198,7 +199,12 @@ impl SeekRequest {
                 SeekPosition::Earliest => SeekTo::Earliest,
                 SeekPosition::Latest => SeekTo::Latest,
             }),
-            (None, None, Some(ts)) if self.partition.is_none() => Ok(SeekTo::Timestamp(ts)),
+            (None, None, Some(ts)) if self.partition.is_none() && ts >= 0 => {
+                Ok(SeekTo::Timestamp(ts))
+            }
+            (None, None, Some(_)) if self.partition.is_none() => Err(ApiError::bad_request(
+                "timestamp: milliseconds since the Unix epoch, not negative",
+            )),
             _ => Err(ApiError::bad_request(
                 "a seek takes exactly one of {\"offset\"} (with an optional \"partition\"), \
                  {\"to\": \"earliest\"|\"latest\"} or {\"timestamp\"}",

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body::{self, DurabilityOutcome, DurabilitySetting, MessageIn, json};
-use super::extract::{Caller, IdempotencyKey, Json, JsonBody, Path};
+use super::extract::{Caller, IdempotencyKey, Json, JsonBody, Path, objects};
 use super::metrics::Kind;
 use super::{AppState, blocking};
 use crate::auth::{Action, Resource};
@@ -140,7 +140,7 @@ impl From<AcksParam> for Acks {
 #[serde(deny_unknown_fields)]
 pub struct ProduceRequest<'a> {
     /// The messages, at least one.
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "objects")]
     pub messages: Vec<MessageIn<'a>>,
     /// How long to wait. Defaults to `"all"`.
     #[serde(default)]

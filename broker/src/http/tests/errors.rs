@@ -369,3 +369,50 @@ async fn extreme_numbers_are_answered_without_a_500() {
         .await
         .expect_error(StatusCode::BAD_REQUEST, "bad_request");
 }
+
+#[tokio::test]
+async fn arrays_in_place_of_objects_are_400_and_change_nothing() {
+    let app = TestApp::start().await;
+    app.create_topic("t", json!({})).await;
+    app.create_queue("q", json!({})).await;
+    app.send_to_queue("q", &["x"]).await;
+    app.post("/v1/topics/t/subscriptions", json!({"name": "s"}))
+        .await
+        .expect(StatusCode::CREATED);
+    for (path, body) in [
+        ("/v1/auth/token", json!(["admin", "password"])),
+        ("/v1/topics", json!(["t2"])),
+        ("/v1/queues", json!(["q2"])),
+        ("/v1/topics/t/messages", json!([[["k", "v", null, null]]])),
+        ("/v1/topics/t/messages", json!({"messages": [["k", "v"]]})),
+        ("/v1/queues/q/messages", json!({"messages": [[null, "v"]]})),
+        ("/v1/queues/q/receive", json!([1])),
+        ("/v1/topics/t/subscriptions", json!(["s2"])),
+        ("/v1/topics/t/subscriptions/s/seek", json!([0, 5])),
+        (
+            "/v1/topics/t/subscriptions/s/commit",
+            json!({"offsets": [[0, 0]]}),
+        ),
+    ] {
+        let message = app
+            .post(path, body.clone())
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        assert!(
+            message.contains("object") || message.contains("sequence"),
+            "{path} {body}: {message}"
+        );
+    }
+    let topics = app.get("/v1/topics").await.expect(StatusCode::OK);
+    assert_eq!(topics["topics"].as_array().map(Vec::len), Some(1));
+    let queues = app.get("/v1/queues").await.expect(StatusCode::OK);
+    assert_eq!(queues["queues"].as_array().map(Vec::len), Some(1));
+    assert_eq!(app.broker.topic("t").unwrap().partitions()[0].end().0, 0);
+    let q = app.broker.queue("q").unwrap().stats();
+    assert_eq!((q.depth, q.in_flight), (1, 0));
+    let subs = app
+        .get("/v1/topics/t/subscriptions")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(subs["subscriptions"].as_array().map(Vec::len), Some(1));
+}

@@ -300,6 +300,7 @@ async fn seek_moves_to_offsets_ends_and_times_and_refuses_anything_else() {
         json!({"to": "earliest", "partition": 0}),
         json!({"timestamp": 5, "offset": 1}),
         json!({"timestamp": "yesterday"}),
+        json!({"timestamp": -1}),
         json!({"offset": -1}),
         json!({"partition": 9, "offset": 0}),
         json!({"offset": 0, "whence": "start"}),
