@@ -41,6 +41,52 @@ pub fn create_dir_all(dir: &Path) -> Result<(), BrokerError> {
     std::fs::create_dir_all(dir).map_err(|e| BrokerError::io(dir, e))
 }
 
+/// The file that marks a directory whose creation has not finished.
+const UNFINISHED_MARK: &str = ".creating";
+
+/// Creates `dir` for a new topic, queue or subscription, marked unfinished until
+/// [`finish_create`]: a crash in between leaves a directory that
+/// [`remove_if_unfinished`] recognises on the next start, instead of one without its
+/// settings file that stops the start.
+pub fn begin_create(dir: &Path) -> Result<(), BrokerError> {
+    create_dir_all(dir)?;
+    let mark = dir.join(UNFINISHED_MARK);
+    std::fs::File::create(&mark).map_err(|e| BrokerError::io(&mark, e))?;
+    sync_dir(dir)?;
+    match dir.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// Ends what [`begin_create`] began: the directory is complete.
+pub fn finish_create(dir: &Path) -> Result<(), BrokerError> {
+    let mark = dir.join(UNFINISHED_MARK);
+    std::fs::remove_file(&mark).map_err(|e| BrokerError::io(&mark, e))?;
+    sync_dir(dir)
+}
+
+/// Removes `dir` (through `trash`) when its creation never finished: it still has
+/// the mark of [`begin_create`], or nothing at all. No request that made it was
+/// answered, so nothing acknowledged is lost. Returns whether it was removed.
+pub fn remove_if_unfinished(dir: &Path, trash: &Path) -> Result<bool, BrokerError> {
+    let marked = dir.join(UNFINISHED_MARK).exists();
+    let empty = std::fs::read_dir(dir)
+        .map_err(|e| BrokerError::io(dir, e))?
+        .next()
+        .is_none();
+    if !marked && !empty {
+        return Ok(false);
+    }
+    tracing::warn!(
+        dir = %dir.display(),
+        "removing a directory whose creation never finished (the broker stopped before \
+         answering the request that made it)"
+    );
+    remove_dir_via_trash(dir, trash)?;
+    Ok(true)
+}
+
 /// Reads a JSON file of type `T`; `Ok(None)` when it does not exist.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, BrokerError> {
     match std::fs::read(path) {

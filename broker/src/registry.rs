@@ -11,6 +11,7 @@
 //! | `topics/<name>/subscriptions/<sub>/` | a subscription's settings and cursors |
 //! | `queues/<name>/` | a queue's settings, partition logs and state journals |
 //! | `trash/` | what a delete is removing; emptied on start |
+//! | `<dir>/.creating` | in a topic, queue or subscription directory: its create has not finished; a start removes such a directory (its create was never answered) |
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,13 +85,20 @@ impl Broker {
         };
         let settings = broker.log_settings();
         let window = broker.config.idempotency_window_ms;
+        let trash = broker.trash();
         for dir in subdirs(&broker.topics.root)? {
-            let topic = Topic::open(&dir, settings.clone(), window)?;
+            if fsutil::remove_if_unfinished(&dir, &trash)? {
+                continue;
+            }
+            let topic = Topic::open(&dir, settings.clone(), window, &trash)?;
             broker
                 .topics
                 .insert(topic.name().to_owned(), Arc::new(topic));
         }
         for dir in subdirs(&broker.queues.root)? {
+            if fsutil::remove_if_unfinished(&dir, &trash)? {
+                continue;
+            }
             let queue = Queue::open(&dir, settings.clone(), window)?;
             broker
                 .queues
@@ -460,5 +468,72 @@ mod tests {
             Broker::open(config).is_ok(),
             "the lock goes with the broker"
         );
+    }
+
+    #[test]
+    fn unfinished_creates_are_removed_and_damaged_directories_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            admin_password: Some("a-long-enough-password".into()),
+            ..BrokerConfig::default()
+        };
+        let (broker, _) = Broker::open(config.clone()).unwrap();
+        let topic = broker
+            .create_topic(TopicSpec {
+                name: "t".into(),
+                partitions: 2,
+                replication_factor: 1,
+                retention_ms: None,
+                retention_bytes: None,
+                durability: crate::config::Durability::Fsync,
+            })
+            .unwrap();
+        topic
+            .subscribe("s", crate::subscription::StartAt::Earliest, false)
+            .unwrap();
+        broker.close().unwrap();
+        drop((topic, broker));
+        // What a crash leaves midway through creates: marked directories with part
+        // of their files, and an empty one.
+        let data = dir.path();
+        for unfinished in ["topics/half", "queues/half", "topics/t/subscriptions/half"] {
+            fsutil::begin_create(&data.join(unfinished)).unwrap();
+            fsutil::create_dir_all(&data.join(unfinished).join("0")).unwrap();
+        }
+        fsutil::create_dir_all(&data.join("queues/empty")).unwrap();
+        let (broker, _) = Broker::open(config.clone()).unwrap();
+        let names = |items: Vec<String>| items.join(",");
+        assert_eq!(
+            names(
+                broker
+                    .topics()
+                    .iter()
+                    .map(|t| t.name().to_owned())
+                    .collect()
+            ),
+            "t"
+        );
+        assert!(broker.queues().is_empty());
+        let subs = broker.topic("t").unwrap().subscriptions();
+        assert_eq!(names(subs.iter().map(|s| s.name.clone()).collect()), "s");
+        for gone in [
+            "topics/half",
+            "queues/half",
+            "queues/empty",
+            "topics/t/subscriptions/half",
+        ] {
+            assert!(!data.join(gone).exists(), "{gone}");
+        }
+        broker.close().unwrap();
+        drop(broker);
+        // A finished directory that lost its settings file is damage: refused, kept.
+        std::fs::remove_file(data.join("topics/t/subscriptions/s/subscription.json")).unwrap();
+        let refused = Broker::open(config);
+        assert!(
+            matches!(&refused, Err(BrokerError::BadMetadata { reason, .. }) if reason == "missing"),
+            "{refused:?}"
+        );
+        assert!(data.join("topics/t/subscriptions/s/cursors").exists());
     }
 }

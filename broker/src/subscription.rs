@@ -110,7 +110,7 @@ impl Subscription {
         auto_commit: bool,
         partitions: Vec<Arc<Partition>>,
     ) -> Result<Subscription, BrokerError> {
-        fsutil::create_dir_all(dir)?;
+        fsutil::begin_create(dir)?;
         let meta = SubscriptionMeta {
             name: name.to_owned(),
             auto_commit,
@@ -128,6 +128,7 @@ impl Subscription {
         let json =
             serde_json::to_vec_pretty(&meta).map_err(|e| BrokerError::Config(e.to_string()))?;
         fsutil::write_atomic(&dir.join("subscription.json"), &json, 0o644)?;
+        fsutil::finish_create(dir)?;
         Self::from_parts(dir, meta, cursors, partitions)
     }
 

@@ -90,19 +90,22 @@ impl Topic {
         defaults: LogSettings,
         idempotency_window_ms: u64,
     ) -> Result<Topic, BrokerError> {
-        fsutil::create_dir_all(dir)?;
+        fsutil::begin_create(dir)?;
         let json =
             serde_json::to_vec_pretty(&spec).map_err(|e| BrokerError::Config(e.to_string()))?;
         let topic = Self::open_partitions(dir, spec, defaults, idempotency_window_ms)?;
         fsutil::write_atomic(&dir.join("topic.json"), &json, 0o644)?;
+        fsutil::finish_create(dir)?;
         Ok(topic)
     }
 
-    /// Opens a topic from its directory, with its subscriptions.
+    /// Opens a topic from its directory, with its subscriptions; a subscription
+    /// whose creation never finished is removed through `trash`.
     pub fn open(
         dir: &Path,
         defaults: LogSettings,
         idempotency_window_ms: u64,
+        trash: &Path,
     ) -> Result<Topic, BrokerError> {
         let path = dir.join("topic.json");
         let spec: TopicSpec =
@@ -117,8 +120,11 @@ impl Topic {
                 std::fs::read_dir(&subs_dir).map_err(|e| BrokerError::io(&subs_dir, e))?;
             let mut subs = BTreeMap::new();
             for entry in entries {
-                let entry = entry.map_err(|e| BrokerError::io(&subs_dir, e))?;
-                let sub = Subscription::open(&entry.path(), topic.partitions.clone())?;
+                let path = entry.map_err(|e| BrokerError::io(&subs_dir, e))?.path();
+                if fsutil::remove_if_unfinished(&path, trash)? {
+                    continue;
+                }
+                let sub = Subscription::open(&path, topic.partitions.clone())?;
                 subs.insert(sub.name.clone(), Arc::new(sub));
             }
             *topic.subscriptions_mut() = subs;

@@ -220,11 +220,12 @@ impl Queue {
     ) -> Result<Queue, BrokerError> {
         spec.validate(u32::MAX)
             .map_err(|e| BrokerError::Config(e.message))?;
-        fsutil::create_dir_all(dir)?;
+        fsutil::begin_create(dir)?;
         let json =
             serde_json::to_vec_pretty(&spec).map_err(|e| BrokerError::Config(e.to_string()))?;
         let queue = Self::open_parts(dir, spec, defaults, idempotency_window_ms)?;
         fsutil::write_atomic(&dir.join(QUEUE_FILE), &json, 0o644)?;
+        fsutil::finish_create(dir)?;
         Ok(queue)
     }
 
