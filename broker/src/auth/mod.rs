@@ -19,7 +19,7 @@ pub mod acl;
 mod config;
 mod file;
 mod password;
-mod random;
+pub(crate) mod random;
 mod secret;
 mod service;
 pub(crate) mod store;

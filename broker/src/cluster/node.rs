@@ -967,7 +967,19 @@ impl ClusterNode {
         for ((kind, name), log) in &meta.logs {
             let exists = match kind {
                 LogKind::Topic => self.broker.topic(name).is_ok(),
-                LogKind::Queue => self.broker.find_queue(name).is_some(),
+                LogKind::Queue => match self.broker.find_queue(name) {
+                    Some(queue) if !is_queue_of(&queue, log) => {
+                        // Deleted and created again while this node was away: the
+                        // local copy is the earlier queue's.
+                        self.stop_fetchers(LogKind::Queue, name).await;
+                        if let Err(error) = self.broker.delete_queue(name) {
+                            tracing::warn!(%error, queue = name, "cannot delete an earlier queue's copy");
+                            continue;
+                        }
+                        false
+                    }
+                    found => found.is_some(),
+                },
             };
             if exists {
                 continue;
@@ -1276,6 +1288,16 @@ fn ignore_no_node(result: Result<(), CoordError>) -> Result<(), CoordError> {
         Err(CoordError::NoNode(_)) => Ok(()),
         other => other,
     }
+}
+
+/// Whether the local `queue` is the one `log` assigns (same incarnation).
+fn is_queue_of(queue: &crate::queue::Queue, log: &LogMeta) -> bool {
+    let assigned = log
+        .assignment
+        .spec
+        .get("incarnation")
+        .and_then(|v| v.as_u64());
+    assigned.unwrap_or(0) == queue.spec.incarnation
 }
 
 #[cfg(test)]

@@ -308,6 +308,7 @@ pub async fn create_queue(
         durability: req
             .durability
             .map_or(app.broker.config.durability, Into::into),
+        incarnation: QueueSpec::new_incarnation()?,
     };
     if let Some(node) = app.cluster.node() {
         let name = spec.name.clone();

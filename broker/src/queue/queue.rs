@@ -701,6 +701,7 @@ impl Queue {
             let delivery = delivery_of.get(&record.offset).copied().unwrap_or(1);
             let receipt = Receipt {
                 queue: self.name().to_owned(),
+                incarnation: self.spec.incarnation,
                 partition: partition.id,
                 offset: record.offset,
                 delivery,
@@ -770,6 +771,12 @@ impl Queue {
                 return Err(ApiError::bad_request(format!(
                     "a receipt of queue {:?} cannot be used on queue {:?}",
                     receipt.queue,
+                    self.name()
+                )));
+            }
+            if receipt.incarnation != self.spec.incarnation {
+                return Err(ApiError::bad_request(format!(
+                    "the receipt is of an earlier queue named {:?}, deleted since",
                     self.name()
                 )));
             }

@@ -2,9 +2,10 @@
 //! can check one and route the ack, so consumers need no sticky sessions.
 //!
 //! A receipt is `base64url(payload) "." base64url(HMAC-SHA256(key, payload))`, where
-//! the payload is the queue name, partition, offset, delivery count and lease
-//! deadline. The delivery count tells a stale receipt (the lease ran out and the
-//! message was delivered again) from the current one.
+//! the payload is the queue name and incarnation, partition, offset, delivery count
+//! and lease deadline. The delivery count tells a stale receipt (the lease ran out
+//! and the message was delivered again) from the current one; the incarnation tells
+//! a receipt of a deleted queue from one of a new queue with the same name.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +20,8 @@ use crate::error::ApiError;
 pub struct Receipt {
     /// The queue.
     pub queue: String,
+    /// The queue's incarnation ([`crate::queue::QueueSpec::incarnation`]).
+    pub incarnation: u64,
     /// The partition.
     pub partition: u32,
     /// The message's offset.
@@ -44,8 +47,13 @@ impl Receipt {
     /// Encodes and signs the receipt.
     pub fn sign(&self, key: &[u8; 32]) -> Result<String, ApiError> {
         let payload = format!(
-            "{}|{}|{}|{}|{}",
-            self.partition, self.offset.0, self.delivery, self.deadline_ms, self.queue
+            "{}|{}|{}|{}|{}|{}",
+            self.partition,
+            self.offset.0,
+            self.delivery,
+            self.deadline_ms,
+            self.incarnation,
+            self.queue
         );
         let tag = mac(key, payload.as_bytes())?.finalize().into_bytes();
         Ok(format!(
@@ -68,15 +76,17 @@ impl Receipt {
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| bad())?;
         mac(key, &payload)?.verify_slice(&tag).map_err(|_| bad())?;
         let payload = String::from_utf8(payload).map_err(|_| bad())?;
-        let mut parts = payload.splitn(5, '|');
+        let mut parts = payload.splitn(6, '|');
         let mut next = || parts.next().ok_or_else(bad);
         let partition = next()?.parse().map_err(|_| bad())?;
         let offset = Offset(next()?.parse().map_err(|_| bad())?);
         let delivery = next()?.parse().map_err(|_| bad())?;
         let deadline_ms = next()?.parse().map_err(|_| bad())?;
+        let incarnation = next()?.parse().map_err(|_| bad())?;
         let queue = next()?.to_owned();
         Ok(Receipt {
             queue,
+            incarnation,
             partition,
             offset,
             delivery,
@@ -94,6 +104,7 @@ mod tests {
         let key = [7u8; 32];
         let receipt = Receipt {
             queue: "jobs.eu".into(),
+            incarnation: 12_345,
             partition: 2,
             offset: Offset(99),
             delivery: 3,

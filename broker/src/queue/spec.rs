@@ -41,6 +41,12 @@ pub struct QueueSpec {
     /// When sends and acks are answered. Defaults to `fsync`.
     #[serde(default)]
     pub durability: Durability,
+    /// Tells this queue from an earlier one of the same name: random, chosen when
+    /// the queue is created, and carried by every receipt, so that a receipt of a
+    /// deleted queue acks nothing in its successor. 0 for a queue created before
+    /// queues had one.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 fn default_visibility_timeout_ms() -> u64 {
@@ -66,7 +72,15 @@ impl QueueSpec {
             partitions: 1,
             replication_factor: 1,
             durability: Durability::default(),
+            incarnation: 0,
         }
+    }
+
+    /// A random incarnation for a new queue (never 0).
+    pub fn new_incarnation() -> Result<u64, ApiError> {
+        let mut bytes = [0u8; 8];
+        crate::auth::random::fill(&mut bytes).map_err(ApiError::internal)?;
+        Ok(u64::from_le_bytes(bytes).max(1))
     }
 
     /// Checks the settings; `nodes` is the size of the cluster.

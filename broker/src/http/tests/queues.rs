@@ -191,6 +191,43 @@ async fn bad_receipts_and_receive_parameters_are_400_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_receipt_of_a_deleted_queue_acks_nothing_in_its_successor() {
+    let app = TestApp::start().await;
+    app.create_queue("jobs", json!({})).await;
+    app.send_to_queue("jobs", &["old"]).await;
+    let old = receipts(&receive(&app, "jobs", json!({})).await);
+    app.delete("/v1/queues/jobs")
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    app.create_queue("jobs", json!({})).await;
+    app.send_to_queue("jobs", &["new"]).await;
+    // The new message is at the same partition and offset, on its first delivery,
+    // as the old receipt says.
+    let new = receive(&app, "jobs", json!({})).await;
+    assert_eq!(new[0]["delivery_count"], 1);
+    for op in ["ack", "nack"] {
+        let message = app
+            .post(
+                &format!("/v1/queues/jobs/{op}"),
+                json!({"receipts": old.clone()}),
+            )
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        assert!(message.contains("earlier queue"), "{message}");
+    }
+    let described = app.get("/v1/queues/jobs").await.expect(StatusCode::OK);
+    assert_eq!(
+        (described["depth"].clone(), described["in_flight"].clone()),
+        (json!(1), json!(1))
+    );
+    let acked = app
+        .post("/v1/queues/jobs/ack", json!({"receipts": receipts(&new)}))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(acked["acked"], 1);
+}
+
+#[tokio::test]
 async fn nacked_and_expired_messages_come_back_with_a_higher_delivery_count() {
     let app = TestApp::start().await;
     app.create_queue("jobs", json!({"visibility_timeout_ms": 100}))
