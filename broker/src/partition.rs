@@ -67,6 +67,10 @@ pub struct LogSettings {
     pub durability: Durability,
     /// Raised by appends the flusher must fsync; shared by a broker's partitions.
     pub flush_hint: Arc<FlushHint>,
+    /// Whether the broker is a cluster member: its partitions then open offline and
+    /// take writes only once the cluster makes this node their leader (standalone,
+    /// they lead from the start).
+    pub clustered: bool,
 }
 
 impl Partition {
@@ -95,7 +99,7 @@ impl Partition {
             id,
             log: Arc::new(log),
             durability: settings.durability,
-            replica: Replica::open(dir)?,
+            replica: Replica::open(dir, settings.clustered)?,
             flush_hint: Arc::clone(&settings.flush_hint),
         })
     }

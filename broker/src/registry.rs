@@ -121,6 +121,7 @@ impl Broker {
             retention_bytes: None,
             durability: self.config.durability,
             flush_hint: Arc::clone(&self.flush_hint),
+            clustered: self.config.zookeeper.is_some(),
         }
     }
 

@@ -46,7 +46,12 @@ impl TopicSpec {
                 "partitions must be between 1 and {PARTITIONS_MAX}"
             )));
         }
-        if self.replication_factor == 0 || self.replication_factor > nodes {
+        if self.replication_factor == 0 {
+            return Err(ApiError::bad_request(
+                "replication_factor must be at least 1",
+            ));
+        }
+        if self.replication_factor > nodes {
             return Err(ApiError::bad_request(format!(
                 "replication_factor {} is not possible with {nodes} node(s)",
                 self.replication_factor

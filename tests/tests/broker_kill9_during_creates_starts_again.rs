@@ -20,11 +20,12 @@ use system_tests::{Api, BrokerProcess, Rng, scenario, seed};
 const BASE_TOPIC: &str = "base";
 const BASE_PARTITIONS: u64 = 256;
 /// Partitions of each topic and queue created while the kill comes.
-const WIDE_PARTITIONS: u64 = 1024;
+const WIDE_PARTITIONS: u64 = 512;
 const ROUNDS: u32 = 3;
 /// The kill comes after a random delay in this range (creating a topic of
-/// `WIDE_PARTITIONS` takes about a second on a debug build).
-const KILL_DELAY_MS: (u64, u64) = (50, 900);
+/// `WIDE_PARTITIONS` takes about half a second on a debug build, a queue twice as
+/// long).
+const KILL_DELAY_MS: (u64, u64) = (30, 700);
 
 /// How one create ended before the kill.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,7 +204,7 @@ async fn run() -> anyhow::Result<()> {
 async fn broker_kill9_during_creates_starts_again() -> anyhow::Result<()> {
     scenario(
         "broker_kill9_during_creates_starts_again",
-        Duration::from_secs(120),
+        Duration::from_secs(180),
         run(),
     )
     .await

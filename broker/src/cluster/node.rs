@@ -49,6 +49,8 @@ fn new_cluster_id() -> Result<String, CoordError> {
 const CREATE_WAIT: Duration = Duration::from_secs(15);
 /// How often leaders check their followers' lag.
 const TICK: Duration = Duration::from_millis(100);
+/// How often a node that cannot register yet says so (it retries every tick).
+const REGISTER_WARN_EVERY: Duration = Duration::from_secs(10);
 /// How many times a delete lists a node again that gained children while it was
 /// being emptied.
 const DELETE_RELISTS_MAX: u32 = 16;
@@ -131,6 +133,9 @@ pub struct ClusterNode {
     controller: AtomicBool,
     /// Set while this node may lead partitions: its session is live.
     may_lead: AtomicBool,
+    /// Set once the node registered and read the cluster state: before that it
+    /// knows neither the topics nor who leads them, and answers no request.
+    joined: AtomicBool,
     /// Asks the run loop for a read of the cluster state.
     nudges: tokio::sync::Notify,
     /// Shares users and grants with the cluster, at every read of its state.
@@ -173,6 +178,7 @@ impl ClusterNode {
             fetchers: Mutex::new(HashMap::new()),
             controller: AtomicBool::new(false),
             may_lead: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
             nudges: tokio::sync::Notify::new(),
             lost_cluster: Mutex::new(None),
             auth_sync: super::auth_sync::AuthSync::new(),
@@ -212,6 +218,12 @@ impl ClusterNode {
     /// Whether the coordination session is live.
     pub fn is_connected(&self) -> bool {
         self.coord.session().borrow().is_connected()
+    }
+
+    /// Whether the node has registered and read the cluster state once, so that it
+    /// can serve requests (it answers 503 before).
+    pub fn has_joined(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
     }
 
     /// Whether this node is the controller.
@@ -559,6 +571,7 @@ impl ClusterNode {
         let mut registered: Option<u64> = None;
         let mut disconnected_since: Option<Instant> = None;
         let mut last_sync: Option<Instant> = None;
+        let mut register_warned: Option<Instant> = None;
         let mut dirty = true;
         loop {
             let state = *session.borrow_and_update();
@@ -572,8 +585,16 @@ impl ClusterNode {
                                 self.may_lead.store(true, Ordering::Release);
                                 dirty = true;
                             }
+                            // Retried every tick; said again every REGISTER_WARN_EVERY.
                             Err(error) => {
-                                tracing::warn!(%error, "cannot register with the coordination service yet");
+                                if register_warned
+                                    .is_none_or(|at| at.elapsed() >= REGISTER_WARN_EVERY)
+                                {
+                                    register_warned = Some(Instant::now());
+                                    tracing::warn!(%error, "cannot register with the coordination service yet; answering 503 until then");
+                                } else {
+                                    tracing::debug!(%error, "cannot register yet");
+                                }
                             }
                         }
                     } else if !self.may_lead.load(Ordering::Acquire) {
@@ -612,6 +633,7 @@ impl ClusterNode {
                     Ok(()) => {
                         dirty = false;
                         last_sync = Some(Instant::now());
+                        self.joined.store(true, Ordering::Release);
                     }
                     Err(error) => tracing::warn!(%error, "reading the cluster state failed"),
                 }

@@ -64,8 +64,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Replica {
-    /// A standalone replica of the partition in `dir`, with its epoch history.
-    pub fn open(dir: &Path) -> Result<Replica, BrokerError> {
+    /// The replica of the partition in `dir`, with its epoch history: standalone,
+    /// or offline in a cluster (until the cluster gives it a role).
+    pub fn open(dir: &Path, clustered: bool) -> Result<Replica, BrokerError> {
         let epochs_path = dir.join(EPOCHS_FILE);
         let epochs = match std::fs::read_to_string(&epochs_path) {
             Ok(text) => EpochHistory::decode(&text).map_err(|e| BrokerError::BadMetadata {
@@ -76,7 +77,11 @@ impl Replica {
             Err(e) => return Err(BrokerError::io(&epochs_path, e)),
         };
         Ok(Replica {
-            role: Mutex::new(Role::Standalone),
+            role: Mutex::new(if clustered {
+                Role::Offline
+            } else {
+                Role::Standalone
+            }),
             epochs: Mutex::new(epochs),
             epochs_path,
             proposals: Mutex::new(None),

@@ -179,7 +179,12 @@ pub fn new_messages(messages: Vec<MessageIn<'_>>) -> Result<Vec<NewMessage<'_>>,
     messages
         .into_iter()
         .enumerate()
-        .map(|(i, m)| m.into_new(i))
+        .map(|(i, m)| {
+            let m = m.into_new(i)?;
+            // Here as well as in the append, so that it is a 400 before a 403.
+            m.validate()?;
+            Ok(m)
+        })
         .collect()
 }
 

@@ -58,6 +58,13 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
             )
             .into_response();
         }
+        if !node.has_joined() {
+            return ApiError::new(
+                crate::error::ErrorCode::Unavailable,
+                "this node is still joining the cluster",
+            )
+            .into_response();
+        }
         if let Some(problem) = node.lost_cluster() {
             return ApiError::new(crate::error::ErrorCode::Unavailable, problem).into_response();
         }

@@ -295,7 +295,6 @@ pub async fn create_queue(
     Json(req): Json<CreateQueue>,
 ) -> Result<Response, ApiError> {
     names::validate("queue", &req.name)?;
-    caller.require(&app.broker, Action::Admin, Resource::Queue(&req.name))?;
     let spec = QueueSpec {
         name: req.name,
         visibility_timeout_ms: req
@@ -310,10 +309,12 @@ pub async fn create_queue(
             .map_or(app.broker.config.durability, Into::into),
         incarnation: QueueSpec::new_incarnation()?,
     };
+    // The values first (400), the right then (403), as for topics.
+    spec.validate(u32::MAX)?;
+    caller.require(&app.broker, Action::Admin, Resource::Queue(&spec.name))?;
     if let Some(node) = app.cluster.node() {
         let name = spec.name.clone();
         let (partitions, rf) = (spec.partitions, spec.replication_factor);
-        spec.validate(u32::MAX)?;
         let value = serde_json::to_value(&spec).map_err(ApiError::internal)?;
         node.create(LogKind::Queue, &name, value, partitions, rf)
             .await?;
@@ -450,8 +451,8 @@ pub async fn send(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let req = body.parse_messages(|messages| SendRequest { messages })?;
-    let queue = lookup(&app, &caller, &name, Action::Produce)?;
     let messages = body::new_messages(req.messages)?;
+    let queue = lookup(&app, &caller, &name, Action::Produce)?;
     let placement = queue.send(&messages, key.as_deref()).await?;
     app.metrics.record_in(
         Kind::Queue,

@@ -55,6 +55,14 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
     let Some(node) = app.cluster.node() else {
         return next.run(request).await;
     };
+    if !node.has_joined() && needs_the_cluster(request.uri().path()) {
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            "this node is still joining the cluster (registering with ZooKeeper and \
+             reading its state); retry, or ask another node",
+        )
+        .into_response();
+    }
     let Some((kind, name)) = addressed_log(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
@@ -149,6 +157,12 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
         "{} {name} has no reachable leader now; retry",
         kind.noun()
     ))
+}
+
+/// Whether a request needs the cluster's state: everything under `/v1/` but a token
+/// (users are kept on every node).
+fn needs_the_cluster(path: &str) -> bool {
+    path.starts_with("/v1/") && path != "/v1/auth/token"
 }
 
 /// Whether this node takes writes on every partition of the log that the cluster

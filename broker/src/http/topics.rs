@@ -250,7 +250,6 @@ pub async fn create_topic(
             "retention_ms must be at most {RETENTION_MS_MAX}"
         )));
     }
-    caller.require(&app.broker, Action::Admin, Resource::Topic(&req.name))?;
     let spec = TopicSpec {
         name: req.name,
         partitions: req.partitions.unwrap_or(1),
@@ -261,10 +260,13 @@ pub async fn create_topic(
             .durability
             .map_or(app.broker.config.durability, Into::into),
     };
+    // The values first (400), the right then (403); the replication factor against
+    // the nodes there are is the create's own check.
+    spec.validate(u32::MAX)?;
+    caller.require(&app.broker, Action::Admin, Resource::Topic(&spec.name))?;
     if let Some(node) = app.cluster.node() {
         let name = spec.name.clone();
         let (partitions, rf) = (spec.partitions, spec.replication_factor);
-        spec.validate(u32::MAX)?;
         let value = serde_json::to_value(&spec).map_err(ApiError::internal)?;
         node.create(LogKind::Topic, &name, value, partitions, rf)
             .await?;
@@ -396,8 +398,8 @@ pub async fn produce(
         messages,
         acks: None,
     })?;
-    let topic = lookup(&app, &caller, &name, Action::Produce)?;
     let messages = body::new_messages(req.messages)?;
+    let topic = lookup(&app, &caller, &name, Action::Produce)?;
     let acks: Acks = req.acks.unwrap_or_default().into();
     let placement = topic.produce(&messages, acks, key.as_deref()).await?;
     app.metrics.record_in(

@@ -1196,6 +1196,7 @@ mod tests {
             retention_bytes: None,
             durability: Durability::Fsync,
             flush_hint: Arc::default(),
+            clustered: false,
         }
     }
 

@@ -103,7 +103,12 @@ impl QueueSpec {
             return Err(ApiError::bad_request("max_deliveries must be at least 1"));
         }
         check_visibility_timeout(self.visibility_timeout_ms)?;
-        if self.replication_factor == 0 || self.replication_factor > nodes {
+        if self.replication_factor == 0 {
+            return Err(ApiError::bad_request(
+                "replication_factor must be at least 1",
+            ));
+        }
+        if self.replication_factor > nodes {
             return Err(ApiError::bad_request(format!(
                 "replication_factor {} is not possible with {nodes} node(s)",
                 self.replication_factor

@@ -416,3 +416,49 @@ async fn arrays_in_place_of_objects_are_400_and_change_nothing() {
         .expect(StatusCode::OK);
     assert_eq!(subs["subscriptions"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn bad_values_are_400_before_missing_rights_are_403() {
+    let app = TestApp::start().await;
+    app.create_topic("orders", json!({})).await;
+    app.create_queue("jobs", json!({})).await;
+    let nobody = app.user_with("nobody", &[]).await;
+    for (path, body) in [
+        ("/v1/topics", json!({"name": "x", "partitions": 0})),
+        ("/v1/topics", json!({"name": "x", "replication_factor": 0})),
+        (
+            "/v1/queues",
+            json!({"name": "x", "visibility_timeout_ms": 0}),
+        ),
+        (
+            "/v1/queues",
+            json!({"name": "x", "dead_letter_queue": "a/b"}),
+        ),
+        ("/v1/topics/orders/messages", json!({"messages": []})),
+        (
+            "/v1/topics/orders/messages",
+            json!({"messages": [{"value": "!!", "value_encoding": "base64"}]}),
+        ),
+        (
+            "/v1/queues/jobs/messages",
+            json!({"messages": [{"value": "x", "headers": {"mom.a": "b"}}]}),
+        ),
+    ] {
+        let resp = app
+            .send(req(Method::POST, path).token(&nobody).json(&body))
+            .await;
+        resp.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    // Valid values without the right: 403.
+    for (path, body) in [
+        ("/v1/topics", json!({"name": "x"})),
+        (
+            "/v1/topics/orders/messages",
+            json!({"messages": [{"value": "v"}]}),
+        ),
+    ] {
+        app.send(req(Method::POST, path).token(&nobody).json(&body))
+            .await
+            .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    }
+}
