@@ -537,4 +537,62 @@ mod tests {
         );
         assert!(data.join("topics/t/subscriptions/s/cursors").exists());
     }
+
+    #[tokio::test]
+    async fn a_commit_past_a_log_end_cut_by_recovery_moves_back_to_the_end() {
+        use crate::message::NewMessage;
+        use crate::subscription::StartAt;
+        use log_engine::Offset;
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            admin_password: Some("a-long-enough-password".into()),
+            ..BrokerConfig::default()
+        };
+        let message = |v: &'static str| NewMessage {
+            key: None,
+            value: v.as_bytes().into(),
+            headers: Vec::new(),
+        };
+        let spec = TopicSpec {
+            name: "t".into(),
+            partitions: 1,
+            replication_factor: 1,
+            retention_ms: None,
+            retention_bytes: None,
+            durability: crate::config::Durability::Fsync,
+        };
+        let (broker, _) = Broker::open(config.clone()).unwrap();
+        let topic = broker.create_topic(spec).unwrap();
+        for _ in 0..10 {
+            let old = [message("old")];
+            topic
+                .produce(&old, crate::topic::Acks::Leader, None)
+                .await
+                .unwrap();
+        }
+        let sub = topic.subscribe("s", StartAt::Earliest, false).unwrap();
+        sub.commit(&[(0, Offset(10))]).unwrap();
+        // What recovery does to a tail that was never fsynced.
+        topic.partitions()[0].log.truncate_to(Offset(4)).unwrap();
+        broker.close().unwrap();
+        drop((sub, topic, broker));
+
+        let (broker, _) = Broker::open(config).unwrap();
+        let topic = broker.topic("t").unwrap();
+        let sub = topic.subscription("s").unwrap();
+        assert_eq!(sub.committed(), [4]);
+        topic
+            .produce(&[message("new")], crate::topic::Acks::Leader, None)
+            .await
+            .unwrap();
+        let pulled = sub.pull(10, std::time::Duration::ZERO).await.unwrap();
+        let values: Vec<&[u8]> = pulled.iter().map(|m| m.value.as_slice()).collect();
+        assert_eq!(
+            values,
+            [b"new".as_slice()],
+            "the new message is not skipped"
+        );
+    }
 }

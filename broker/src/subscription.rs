@@ -149,11 +149,28 @@ impl Subscription {
         cursors: CursorStore,
         partitions: Vec<Arc<Partition>>,
     ) -> Result<Subscription, BrokerError> {
-        let next = partitions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| cursors.get(&cursor_name(i)).map_or(p.start(), |c| c.offset))
-            .collect();
+        let mut next = Vec::with_capacity(partitions.len());
+        for (i, p) in partitions.iter().enumerate() {
+            let Some(cursor) = cursors.get(&cursor_name(i)) else {
+                next.push(p.start());
+                continue;
+            };
+            if cursor.offset > p.end() {
+                // The log lost its tail (a crash before an fsync, or damage cut
+                // away): new messages take those offsets again, and the commit
+                // must not skip them.
+                tracing::warn!(
+                    subscription = %meta.name,
+                    partition = i,
+                    committed = cursor.offset.0,
+                    log_end = p.end().0,
+                    "a committed offset past the log end moved back to the end"
+                );
+                cursors.commit(&cursor_name(i), p.end())?;
+                cursors.flush()?;
+            }
+            next.push(cursor.offset.min(p.end()));
+        }
         Ok(Subscription {
             name: meta.name,
             auto_commit: meta.auto_commit,
