@@ -73,6 +73,25 @@ pub struct LogSettings {
     pub clustered: bool,
 }
 
+/// A failed [`Partition::append_acked`]: the error, and where the batch went when
+/// the failure came after the local append (replication).
+#[derive(Debug)]
+pub struct AckFailure {
+    /// What failed.
+    pub error: ApiError,
+    /// The local append, when it happened.
+    pub appended: Option<AppendInfo>,
+}
+
+impl AckFailure {
+    fn before_append(error: ApiError) -> AckFailure {
+        AckFailure {
+            error,
+            appended: None,
+        }
+    }
+}
+
 impl Partition {
     /// Opens (or creates) the partition's log in `dir`.
     pub fn open(dir: &Path, id: u32, settings: &LogSettings) -> Result<Partition, BrokerError> {
@@ -138,19 +157,47 @@ impl Partition {
     /// Appends a batch and answers as `acks` says: `none` once written, `leader`
     /// once stored as the durability setting says, `all` once every in-sync replica
     /// has it too (refused with `not_enough_replicas` when fewer than the minimum
-    /// are in sync). Standalone, `all` is `leader`.
+    /// are in sync, before the append or, as Kafka's
+    /// `NOT_ENOUGH_REPLICAS_AFTER_APPEND`, after it). Standalone, `all` is `leader`.
+    /// A failure after the local append carries where the batch went, so that a
+    /// retry with the same idempotency key waits for those records instead of
+    /// appending them again.
     pub async fn append_acked(
         &self,
         batch: RecordBatch,
         acks: Acks,
-    ) -> Result<AppendInfo, ApiError> {
+    ) -> Result<AppendInfo, AckFailure> {
         if acks != Acks::All || self.replica.is_standalone() {
-            return self.append(batch, acks != Acks::None).await;
+            return self
+                .append(batch, acks != Acks::None)
+                .await
+                .map_err(AckFailure::before_append);
         }
-        self.replica.check_min_isr()?;
+        self.replica
+            .check_min_isr()
+            .map_err(AckFailure::before_append)?;
         let epoch = self.replica.leader_epoch();
-        let info = self.append(batch, true).await?;
+        let info = self
+            .append(batch, true)
+            .await
+            .map_err(AckFailure::before_append)?;
         let last = Offset(info.next_offset().0.saturating_sub(1));
+        match self.wait_replicated(epoch, last).await {
+            Ok(()) => Ok(info),
+            Err(error) => Err(AckFailure {
+                error,
+                appended: Some(info),
+            }),
+        }
+    }
+
+    /// Waits until every in-sync replica has the records up to `last` (inclusive),
+    /// appended while leading in `epoch`, and at least `min_insync_replicas` are in
+    /// sync then. Returns at once standalone.
+    pub async fn wait_replicated(&self, epoch: Option<u32>, last: Offset) -> Result<(), ApiError> {
+        if self.replica.is_standalone() {
+            return Ok(());
+        }
         self.replica
             .while_leading(
                 epoch,
@@ -160,7 +207,18 @@ impl Partition {
                 "retry with the same Idempotency-Key",
             )
             .await?;
-        Ok(info)
+        // The high watermark also passes the records when the in-sync set shrinks
+        // to fewer replicas than they need.
+        self.replica.check_min_isr().map_err(|error| {
+            ApiError::new(
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "{}; the messages are stored on the leader but not on enough replicas: \
+                     retry with the same Idempotency-Key",
+                    error.message
+                ),
+            )
+        })
     }
 
     /// Fsyncs what was appended since the last fsync, if anything. The broker's

@@ -42,17 +42,25 @@ pub async fn append_routed(
         .zip(partitions)
         .filter(|(msgs, _)| !msgs.is_empty())
         .map(|(msgs, partition)| async move {
-            let batch = message::encode_batch(msgs, idempotency, &[], now_ms)?;
-            let info = partition.append_acked(batch, acks).await?;
-            Ok::<_, ApiError>((partition.id, info.base_offset, msgs))
+            let batch = message::encode_batch(msgs, idempotency, &[], now_ms)
+                .map_err(|error| (error, None))?;
+            match partition.append_acked(batch, acks).await {
+                Ok(info) => Ok((partition.id, info.base_offset, msgs)),
+                Err(failed) => {
+                    let appended = failed.appended.map(|i| (partition.id, i.base_offset, msgs));
+                    Err((failed.error, appended))
+                }
+            }
         });
-    let outcomes = join_all(appends).await;
-    if outcomes.iter().any(Result::is_err) {
+    let earlier_copied = copied(partitions, stored, acks);
+    let (outcomes, earlier_copied) = futures_util::join!(join_all(appends), earlier_copied);
+    if outcomes.iter().any(Result::is_err) || earlier_copied.is_err() {
         let mut now_stored = stored.clone();
         now_stored.extend(outcomes.iter().flat_map(placed));
         let error = outcomes
             .into_iter()
-            .find_map(Result::err)
+            .find_map(|outcome| outcome.err().map(|(error, _)| error))
+            .or(earlier_copied.err())
             .unwrap_or_else(|| ApiError::internal("a failed append lost its error"));
         return Err(Failed {
             error,
@@ -69,16 +77,48 @@ pub async fn append_routed(
     Ok(placement)
 }
 
+/// With `acks=all`, waits until the messages an earlier attempt of the request
+/// stored (`stored`, on this leader: a leader that takes over forgets them) are
+/// copied as `acks=all` asks; that attempt may have failed after its append.
+async fn copied(
+    partitions: &[Arc<Partition>],
+    stored: &Stored,
+    acks: Acks,
+) -> Result<(), ApiError> {
+    if acks != Acks::All || stored.is_empty() {
+        return Ok(());
+    }
+    let mut last: Vec<Option<Offset>> = vec![None; partitions.len()];
+    for &(partition, offset) in stored.values() {
+        if let Some(slot) = last.get_mut(partition as usize) {
+            *slot = Some(slot.map_or(offset, |o| o.max(offset)));
+        }
+    }
+    let waits = partitions
+        .iter()
+        .zip(last)
+        .filter_map(|(p, last)| Some((p, last?)))
+        .map(|(p, last)| p.wait_replicated(p.replica.leader_epoch(), last));
+    join_all(waits).await.into_iter().collect()
+}
+
 /// A partition's append: the partition, the first offset, and its messages with
 /// their index in the request.
 type Appended<'m, T> = (u32, Offset, &'m Vec<(usize, T)>);
 
+/// An append that failed: the error, and the append when it happened before the
+/// failure (`acks=all` whose copies fell short).
+type NotAcked<'m, T> = (ApiError, Option<Appended<'m, T>>);
+
 /// Where a partition's append put each of its messages, by index in the request;
-/// nothing for a failed append.
+/// nothing for an append that failed before it stored anything.
 fn placed<'o, T>(
-    outcome: &'o Result<Appended<'_, T>, ApiError>,
+    outcome: &'o Result<Appended<'_, T>, NotAcked<'_, T>>,
 ) -> impl Iterator<Item = (usize, (u32, Offset))> + 'o {
-    let appended = outcome.as_ref().ok();
+    let appended = match outcome {
+        Ok(appended) | Err((_, Some(appended))) => Some(appended),
+        Err((_, None)) => None,
+    };
     appended.into_iter().flat_map(|&(partition, base, msgs)| {
         msgs.iter()
             .enumerate()
