@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use event_listener::{Event, Listener};
 
-use crate::batch::{BatchRef, RecordBatch};
+use crate::batch::{BatchHeader, BatchRef, RecordBatch};
 use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, RecoveryPoint};
 use crate::clock::{Clock, SystemClock};
 use crate::config::LogConfig;
@@ -21,6 +21,11 @@ use crate::segment::{self, Segment};
 /// How often, at most, a sync rewrites the recovery point (Kafka checkpoints its
 /// recovery point every minute by default).
 const RECOVERY_POINT_INTERVAL_MS: i64 = 1000;
+
+/// How many times a read that failed on a damaged batch while the log was truncated
+/// runs again: the truncation, not damage, may have changed the bytes it read. A
+/// bound, since each truncation is a new chance of the same race.
+const READ_ATTEMPTS_MAX: u32 = 3;
 
 /// Which watermark bounds a read or a wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +86,8 @@ impl ReadBatches {
         self.next_offset
     }
 
-    /// The batches. The first may start before the requested offset.
+    /// The batches. The first may start before the requested offset. The read checked
+    /// them (CRC included); this only splits the bytes.
     pub fn batches(&self) -> Batches<'_> {
         Batches { rest: &self.bytes }
     }
@@ -710,6 +716,12 @@ impl Log {
     /// batches that end below `bound`. Empty when `from` is at the bound. One read
     /// returns batches of one segment: at a segment's end it stops, and the next read
     /// (from [`ReadBatches::next_offset`]) continues in the next segment.
+    ///
+    /// Every batch returned has been checked as it was read: header, length, CRC, and
+    /// a base offset that follows the batch before it. A batch that fails is
+    /// [`Error::CorruptBatch`], naming the file, the byte position and the offset;
+    /// none of its bytes are returned. When it is not the first batch of the read, the
+    /// read stops before it, and the read from there fails.
     pub fn read(&self, from: Offset, max_bytes: usize, bound: ReadBound) -> Result<ReadBatches> {
         let mut bytes = Vec::new();
         let next_offset = self.read_into(from, max_bytes, bound, &mut bytes)?;
@@ -721,8 +733,31 @@ impl Log {
     }
 
     /// [`Log::read`] into a buffer of the caller's, which is cleared first; returns
-    /// where the next read should start.
+    /// where the next read should start. The batches are checked as for
+    /// [`Log::read`], so the caller need not check their CRCs again.
     pub fn read_into(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        bound: ReadBound,
+        buf: &mut Vec<u8>,
+    ) -> Result<Offset> {
+        let mut attempts = 0;
+        loop {
+            let truncations = self.truncations.load(Ordering::Acquire);
+            let read = self.read_once(from, max_bytes, bound, buf);
+            attempts += 1;
+            // A truncation during the read may have cut or rewritten the bytes under
+            // it: that is not damage, and a read of the new log answers.
+            let cut = self.truncations.load(Ordering::Acquire) != truncations;
+            match read {
+                Err(Error::CorruptBatch { .. }) if cut && attempts < READ_ATTEMPTS_MAX => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn read_once(
         &self,
         from: Offset,
         max_bytes: usize,
@@ -744,7 +779,7 @@ impl Log {
                 if header.last_offset() >= upper {
                     return Ok(from);
                 }
-                return read_batches(segment, position, max_bytes, header.total_len(), upper, buf);
+                return read_batches(segment, position, max_bytes, &header, upper, buf);
             }
         }
         Ok(from)
@@ -769,7 +804,10 @@ impl Log {
             };
             let mut buf = vec![0u8; header.total_len()];
             let n = segment.read_at(position, &mut buf)?;
-            let (batch, _) = BatchRef::parse(buf.get(..n).unwrap_or_default(), false)?;
+            let corrupt = |reason| segment.corrupt_batch(position, header.base_offset, reason);
+            let (batch, _) = BatchRef::parse(buf.get(..n).unwrap_or_default(), false)
+                .map_err(|e| corrupt(e.to_string()))?;
+            check_batch(&batch, header.base_offset).map_err(corrupt)?;
             for record in batch.records() {
                 let record = record?;
                 if record.timestamp >= timestamp {
@@ -1002,41 +1040,77 @@ impl Log {
     }
 }
 
-/// Reads the batches at `position` of `segment`: at least the first one
-/// (`first_len` bytes), then as many whole batches as fit in `max_bytes` and end
+/// Reads the batches at `position` of `segment`, starting with the one `first` found
+/// there: at least that one, then as many whole batches as fit in `max_bytes` and end
 /// below `upper`. Returns the offset after the last batch kept.
+///
+/// Every batch kept is checked (header, length, CRC, base offset following the batch
+/// before), so no damaged byte reaches a reader. A damaged first batch is an error
+/// naming the file, the position and the offset; a damaged later one ends the read
+/// before it, and the next read, which starts there, reports it. A batch cut by the
+/// end of the buffer is not damage: it is the next read's first batch.
 fn read_batches(
     segment: &Segment,
     position: u64,
     max_bytes: usize,
-    first_len: usize,
+    first: &BatchHeader,
     upper: Offset,
     buf: &mut Vec<u8>,
 ) -> Result<Offset> {
-    let want = max_bytes.max(first_len);
+    let first_len = first.total_len();
     buf.clear();
-    segment.read_append(position, want, buf)?;
+    let got = segment.read_append(position, max_bytes.max(first_len), buf)?;
+    if got < first_len {
+        let reason = format!(
+            "batch of {first_len} bytes extends past the end of the segment's data at byte {}",
+            position + got as u64
+        );
+        return Err(segment.corrupt_batch(position, first.base_offset, reason));
+    }
     let mut kept = 0;
-    let mut next = None;
+    let mut expected = first.base_offset;
     let mut rest = buf.as_slice();
-    while let Ok((batch, tail)) = BatchRef::parse(rest, false) {
+    while !rest.is_empty() {
+        let at = position + kept as u64;
+        let (batch, tail) = match BatchRef::parse(rest, false) {
+            Ok(parsed) => parsed,
+            Err(error) if kept == 0 => {
+                return Err(segment.corrupt_batch(at, expected, error.to_string()));
+            }
+            Err(_) => break,
+        };
         let len = batch.as_bytes().len();
         if batch.header().last_offset() >= upper || (kept > 0 && kept + len > max_bytes) {
             break;
         }
+        match check_batch(&batch, expected) {
+            Ok(()) => {}
+            Err(reason) if kept == 0 => return Err(segment.corrupt_batch(at, expected, reason)),
+            Err(_) => break,
+        }
         kept += len;
-        next = Some(batch.next_offset());
+        expected = batch.next_offset();
         rest = tail;
     }
-    let Some(next) = next else {
-        return Err(Error::Corrupt {
-            path: segment.path().to_path_buf(),
-            position,
-            reason: "the batch the index points to cannot be read".into(),
-        });
-    };
+    if kept == 0 {
+        let reason = "the batch ends at or after the read's bound".to_owned();
+        return Err(segment.corrupt_batch(position, first.base_offset, reason));
+    }
     buf.truncate(kept);
-    Ok(next)
+    Ok(expected)
+}
+
+/// Checks what parsing a batch does not: its CRC, and that its base offset (which the
+/// CRC does not cover) is `expected`, the next offset of the batch before it.
+fn check_batch(batch: &BatchRef<'_>, expected: Offset) -> Result<(), String> {
+    batch.verify_crc().map_err(|e| e.to_string())?;
+    if batch.base_offset() != expected {
+        return Err(format!(
+            "base offset {} where {expected} was expected",
+            batch.base_offset()
+        ));
+    }
+    Ok(())
 }
 
 /// Lists the segment base offsets in `dir`, sorted.
