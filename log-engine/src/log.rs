@@ -202,8 +202,11 @@ pub struct Log {
     /// A roll created a file since the last sync: the next sync syncs the directory.
     dir_unsynced: AtomicBool,
     recovery_point: RecoveryPoint,
-    /// When a sync last wrote the recovery point (ms).
+    /// When the recovery point was last written (ms), for its rate limit.
     recovery_point_ms: AtomicI64,
+    /// The offset the recovery point file holds. Below the durable offset when the
+    /// rate limit held a write back: [`Log::checkpoint`] writes it later.
+    recovery_point_offset: AtomicU64,
     /// How many times the log was truncated or reset (changed under the writer lock):
     /// a sync that ran across one does not publish what it synced, which may be gone.
     truncations: AtomicU64,
@@ -286,6 +289,7 @@ impl Log {
             dir_unsynced: AtomicBool::new(false),
             recovery_point,
             recovery_point_ms: AtomicI64::new(now),
+            recovery_point_offset: AtomicU64::new(end.0),
             truncations: AtomicU64::new(0),
             log_start: AtomicU64::new(start.0),
             log_end: AtomicU64::new(end.0),
@@ -601,14 +605,15 @@ impl Log {
         }
     }
 
-    /// Fsyncs if the flush policy's interval has passed with data unflushed; for a
-    /// caller's timer, since the log owns no thread.
+    /// Fsyncs if the flush policy's interval has passed with data unflushed, and
+    /// writes a recovery point held back by its rate limit ([`Log::checkpoint`]); for
+    /// a caller's timer, since the log owns no thread.
     pub fn flush_if_due(&self) -> Result<()> {
         let pending = self.durable_offset() < self.log_end_offset();
         if pending && self.flush_due(0) {
             self.flush()?;
         }
-        Ok(())
+        self.checkpoint()
     }
 
     /// Returns once every record below `target` is fsynced. One thread at a time
@@ -694,20 +699,60 @@ impl Log {
             self.durable.fetch_max(end.0, Ordering::AcqRel);
             // Only a hint for recovery, so written at most once per interval rather
             // than with every fsync (where it cost a write, and without the directory
-            // lock an open and a close, on every durable append): a crash costs
-            // recovery at most one interval of appends more to scan. A failure costs a
-            // longer scan, no data.
-            let stored = self.recovery_point_ms.load(Ordering::Relaxed);
-            if now.saturating_sub(stored) >= RECOVERY_POINT_INTERVAL_MS {
-                self.recovery_point_ms.store(now, Ordering::Relaxed);
-                if let Err(error) = self.recovery_point.store(end) {
-                    tracing::warn!(%error, "could not update the recovery point");
-                }
+            // lock an open and a close, on every durable append). One held back is
+            // written by the next sync or `checkpoint` after the interval. A failure
+            // costs a longer scan, no data.
+            if self.recovery_point_due(now)
+                && let Err(error) = self.store_recovery_point(now, end)
+            {
+                tracing::warn!(%error, "could not update the recovery point");
             }
         }
         self.unflushed_messages.store(0, Ordering::Relaxed);
         self.last_sync_ms.store(now, Ordering::Relaxed);
         self.changed.notify(usize::MAX);
+        Ok(())
+    }
+
+    /// Writes the recovery point if the rate limit held it back (a sync made more of
+    /// the log durable than the file says) and a second has passed since its last
+    /// write. Costs two atomic loads when nothing is pending, so a caller's periodic
+    /// timer can call it often: the log owns no thread, and after a burst of syncs
+    /// followed by silence no later sync would write it. A stale recovery point loses
+    /// nothing but makes recovery after a crash scan more, and treat damage in synced
+    /// records as a torn tail. An error (the write failed) is only reported: the log
+    /// goes on, and a later call tries again.
+    pub fn checkpoint(&self) -> Result<()> {
+        let now = self.clock.now_ms();
+        if !self.recovery_point_due(now) {
+            return Ok(());
+        }
+        // Under the writer lock, which truncations hold: a point read before a cut
+        // must not be written after it.
+        let _writer = self.lock_writer();
+        if !self.recovery_point_due(now) {
+            return Ok(());
+        }
+        self.store_recovery_point(now, self.durable_offset())
+    }
+
+    /// True when the recovery point file is behind the durable offset and its rate
+    /// limit allows a write at `now`.
+    fn recovery_point_due(&self, now: TimestampMs) -> bool {
+        let stored = self.recovery_point_offset.load(Ordering::Acquire);
+        let written_ms = self.recovery_point_ms.load(Ordering::Relaxed);
+        self.durable_offset().0 > stored
+            && now.saturating_sub(written_ms) >= RECOVERY_POINT_INTERVAL_MS
+    }
+
+    /// Writes `offset` to the recovery point file. Under the writer lock. The time is
+    /// taken even when the write fails, so that a failing file is not retried on
+    /// every sync; the offset only when it succeeds, so that `checkpoint` tries again.
+    fn store_recovery_point(&self, now: TimestampMs, offset: Offset) -> Result<()> {
+        self.recovery_point_ms.store(now, Ordering::Relaxed);
+        self.recovery_point.store(offset)?;
+        self.recovery_point_offset
+            .store(offset.0, Ordering::Release);
         Ok(())
     }
 
@@ -906,7 +951,7 @@ impl Log {
         self.truncations.fetch_add(1, Ordering::AcqRel);
         self.high_watermark.store(offset.0, Ordering::Release);
         self.durable.store(offset.0, Ordering::Release);
-        self.recovery_point.store(offset)?;
+        self.store_recovery_point(self.clock.now_ms(), offset)?;
         tracing::debug!(dir = %self.dir.display(), %offset, "log reset");
         Ok(())
     }
@@ -952,7 +997,7 @@ impl Log {
         self.truncations.fetch_add(1, Ordering::AcqRel);
         self.high_watermark.fetch_min(end.0, Ordering::AcqRel);
         self.durable.fetch_min(end.0, Ordering::AcqRel);
-        self.recovery_point.store(self.durable_offset())?;
+        self.store_recovery_point(self.clock.now_ms(), self.durable_offset())?;
         Ok(end)
     }
 
@@ -1028,6 +1073,14 @@ impl Log {
         let writer = self.lock_writer();
         self.closed.store(true, Ordering::Release);
         writer.active.seal()?;
+        // Without the rate limit: this is the last chance, and the clean-shutdown
+        // marker may not get written.
+        let durable = self.durable_offset();
+        if durable.0 > self.recovery_point_offset.load(Ordering::Acquire)
+            && let Err(error) = self.store_recovery_point(self.clock.now_ms(), durable)
+        {
+            tracing::warn!(%error, "could not update the recovery point");
+        }
         if healthy && !self.clean_marker.load(Ordering::Acquire) {
             self.clean_marker.store(true, Ordering::Release);
             let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
