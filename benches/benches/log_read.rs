@@ -1,9 +1,10 @@
 //! Reads of a whole log and at random offsets, from the page cache.
 //!
 //! - `seq_read/{100B,1KiB}`: the whole log, 1 MiB per read. `read_into` with a reused
-//!   buffer (bytes only), the same plus decoding every record (with and without the
-//!   CRC check), `commitlog` reading and visiting every message (it always checks
-//!   CRCs), and `pread` of the segment files (the ceiling).
+//!   buffer (bytes only; it checks every batch's CRC), the same plus decoding every
+//!   record (`records+crc` checks each CRC a second time, as a caller that does not
+//!   trust the read would), `commitlog` reading and visiting every message (it always
+//!   checks CRCs), and `pread` of the segment files (the ceiling).
 //! - `random_read/100B x100`: the batch holding a random offset (index lookup and one
 //!   batch), against `commitlog` reading as many bytes from the same offset.
 //!

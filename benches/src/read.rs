@@ -70,7 +70,7 @@ pub fn engine_scan_bytes(log: &Log, buf: &mut Vec<u8>) -> BenchResult<ScanTotals
 }
 
 /// Reads the whole log like [`engine_scan_bytes`] and decodes every record, checking
-/// each batch's CRC when `verify_crc` (as `commitlog` does on every read).
+/// each batch's CRC again when `verify_crc` (`read_into` checks it once already).
 pub fn engine_scan_records(
     log: &Log,
     buf: &mut Vec<u8>,

@@ -2,7 +2,8 @@
 //!
 //! `recovery-point` holds 16 bytes: the offset below which every batch was fsynced
 //! (u64), a CRC-32 of those 8 bytes (u32) and the format version (u32), little-endian.
-//! It is rewritten in place after each fsync of the log, without an fsync of its own:
+//! It is rewritten in place by a sync of the log at most once a second, and by
+//! `Log::checkpoint` when that limit held a write back, without an fsync of its own:
 //! it only tells recovery where its scan may start, and a stale or damaged one means a
 //! longer scan, never lost data.
 

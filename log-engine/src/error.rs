@@ -63,6 +63,21 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A record batch read back from a segment fails its checks: its header, its
+    /// length, its CRC or its base offset (which must follow the batch before it). The
+    /// bytes on disk are not the bytes that were written, and none of the batch is
+    /// returned. Reads from an earlier offset still return the batches before it.
+    #[error("corrupt record batch in {path} at byte {position} (offset {offset}): {reason}")]
+    CorruptBatch {
+        /// The segment's `.log` file.
+        path: PathBuf,
+        /// The byte position of the batch in the file.
+        position: u64,
+        /// The base offset the batch should have: the offset of its first record.
+        offset: Offset,
+        /// What is wrong.
+        reason: String,
+    },
     /// Two adjacent segments do not meet: records between them are missing (a gap) or
     /// present twice (an overlap). Recovery refuses to paper over lost data.
     #[error(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use event_listener::{Event, Listener};
 
-use crate::batch::{BatchRef, RecordBatch};
+use crate::batch::{BatchHeader, BatchRef, RecordBatch};
 use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, RecoveryPoint};
 use crate::clock::{Clock, SystemClock};
 use crate::config::LogConfig;
@@ -21,6 +21,11 @@ use crate::segment::{self, Segment};
 /// How often, at most, a sync rewrites the recovery point (Kafka checkpoints its
 /// recovery point every minute by default).
 const RECOVERY_POINT_INTERVAL_MS: i64 = 1000;
+
+/// How many times a read that failed on a damaged batch while the log was truncated
+/// runs again: the truncation, not damage, may have changed the bytes it read. A
+/// bound, since each truncation is a new chance of the same race.
+const READ_ATTEMPTS_MAX: u32 = 3;
 
 /// Which watermark bounds a read or a wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +86,8 @@ impl ReadBatches {
         self.next_offset
     }
 
-    /// The batches. The first may start before the requested offset.
+    /// The batches. The first may start before the requested offset. The read checked
+    /// them (CRC included); this only splits the bytes.
     pub fn batches(&self) -> Batches<'_> {
         Batches { rest: &self.bytes }
     }
@@ -196,8 +202,11 @@ pub struct Log {
     /// A roll created a file since the last sync: the next sync syncs the directory.
     dir_unsynced: AtomicBool,
     recovery_point: RecoveryPoint,
-    /// When a sync last wrote the recovery point (ms).
+    /// When the recovery point was last written (ms), for its rate limit.
     recovery_point_ms: AtomicI64,
+    /// The offset the recovery point file holds. Below the durable offset when the
+    /// rate limit held a write back: [`Log::checkpoint`] writes it later.
+    recovery_point_offset: AtomicU64,
     /// How many times the log was truncated or reset (changed under the writer lock):
     /// a sync that ran across one does not publish what it synced, which may be gone.
     truncations: AtomicU64,
@@ -280,6 +289,7 @@ impl Log {
             dir_unsynced: AtomicBool::new(false),
             recovery_point,
             recovery_point_ms: AtomicI64::new(now),
+            recovery_point_offset: AtomicU64::new(end.0),
             truncations: AtomicU64::new(0),
             log_start: AtomicU64::new(start.0),
             log_end: AtomicU64::new(end.0),
@@ -595,14 +605,15 @@ impl Log {
         }
     }
 
-    /// Fsyncs if the flush policy's interval has passed with data unflushed; for a
-    /// caller's timer, since the log owns no thread.
+    /// Fsyncs if the flush policy's interval has passed with data unflushed, and
+    /// writes a recovery point held back by its rate limit ([`Log::checkpoint`]); for
+    /// a caller's timer, since the log owns no thread.
     pub fn flush_if_due(&self) -> Result<()> {
         let pending = self.durable_offset() < self.log_end_offset();
         if pending && self.flush_due(0) {
             self.flush()?;
         }
-        Ok(())
+        self.checkpoint()
     }
 
     /// Returns once every record below `target` is fsynced. One thread at a time
@@ -688,15 +699,13 @@ impl Log {
             self.durable.fetch_max(end.0, Ordering::AcqRel);
             // Only a hint for recovery, so written at most once per interval rather
             // than with every fsync (where it cost a write, and without the directory
-            // lock an open and a close, on every durable append): a crash costs
-            // recovery at most one interval of appends more to scan. A failure costs a
-            // longer scan, no data.
-            let stored = self.recovery_point_ms.load(Ordering::Relaxed);
-            if now.saturating_sub(stored) >= RECOVERY_POINT_INTERVAL_MS {
-                self.recovery_point_ms.store(now, Ordering::Relaxed);
-                if let Err(error) = self.recovery_point.store(end) {
-                    tracing::warn!(%error, "could not update the recovery point");
-                }
+            // lock an open and a close, on every durable append). One held back is
+            // written by the next sync or `checkpoint` after the interval. A failure
+            // costs a longer scan, no data.
+            if self.recovery_point_due(now)
+                && let Err(error) = self.store_recovery_point(now, end)
+            {
+                tracing::warn!(%error, "could not update the recovery point");
             }
         }
         self.unflushed_messages.store(0, Ordering::Relaxed);
@@ -705,11 +714,59 @@ impl Log {
         Ok(())
     }
 
+    /// Writes the recovery point if the rate limit held it back (a sync made more of
+    /// the log durable than the file says) and a second has passed since its last
+    /// write. Costs two atomic loads when nothing is pending, so a caller's periodic
+    /// timer can call it often: the log owns no thread, and after a burst of syncs
+    /// followed by silence no later sync would write it. A stale recovery point loses
+    /// nothing but makes recovery after a crash scan more, and treat damage in synced
+    /// records as a torn tail. An error (the write failed) is only reported: the log
+    /// goes on, and a later call tries again.
+    pub fn checkpoint(&self) -> Result<()> {
+        let now = self.clock.now_ms();
+        if !self.recovery_point_due(now) {
+            return Ok(());
+        }
+        // Under the writer lock, which truncations hold: a point read before a cut
+        // must not be written after it.
+        let _writer = self.lock_writer();
+        if !self.recovery_point_due(now) {
+            return Ok(());
+        }
+        self.store_recovery_point(now, self.durable_offset())
+    }
+
+    /// True when the recovery point file is behind the durable offset and its rate
+    /// limit allows a write at `now`.
+    fn recovery_point_due(&self, now: TimestampMs) -> bool {
+        let stored = self.recovery_point_offset.load(Ordering::Acquire);
+        let written_ms = self.recovery_point_ms.load(Ordering::Relaxed);
+        self.durable_offset().0 > stored
+            && now.saturating_sub(written_ms) >= RECOVERY_POINT_INTERVAL_MS
+    }
+
+    /// Writes `offset` to the recovery point file. Under the writer lock. The time is
+    /// taken even when the write fails, so that a failing file is not retried on
+    /// every sync; the offset only when it succeeds, so that `checkpoint` tries again.
+    fn store_recovery_point(&self, now: TimestampMs, offset: Offset) -> Result<()> {
+        self.recovery_point_ms.store(now, Ordering::Relaxed);
+        self.recovery_point.store(offset)?;
+        self.recovery_point_offset
+            .store(offset.0, Ordering::Release);
+        Ok(())
+    }
+
     /// Reads whole batches starting with the one that holds `from`, up to `max_bytes`
     /// (at least one batch, whatever its size, so a reader always progresses), and only
     /// batches that end below `bound`. Empty when `from` is at the bound. One read
     /// returns batches of one segment: at a segment's end it stops, and the next read
     /// (from [`ReadBatches::next_offset`]) continues in the next segment.
+    ///
+    /// Every batch returned has been checked as it was read: header, length, CRC, and
+    /// a base offset that follows the batch before it. A batch that fails is
+    /// [`Error::CorruptBatch`], naming the file, the byte position and the offset;
+    /// none of its bytes are returned. When it is not the first batch of the read, the
+    /// read stops before it, and the read from there fails.
     pub fn read(&self, from: Offset, max_bytes: usize, bound: ReadBound) -> Result<ReadBatches> {
         let mut bytes = Vec::new();
         let next_offset = self.read_into(from, max_bytes, bound, &mut bytes)?;
@@ -721,8 +778,31 @@ impl Log {
     }
 
     /// [`Log::read`] into a buffer of the caller's, which is cleared first; returns
-    /// where the next read should start.
+    /// where the next read should start. The batches are checked as for
+    /// [`Log::read`], so the caller need not check their CRCs again.
     pub fn read_into(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        bound: ReadBound,
+        buf: &mut Vec<u8>,
+    ) -> Result<Offset> {
+        let mut attempts = 0;
+        loop {
+            let truncations = self.truncations.load(Ordering::Acquire);
+            let read = self.read_once(from, max_bytes, bound, buf);
+            attempts += 1;
+            // A truncation during the read may have cut or rewritten the bytes under
+            // it: that is not damage, and a read of the new log answers.
+            let cut = self.truncations.load(Ordering::Acquire) != truncations;
+            match read {
+                Err(Error::CorruptBatch { .. }) if cut && attempts < READ_ATTEMPTS_MAX => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn read_once(
         &self,
         from: Offset,
         max_bytes: usize,
@@ -744,7 +824,7 @@ impl Log {
                 if header.last_offset() >= upper {
                     return Ok(from);
                 }
-                return read_batches(segment, position, max_bytes, header.total_len(), upper, buf);
+                return read_batches(segment, position, max_bytes, &header, upper, buf);
             }
         }
         Ok(from)
@@ -769,7 +849,10 @@ impl Log {
             };
             let mut buf = vec![0u8; header.total_len()];
             let n = segment.read_at(position, &mut buf)?;
-            let (batch, _) = BatchRef::parse(buf.get(..n).unwrap_or_default(), false)?;
+            let corrupt = |reason| segment.corrupt_batch(position, header.base_offset, reason);
+            let (batch, _) = BatchRef::parse(buf.get(..n).unwrap_or_default(), false)
+                .map_err(|e| corrupt(e.to_string()))?;
+            check_batch(&batch, header.base_offset).map_err(corrupt)?;
             for record in batch.records() {
                 let record = record?;
                 if record.timestamp >= timestamp {
@@ -868,7 +951,7 @@ impl Log {
         self.truncations.fetch_add(1, Ordering::AcqRel);
         self.high_watermark.store(offset.0, Ordering::Release);
         self.durable.store(offset.0, Ordering::Release);
-        self.recovery_point.store(offset)?;
+        self.store_recovery_point(self.clock.now_ms(), offset)?;
         tracing::debug!(dir = %self.dir.display(), %offset, "log reset");
         Ok(())
     }
@@ -914,7 +997,7 @@ impl Log {
         self.truncations.fetch_add(1, Ordering::AcqRel);
         self.high_watermark.fetch_min(end.0, Ordering::AcqRel);
         self.durable.fetch_min(end.0, Ordering::AcqRel);
-        self.recovery_point.store(self.durable_offset())?;
+        self.store_recovery_point(self.clock.now_ms(), self.durable_offset())?;
         Ok(end)
     }
 
@@ -990,6 +1073,14 @@ impl Log {
         let writer = self.lock_writer();
         self.closed.store(true, Ordering::Release);
         writer.active.seal()?;
+        // Without the rate limit: this is the last chance, and the clean-shutdown
+        // marker may not get written.
+        let durable = self.durable_offset();
+        if durable.0 > self.recovery_point_offset.load(Ordering::Acquire)
+            && let Err(error) = self.store_recovery_point(self.clock.now_ms(), durable)
+        {
+            tracing::warn!(%error, "could not update the recovery point");
+        }
         if healthy && !self.clean_marker.load(Ordering::Acquire) {
             self.clean_marker.store(true, Ordering::Release);
             let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -1002,41 +1093,77 @@ impl Log {
     }
 }
 
-/// Reads the batches at `position` of `segment`: at least the first one
-/// (`first_len` bytes), then as many whole batches as fit in `max_bytes` and end
+/// Reads the batches at `position` of `segment`, starting with the one `first` found
+/// there: at least that one, then as many whole batches as fit in `max_bytes` and end
 /// below `upper`. Returns the offset after the last batch kept.
+///
+/// Every batch kept is checked (header, length, CRC, base offset following the batch
+/// before), so no damaged byte reaches a reader. A damaged first batch is an error
+/// naming the file, the position and the offset; a damaged later one ends the read
+/// before it, and the next read, which starts there, reports it. A batch cut by the
+/// end of the buffer is not damage: it is the next read's first batch.
 fn read_batches(
     segment: &Segment,
     position: u64,
     max_bytes: usize,
-    first_len: usize,
+    first: &BatchHeader,
     upper: Offset,
     buf: &mut Vec<u8>,
 ) -> Result<Offset> {
-    let want = max_bytes.max(first_len);
+    let first_len = first.total_len();
     buf.clear();
-    segment.read_append(position, want, buf)?;
+    let got = segment.read_append(position, max_bytes.max(first_len), buf)?;
+    if got < first_len {
+        let reason = format!(
+            "batch of {first_len} bytes extends past the end of the segment's data at byte {}",
+            position + got as u64
+        );
+        return Err(segment.corrupt_batch(position, first.base_offset, reason));
+    }
     let mut kept = 0;
-    let mut next = None;
+    let mut expected = first.base_offset;
     let mut rest = buf.as_slice();
-    while let Ok((batch, tail)) = BatchRef::parse(rest, false) {
+    while !rest.is_empty() {
+        let at = position + kept as u64;
+        let (batch, tail) = match BatchRef::parse(rest, false) {
+            Ok(parsed) => parsed,
+            Err(error) if kept == 0 => {
+                return Err(segment.corrupt_batch(at, expected, error.to_string()));
+            }
+            Err(_) => break,
+        };
         let len = batch.as_bytes().len();
         if batch.header().last_offset() >= upper || (kept > 0 && kept + len > max_bytes) {
             break;
         }
+        match check_batch(&batch, expected) {
+            Ok(()) => {}
+            Err(reason) if kept == 0 => return Err(segment.corrupt_batch(at, expected, reason)),
+            Err(_) => break,
+        }
         kept += len;
-        next = Some(batch.next_offset());
+        expected = batch.next_offset();
         rest = tail;
     }
-    let Some(next) = next else {
-        return Err(Error::Corrupt {
-            path: segment.path().to_path_buf(),
-            position,
-            reason: "the batch the index points to cannot be read".into(),
-        });
-    };
+    if kept == 0 {
+        let reason = "the batch ends at or after the read's bound".to_owned();
+        return Err(segment.corrupt_batch(position, first.base_offset, reason));
+    }
     buf.truncate(kept);
-    Ok(next)
+    Ok(expected)
+}
+
+/// Checks what parsing a batch does not: its CRC, and that its base offset (which the
+/// CRC does not cover) is `expected`, the next offset of the batch before it.
+fn check_batch(batch: &BatchRef<'_>, expected: Offset) -> Result<(), String> {
+    batch.verify_crc().map_err(|e| e.to_string())?;
+    if batch.base_offset() != expected {
+        return Err(format!(
+            "base offset {} where {expected} was expected",
+            batch.base_offset()
+        ));
+    }
+    Ok(())
 }
 
 /// Lists the segment base offsets in `dir`, sorted.

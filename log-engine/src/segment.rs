@@ -206,55 +206,67 @@ impl Segment {
         Ok(done)
     }
 
-    /// Reads and checks the batch header at `position`.
-    pub(crate) fn header_at(&self, position: u64) -> Result<BatchHeader> {
+    /// Reads and checks the batch header at `position`, which must be the batch whose
+    /// base offset is `expected` (the next offset of the batch before it).
+    pub(crate) fn header_at(&self, position: u64, expected: Offset) -> Result<BatchHeader> {
         let mut head = [0u8; HEADER_LEN];
         let n = self.read_at(position, &mut head)?;
         if n < HEADER_LEN {
-            return Err(self.corrupt(position, "batch header cut short".into()));
+            let reason = "batch header cut short by the end of the segment".to_owned();
+            return Err(self.corrupt_batch(position, expected, reason));
         }
-        BatchHeader::parse(&head).map_err(|e| self.corrupt(position, e.to_string()))
+        let header = BatchHeader::parse(&head)
+            .map_err(|e| self.corrupt_batch(position, expected, e.to_string()))?;
+        if header.base_offset != expected {
+            let reason = format!(
+                "base offset {} where {expected} was expected",
+                header.base_offset
+            );
+            return Err(self.corrupt_batch(position, expected, reason));
+        }
+        Ok(header)
     }
 
-    fn corrupt(&self, position: u64, reason: String) -> Error {
-        Error::Corrupt {
+    /// The error for a damaged batch at `position` that should start at `offset`.
+    pub(crate) fn corrupt_batch(&self, position: u64, offset: Offset, reason: String) -> Error {
+        Error::CorruptBatch {
             path: self.log_path.clone(),
             position,
+            offset,
             reason,
         }
     }
 
-    /// The position of the batch that holds `offset` (or, if `offset` falls between
-    /// batches, the first after it), with its header; `None` when the segment ends
-    /// before `offset`.
+    /// The position of the batch that holds `offset`, with its header; `None` when the
+    /// segment ends before `offset`. Walks the headers from the indexed batch at or
+    /// before `offset`, checking that each one's base offset follows the batch before.
     pub(crate) fn find(&self, offset: Offset) -> Result<Option<(u64, BatchHeader)>> {
         if offset >= self.next_offset() {
             return Ok(None);
         }
-        let (mut position, mut expected) = self.scan_start(offset);
+        let (mut position, hint) = self.scan_start(offset);
+        let mut expected = hint.unwrap_or(self.base);
+        // The index entry is only a hint: if its batch is not there, walk from the
+        // start of the file instead.
+        let mut hinted = hint.is_some();
+        let mut previous = None;
         let size = self.size();
         while position < size {
-            let header = self.header_at(position);
-            match (header, expected) {
-                // The index entry is only a hint: if its batch is not there, walk from
-                // the start of the file instead.
-                (Ok(h), Some(base)) if h.base_offset != base => {
-                    (position, expected) = (0, None);
+            let header = match self.header_at(position, expected) {
+                Ok(header) => header,
+                Err(_) if hinted => {
+                    (position, expected, hinted) = (0, self.base, false);
                     continue;
                 }
-                (Err(_), Some(_)) => {
-                    (position, expected) = (0, None);
-                    continue;
-                }
-                (Err(e), None) => return Err(e),
-                (Ok(header), _) => {
-                    if header.last_offset() >= offset {
-                        return Ok(Some((position, header)));
-                    }
-                    expected = None;
-                    position += header.total_len() as u64;
-                }
+                Err(error) => return Err(reached_from(error, previous)),
+            };
+            hinted = false;
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
             }
+            previous = Some(position);
+            expected = header.next_offset();
+            position += header.total_len() as u64;
         }
         Ok(None)
     }
@@ -328,15 +340,21 @@ impl Segment {
             Some(entry) => self.find(entry.relative_offset.absolute(self.base))?,
             None => self.find(self.base)?,
         };
-        let Some((mut position, _)) = start else {
+        let Some((mut position, first)) = start else {
             return Ok(None);
         };
+        let mut expected = first.base_offset;
+        let mut previous = None;
         let size = self.size();
         while position < size {
-            let header = self.header_at(position)?;
+            let header = self
+                .header_at(position, expected)
+                .map_err(|e| reached_from(e, previous))?;
             if header.max_timestamp >= target {
                 return Ok(Some((position, header)));
             }
+            previous = Some(position);
+            expected = header.next_offset();
             position += header.total_len() as u64;
         }
         Ok(None)
@@ -540,6 +558,17 @@ impl Segment {
     pub(crate) fn last_index_entry(&self) -> Option<IndexEntry> {
         self.index.last()
     }
+}
+
+/// Adds to a damaged header's error the batch a walk came from: its length field,
+/// which the CRC does not cover, may be what is damaged.
+fn reached_from(mut error: Error, previous: Option<u64>) -> Error {
+    if let (Error::CorruptBatch { reason, .. }, Some(previous)) = (&mut error, previous) {
+        reason.push_str(&format!(
+            " (reached by the length of the batch at byte {previous})"
+        ));
+    }
+    error
 }
 
 /// Reserves `len` bytes of `file` from `offset` without changing its size; false
