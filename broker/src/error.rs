@@ -176,6 +176,17 @@ impl From<log_engine::Error> for ApiError {
                 "this node stopped leading the partition, and its copy of the messages was \
                  cut before they were synced; retry with the same Idempotency-Key",
             ),
+            ref damaged @ log_engine::Error::CorruptBatch { offset, .. } => {
+                tracing::error!(error = %damaged, "a read found a damaged batch");
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "the stored messages from offset {offset} are damaged (their checksum \
+                         fails): nothing of them is served; the broker's log names the file \
+                         and position"
+                    ),
+                )
+            }
             other => ApiError::internal(other),
         }
     }

@@ -241,6 +241,9 @@ impl Subscription {
     ) -> Result<usize, ApiError> {
         let count = self.partitions.len();
         let mut taken = 0;
+        // A partition that cannot be read (damaged data) does not hold back the
+        // others: its error is the answer only when nothing else was read.
+        let mut failure = None;
         for step in 0..count {
             let index = (positions.first + step) % count;
             let (Some(partition), Some(next)) =
@@ -248,13 +251,22 @@ impl Subscription {
             else {
                 continue;
             };
-            taken += read_partition(partition, next, max - taken, sink)?;
+            match read_partition(partition, next, max - taken, sink) {
+                Ok(n) => taken += n,
+                Err(Partial { taken: n, error }) => {
+                    taken += n;
+                    failure.get_or_insert(error);
+                }
+            }
             if taken >= max {
                 break;
             }
         }
         positions.first = (positions.first + 1) % count.max(1);
-        Ok(taken)
+        match failure {
+            Some(error) if taken == 0 => Err(error),
+            _ => Ok(taken),
+        }
     }
 
     fn commit_positions(&self, next: &[Offset]) -> Result<(), ApiError> {
@@ -395,23 +407,33 @@ impl Subscription {
 
 /// Reads up to `max` messages of one partition from `*next` into `sink`, advancing
 /// `*next` past each; returns how many it read.
+/// A read of a partition that failed after it took `taken` messages.
+struct Partial {
+    taken: usize,
+    error: ApiError,
+}
+
 fn read_partition<S: PullSink>(
     partition: &Partition,
     next: &mut Offset,
     max: usize,
     sink: &mut S,
-) -> Result<usize, ApiError> {
+) -> Result<usize, Partial> {
     let mut taken = 0;
     if *next < partition.start() {
         *next = partition.start();
     }
     let bound = partition.read_bound();
+    let failed = |taken, error: ApiError| Partial { taken, error };
     while taken < max && *next < partition.log.watermark(bound) {
         let bytes = partition.read_bytes_for(max - taken);
-        let read = partition.log.read(*next, bytes, bound)?;
+        let read = partition
+            .log
+            .read(*next, bytes, bound)
+            .map_err(|e| failed(taken, e.into()))?;
         let before = *next;
         for record in read.records() {
-            let record = record.map_err(ApiError::internal)?;
+            let record = record.map_err(|e| failed(taken, ApiError::internal(e)))?;
             if taken >= max {
                 break;
             }

@@ -329,10 +329,12 @@ impl Topic {
         Ok(())
     }
 
-    /// Periodic work: retention, auto-commit flushes.
+    /// Periodic work: retention, recovery points held back by their rate limit,
+    /// auto-commit flushes.
     pub fn maintain(&self) -> Result<(), BrokerError> {
         for p in &self.partitions {
             p.log.apply_retention()?;
+            p.log.checkpoint()?;
         }
         for sub in self.subscriptions() {
             if sub.auto_commit {

@@ -1023,7 +1023,8 @@ impl Queue {
     }
 
     /// Periodic work: an fsync of each journal, then the deletion of message segments
-    /// wholly below the ack floor and of journal segments below the last snapshot.
+    /// wholly below the ack floor and of journal segments below the last snapshot,
+    /// and the recovery points their rate limit held back.
     /// Blocks on I/O: call it from a blocking context.
     pub fn maintain(&self) -> Result<(), BrokerError> {
         for (index, partition) in self.partitions.iter().enumerate() {
@@ -1040,6 +1041,8 @@ impl Queue {
             if let Some(snapshot) = trim {
                 journal.delete_below(snapshot)?;
             }
+            journal.checkpoint()?;
+            partition.log.checkpoint()?;
         }
         Ok(())
     }

@@ -340,3 +340,40 @@ async fn auto_commit_commits_what_each_pull_returned() {
     assert_eq!(offsets["offsets"][0]["committed"], 2);
     assert_eq!(offsets["offsets"][0]["lag"], 1);
 }
+
+#[tokio::test]
+async fn a_damaged_batch_is_never_served_and_the_error_says_where() {
+    let app = TestApp::start().await;
+    app.create_topic("t", json!({})).await;
+    for value in ["first-value", "second-value", "third-value"] {
+        app.produce("t", &[value]).await;
+    }
+    app.post("/v1/topics/t/subscriptions", json!({"name": "s"}))
+        .await
+        .expect(StatusCode::CREATED);
+    // Flip one byte of the third message's value in its segment file.
+    let partition = app.broker.data_dir().join("topics/t/0");
+    let segment = std::fs::read_dir(&partition)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.windows(11).position(|w| w == b"third-value").unwrap();
+    bytes[at] = b'T';
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let pulled = app
+        .get("/v1/topics/t/subscriptions/s/messages?max=10")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(values(&pulled), ["first-value", "second-value"]);
+    let message = app
+        .get("/v1/topics/t/subscriptions/s/messages?max=10")
+        .await
+        .expect_error(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert!(
+        message.contains("offset 2") && message.contains("damaged"),
+        "{message}"
+    );
+}
