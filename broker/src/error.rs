@@ -32,6 +32,9 @@ pub enum ErrorCode {
     AlreadyExists,
     /// 413: the body is larger than the limit.
     PayloadTooLarge,
+    /// 422: an `Idempotency-Key` used again, within the window, for a request with
+    /// other messages.
+    IdempotencyKeyReused,
     /// 500: the broker failed (storage); the request may or may not have applied.
     Internal,
     /// 503: not enough in-sync replicas, or storage unavailable.
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::Internal => "internal",
             ErrorCode::NotEnoughReplicas => "not_enough_replicas",
             ErrorCode::Unavailable => "unavailable",
@@ -74,6 +78,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::AlreadyExists => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NotEnoughReplicas | ErrorCode::Unavailable | ErrorCode::NotLeader => {
                 StatusCode::SERVICE_UNAVAILABLE

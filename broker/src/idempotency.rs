@@ -4,6 +4,13 @@
 //! The key travels with the messages in the log (a reserved header), so the window is
 //! rebuilt from the log's recent tail when the broker starts, and a retry after a
 //! restart is recognised too.
+//!
+//! So does a fingerprint of the request's messages (CRC-32 of their keys, values and
+//! headers): a key used again, within the window, for a request with other messages
+//! is refused with 422 `idempotency_key_reused` rather than answered with the first
+//! request's offsets while the new messages are dropped (as Stripe and the IETF
+//! `Idempotency-Key` draft do). Records stored before fingerprints were kept match any
+//! request.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -14,6 +21,16 @@ use tokio::sync::Notify;
 
 use crate::error::ApiError;
 use crate::message::now_ms;
+
+/// An `Idempotency-Key` with the fingerprint of its request's messages
+/// ([`crate::message::fingerprint`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestKey<'a> {
+    /// The key, as the client sent it.
+    pub key: &'a str,
+    /// The fingerprint of the request's messages.
+    pub fingerprint: u32,
+}
 
 /// The longest key accepted.
 pub const KEY_LEN_MAX: usize = 256;
@@ -50,11 +67,28 @@ impl From<ApiError> for Failed {
 enum Entry {
     /// A request with this key is being served; others wait for it.
     Pending(Arc<Notify>),
-    /// Served: the answer, and when.
-    Done(Arc<Placement>, TimestampMs),
+    /// Served: the answer, when, and the request's fingerprint (none for records
+    /// stored without one).
+    Done(Arc<Placement>, TimestampMs, Option<u32>),
     /// Cut short (found so in the log after a restart or a failover, or failed after
-    /// storing part of it): the messages already stored, and when.
-    Partial(Arc<Stored>, TimestampMs),
+    /// storing part of it): the messages already stored, when, and the fingerprint.
+    Partial(Arc<Stored>, TimestampMs, Option<u32>),
+}
+
+/// The answer to a key used again for a request with other messages.
+fn reused(key: &str) -> ApiError {
+    ApiError::new(
+        crate::error::ErrorCode::IdempotencyKeyReused,
+        format!(
+            "Idempotency-Key {key:?} was used within the idempotency window for a request \
+             with other messages; a new request needs a new key"
+        ),
+    )
+}
+
+/// Whether a request with `fingerprint` may take the entry remembered with `kept`.
+fn same_request(kept: Option<u32>, fingerprint: u32) -> bool {
+    kept.is_none_or(|kept| kept == fingerprint)
 }
 
 #[derive(Debug, Default)]
@@ -128,12 +162,16 @@ impl IdempotencyWindow {
     /// it waits for that one. A failed request leaves only what it stored, so a retry
     /// appends the rest. `serve` gets the messages of the request already stored
     /// (empty, unless an earlier attempt was cut short) and appends only the others.
-    pub async fn run<F, Fut>(&self, key: Option<&str>, serve: F) -> Result<Arc<Placement>, ApiError>
+    pub async fn run<F, Fut>(
+        &self,
+        request: Option<RequestKey<'_>>,
+        serve: F,
+    ) -> Result<Arc<Placement>, ApiError>
     where
         F: FnOnce(Arc<Stored>) -> Fut,
         Fut: Future<Output = Result<Placement, Failed>>,
     {
-        let Some(key) = key else {
+        let Some(RequestKey { key, fingerprint }) = request else {
             return serve(Arc::default())
                 .await
                 .map(Arc::new)
@@ -146,9 +184,14 @@ impl IdempotencyWindow {
                 let now = now_ms();
                 self.expire(&mut inner, now);
                 match inner.entries.get(key) {
-                    Some(Entry::Done(answer, _)) => return Ok(Arc::clone(answer)),
+                    Some(Entry::Done(_, _, kept) | Entry::Partial(_, _, kept))
+                        if !same_request(*kept, fingerprint) =>
+                    {
+                        return Err(reused(key));
+                    }
+                    Some(Entry::Done(answer, _, _)) => return Ok(Arc::clone(answer)),
                     Some(Entry::Pending(notify)) => Arc::clone(notify),
-                    Some(Entry::Partial(partial, _)) => {
+                    Some(Entry::Partial(partial, _, _)) => {
                         stored = Arc::clone(partial);
                         let notify = Arc::new(Notify::new());
                         inner
@@ -181,11 +224,12 @@ impl IdempotencyWindow {
         let result = serve(stored).await;
         match &result {
             Ok(answer) => {
-                self.remember(key, Arc::new(answer.clone()));
+                self.remember_at(key, Arc::new(answer.clone()), now_ms(), Some(fingerprint));
                 guard.armed = false;
             }
             Err(failed) if !failed.stored.is_empty() => {
-                self.remember_partial(key, Arc::new(failed.stored.clone()), now_ms());
+                let stored = Arc::new(failed.stored.clone());
+                self.remember_partial(key, stored, now_ms(), Some(fingerprint));
                 guard.armed = false;
             }
             Err(_) => {}
@@ -194,27 +238,35 @@ impl IdempotencyWindow {
         result.map(Arc::new).map_err(|f| f.error)
     }
 
-    /// Records a completed key (also used when rebuilding from the log).
-    pub fn remember(&self, key: &str, answer: Arc<Placement>) {
-        self.remember_at(key, answer, now_ms());
-    }
-
-    /// Records a completed key that completed at `at_ms`.
-    pub fn remember_at(&self, key: &str, answer: Arc<Placement>, at_ms: TimestampMs) {
+    /// Records a key whose request completed at `at_ms`, with its fingerprint (none
+    /// when the log kept none).
+    pub fn remember_at(
+        &self,
+        key: &str,
+        answer: Arc<Placement>,
+        at_ms: TimestampMs,
+        fingerprint: Option<u32>,
+    ) {
         let mut inner = self.lock();
         inner
             .entries
-            .insert(key.to_owned(), Entry::Done(answer, at_ms));
+            .insert(key.to_owned(), Entry::Done(answer, at_ms, fingerprint));
         inner.order.push_back((key.to_owned(), at_ms));
         self.expire(&mut inner, now_ms());
     }
 
     /// Records a request found cut short in the log, with what of it is stored.
-    pub fn remember_partial(&self, key: &str, stored: Arc<Stored>, at_ms: TimestampMs) {
+    pub fn remember_partial(
+        &self,
+        key: &str,
+        stored: Arc<Stored>,
+        at_ms: TimestampMs,
+        fingerprint: Option<u32>,
+    ) {
         let mut inner = self.lock();
         inner
             .entries
-            .insert(key.to_owned(), Entry::Partial(stored, at_ms));
+            .insert(key.to_owned(), Entry::Partial(stored, at_ms, fingerprint));
         inner.order.push_back((key.to_owned(), at_ms));
         self.expire(&mut inner, now_ms());
     }
@@ -230,7 +282,7 @@ impl IdempotencyWindow {
             inner.order.pop_front();
             let stale = matches!(
                 inner.entries.get(&key),
-                Some(Entry::Done(_, t) | Entry::Partial(_, t)) if *t == at
+                Some(Entry::Done(_, t, _) | Entry::Partial(_, t, _)) if *t == at
             );
             if stale {
                 inner.entries.remove(&key);
@@ -259,6 +311,8 @@ pub fn rebuild_window(
     struct Seen {
         /// The request's message count.
         count: usize,
+        /// The request's fingerprint, when its records carry one.
+        fingerprint: Option<u32>,
         /// Per message index: where it is and when it was stored (the newest copy
         /// wins, should a retry have stored a request a crash had cut short).
         messages: std::collections::BTreeMap<usize, (u32, Offset, i64)>,
@@ -276,14 +330,16 @@ pub fn rebuild_window(
             };
             scanned += read.bytes().len() as u64;
             for record in read.records().flatten() {
-                let Some((index, count, key)) =
+                let Some(idem) =
                     crate::message::reserved_header(&record, crate::message::IDEMPOTENCY_HEADER)
                         .and_then(crate::message::parse_idempotency)
                 else {
                     continue;
                 };
-                let seen = found.entry(key.to_owned()).or_default();
-                seen.count = count;
+                let index = idem.index;
+                let seen = found.entry(idem.key.to_owned()).or_default();
+                seen.count = idem.count;
+                seen.fingerprint = idem.fingerprint;
                 let copy = (partition.id, record.offset, record.timestamp);
                 let newer = seen
                     .messages
@@ -314,7 +370,7 @@ pub fn rebuild_window(
                 .into_values()
                 .map(|(p, o, _)| (p, o))
                 .collect();
-            window.remember_at(&key, Arc::new(placement), at);
+            window.remember_at(&key, Arc::new(placement), at, seen.fingerprint);
         } else {
             // A request a crash cut short: its retry appends only what is missing.
             let stored: Stored = seen
@@ -322,7 +378,7 @@ pub fn rebuild_window(
                 .into_iter()
                 .map(|(i, (p, o, _))| (i, (p, o)))
                 .collect();
-            window.remember_partial(&key, Arc::new(stored), at);
+            window.remember_partial(&key, Arc::new(stored), at, seen.fingerprint);
         }
     }
 }
@@ -332,6 +388,10 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn key(key: &str, fingerprint: u32) -> RequestKey<'_> {
+        RequestKey { key, fingerprint }
+    }
+
     #[tokio::test]
     async fn a_key_is_served_once_and_replayed() {
         let window = IdempotencyWindow::new(60_000);
@@ -340,8 +400,8 @@ mod tests {
             calls.fetch_add(1, Ordering::SeqCst);
             Ok(vec![(0, Offset(7))])
         };
-        let first = window.run(Some("k"), serve).await.unwrap();
-        let second = window.run(Some("k"), serve).await.unwrap();
+        let first = window.run(Some(key("k", 1)), serve).await.unwrap();
+        let second = window.run(Some(key("k", 1)), serve).await.unwrap();
         assert_eq!(first, second);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         window.run(None, serve).await.unwrap();
@@ -352,13 +412,13 @@ mod tests {
     async fn a_failed_request_can_be_retried() {
         let window = IdempotencyWindow::new(60_000);
         let failed = window
-            .run(Some("k"), |_| async {
+            .run(Some(key("k", 1)), |_| async {
                 Err(ApiError::bad_request("no").into())
             })
             .await;
         assert!(failed.is_err());
         let ok = window
-            .run(Some("k"), |_| async { Ok(vec![(1, Offset(1))]) })
+            .run(Some(key("k", 1)), |_| async { Ok(vec![(1, Offset(1))]) })
             .await;
         assert_eq!(*ok.unwrap(), vec![(1, Offset(1))]);
     }
@@ -367,7 +427,7 @@ mod tests {
     async fn a_retry_after_a_partial_failure_appends_only_the_rest() {
         let window = IdempotencyWindow::new(60_000);
         let failed = window
-            .run(Some("k"), |_| async {
+            .run(Some(key("k", 1)), |_| async {
                 Err(Failed {
                     error: ApiError::bad_request("partition 1 failed"),
                     stored: Stored::from([(0, (0, Offset(5)))]),
@@ -376,7 +436,7 @@ mod tests {
             .await;
         assert!(failed.is_err());
         let ok = window
-            .run(Some("k"), |stored| async move {
+            .run(Some(key("k", 1)), |stored| async move {
                 assert_eq!(*stored, Stored::from([(0, (0, Offset(5)))]));
                 Ok(vec![(0, Offset(5)), (1, Offset(9))])
             })
@@ -394,7 +454,7 @@ mod tests {
                 let calls = Arc::clone(&calls);
                 tokio::spawn(async move {
                     window
-                        .run(Some("same"), |_| async {
+                        .run(Some(key("same", 1)), |_| async {
                             calls.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                             Ok(vec![(0, Offset(1))])
@@ -407,5 +467,22 @@ mod tests {
             assert_eq!(*task.await.unwrap().unwrap(), vec![(0, Offset(1))]);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_used_again_for_other_messages_is_refused() {
+        let window = IdempotencyWindow::new(60_000);
+        let serve = |_| async { Ok(vec![(0, Offset(7))]) };
+        window.run(Some(key("k", 1)), serve).await.unwrap();
+        let reused = window.run(Some(key("k", 2)), serve).await.unwrap_err();
+        assert_eq!(reused.code, crate::error::ErrorCode::IdempotencyKeyReused);
+        assert!(reused.message.contains("new key"), "{}", reused.message);
+        // A partly stored request too; and one remembered without a fingerprint
+        // (stored before fingerprints) takes any.
+        window.remember_partial("p", Arc::new(Stored::new()), now_ms(), Some(3));
+        assert!(window.run(Some(key("p", 4)), serve).await.is_err());
+        window.remember_at("old", Arc::new(vec![(0, Offset(1))]), now_ms(), None);
+        let old = window.run(Some(key("old", 9)), serve).await.unwrap();
+        assert_eq!(*old, vec![(0, Offset(1))]);
     }
 }

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use log_engine::{Offset, RecordBatch, RecordBatchBuilder, RecordRef, TimestampMs};
 
 use crate::error::ApiError;
+use crate::idempotency::RequestKey;
 
 /// Header names starting with this are the broker's own.
 pub const RESERVED_HEADER_PREFIX: &str = "mom.";
@@ -102,14 +103,19 @@ pub fn reserved_header<'a>(record: &RecordRef<'a>, name: &str) -> Option<&'a [u8
 /// message.
 pub fn encode_batch(
     messages: &[(usize, &NewMessage<'_>)],
-    idempotency: Option<(&str, usize)>,
+    idempotency: Option<(RequestKey<'_>, usize)>,
     extra: &[(&str, String)],
     now: TimestampMs,
 ) -> Result<RecordBatch, ApiError> {
     let mut builder =
         RecordBatchBuilder::with_capacity(encoded_size_hint(messages, idempotency, extra));
     for &(index, message) in messages {
-        let idem = idempotency.map(|(key, count)| format!("{index}/{count}:{key}"));
+        let idem = idempotency.map(|(request, count)| {
+            format!(
+                "{index}/{count}/{:08x}:{}",
+                request.fingerprint, request.key
+            )
+        });
         let headers = message
             .headers
             .iter()
@@ -135,14 +141,14 @@ pub fn encode_batch(
 /// builder's buffer is allocated once.
 fn encoded_size_hint(
     messages: &[(usize, &NewMessage<'_>)],
-    idempotency: Option<(&str, usize)>,
+    idempotency: Option<(RequestKey<'_>, usize)>,
     extra: &[(&str, String)],
 ) -> usize {
     const PER_RECORD: usize = 24;
     const PER_HEADER: usize = 10;
-    // `<index>/<count>:<key>` under its name.
-    let idempotency = idempotency.map_or(0, |(key, _)| {
-        IDEMPOTENCY_HEADER.len() + key.len() + 2 * 20 + 2 + PER_HEADER
+    // `<index>/<count>/<fingerprint>:<key>` under its name.
+    let idempotency = idempotency.map_or(0, |(request, _)| {
+        IDEMPOTENCY_HEADER.len() + request.key.len() + 2 * 20 + 8 + 3 + PER_HEADER
     });
     let extra: usize = idempotency
         + extra
@@ -163,13 +169,63 @@ fn encoded_size_hint(
     log_engine::HEADER_LEN + records
 }
 
-/// Splits an idempotency header value into the message index, the request's
-/// message count and the key.
-pub fn parse_idempotency(value: &[u8]) -> Option<(usize, usize, &str)> {
+/// What an idempotency header says of its record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdempotencyHeader<'a> {
+    /// The message's index in its request.
+    pub index: usize,
+    /// The request's message count.
+    pub count: usize,
+    /// The request's fingerprint; none in records stored before fingerprints.
+    pub fingerprint: Option<u32>,
+    /// The key.
+    pub key: &'a str,
+}
+
+/// Parses an idempotency header value: `<index>/<count>/<fingerprint, hex>:<key>`,
+/// or `<index>/<count>:<key>` as records stored before fingerprints have it.
+pub fn parse_idempotency(value: &[u8]) -> Option<IdempotencyHeader<'_>> {
     let text = std::str::from_utf8(value).ok()?;
     let (position, key) = text.split_once(':')?;
-    let (index, count) = position.split_once('/')?;
-    Some((index.parse().ok()?, count.parse().ok()?, key))
+    let mut parts = position.split('/');
+    let index = parts.next()?.parse().ok()?;
+    let count = parts.next()?.parse().ok()?;
+    let fingerprint = match parts.next() {
+        Some(hex) => Some(u32::from_str_radix(hex, 16).ok()?),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(IdempotencyHeader {
+        index,
+        count,
+        fingerprint,
+        key,
+    })
+}
+
+/// The fingerprint of a request's messages, kept with its idempotency key: CRC-32 of
+/// each message's key, value and headers, each with its length.
+pub fn fingerprint(messages: &[NewMessage<'_>]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    for m in messages {
+        match &m.key {
+            Some(key) => field(key.as_bytes()),
+            None => field(b"\xff no key"),
+        }
+        field(&m.value);
+        field(&(m.headers.len() as u64).to_le_bytes());
+        for (name, value) in &m.headers {
+            field(name.as_bytes());
+            field(value.as_bytes());
+        }
+    }
+    hasher.finalize()
 }
 
 /// Milliseconds since the Unix epoch.
@@ -200,10 +256,12 @@ mod tests {
         ];
         let indexed: Vec<(usize, &NewMessage<'_>)> = messages.iter().enumerate().collect();
         let extra = [(ORIGIN_QUEUE_HEADER, "q".repeat(249))];
-        for idempotency in [
-            None,
-            Some(("a-key-of-256-chars".repeat(14).as_str(), 1_000_000)),
-        ] {
+        let long = "a-key-of-256-chars".repeat(14);
+        let request = RequestKey {
+            key: &long,
+            fingerprint: u32::MAX,
+        };
+        for idempotency in [None, Some((request, 1_000_000))] {
             let hint = encoded_size_hint(&indexed, idempotency, &extra);
             let batch = encode_batch(&indexed, idempotency, &extra, 1).unwrap();
             assert!(batch.len() <= hint, "{} > {hint}", batch.len());
@@ -213,5 +271,49 @@ mod tests {
                 batch.len()
             );
         }
+    }
+
+    #[test]
+    fn idempotency_headers_are_read_with_and_without_a_fingerprint() {
+        let message = NewMessage {
+            value: b"v".as_slice().into(),
+            ..NewMessage::default()
+        };
+        let request = RequestKey {
+            key: "order:42/7",
+            fingerprint: fingerprint(std::slice::from_ref(&message)),
+        };
+        let batch = encode_batch(&[(3, &message)], Some((request, 5)), &[], 1).unwrap();
+        let batch = batch.as_ref();
+        let record = batch.records().next().unwrap().unwrap();
+        let header = reserved_header(&record, IDEMPOTENCY_HEADER).unwrap();
+        assert_eq!(
+            parse_idempotency(header),
+            Some(IdempotencyHeader {
+                index: 3,
+                count: 5,
+                fingerprint: Some(request.fingerprint),
+                key: "order:42/7",
+            })
+        );
+        let old = parse_idempotency(b"1/2:k").unwrap();
+        assert_eq!(
+            (old.index, old.count, old.fingerprint, old.key),
+            (1, 2, None, "k")
+        );
+        for bad in [
+            &b"1/2/zz:k"[..],
+            b"1/2/3/4:k",
+            b"1:k",
+            b"x/2:k",
+            b"no colon",
+        ] {
+            assert_eq!(parse_idempotency(bad), None, "{bad:?}");
+        }
+        let other = NewMessage {
+            value: b"w".as_slice().into(),
+            ..NewMessage::default()
+        };
+        assert_ne!(request.fingerprint, fingerprint(&[other]));
     }
 }

@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use log_engine::Offset;
 
 use crate::error::ApiError;
-use crate::idempotency::{Failed, Placement, Stored};
+use crate::idempotency::{Failed, Placement, RequestKey, Stored};
 use crate::message::{self, NewMessage};
 use crate::partition::Partition;
 use crate::topic::Acks;
@@ -22,7 +22,7 @@ pub async fn append_routed(
     messages: &[NewMessage<'_>],
     route: impl Fn(&NewMessage<'_>) -> u32,
     acks: Acks,
-    idempotency_key: Option<&str>,
+    idempotency_key: Option<RequestKey<'_>>,
     stored: &Stored,
     now_ms: i64,
 ) -> Result<Placement, Failed> {

@@ -204,14 +204,18 @@ impl Topic {
         for m in messages {
             m.validate()?;
         }
+        let request = idempotency_key.map(|key| crate::idempotency::RequestKey {
+            key,
+            fingerprint: crate::message::fingerprint(messages),
+        });
         self.idempotency
-            .run(idempotency_key, |stored| async move {
+            .run(request, |stored| async move {
                 crate::produce::append_routed(
                     &self.partitions,
                     messages,
                     |m| self.route(m.key.as_deref()),
                     acks,
-                    idempotency_key,
+                    request,
                     &stored,
                     message::now_ms(),
                 )

@@ -441,6 +441,7 @@ pub async fn delete_queue(
         (status = 403, description = "No produce right on the queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Idempotency-Key used before for other messages", body = ErrorBody),
     )
 )]
 pub async fn send(

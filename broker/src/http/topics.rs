@@ -384,6 +384,7 @@ pub async fn delete_topic(
         (status = 403, description = "No produce right on the topic", body = ErrorBody),
         (status = 404, description = "No such topic", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Idempotency-Key used before for other messages", body = ErrorBody),
         (status = 503, description = "Not enough in-sync replicas", body = ErrorBody),
     )
 )]

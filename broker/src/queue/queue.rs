@@ -404,14 +404,18 @@ impl Queue {
         if let Some(key) = idempotency_key {
             IdempotencyWindow::validate_key(key)?;
         }
+        let request = idempotency_key.map(|key| crate::idempotency::RequestKey {
+            key,
+            fingerprint: crate::message::fingerprint(messages),
+        });
         self.idempotency
-            .run(idempotency_key, |stored| async move {
+            .run(request, |stored| async move {
                 crate::produce::append_routed(
                     &self.partitions,
                     messages,
                     |m| self.route(m.key.as_deref().map(str::as_bytes)),
                     crate::topic::Acks::All,
-                    idempotency_key,
+                    request,
                     &stored,
                     self.clock.now_ms(),
                 )

@@ -349,6 +349,26 @@ async fn a_retried_produce_with_the_same_idempotency_key_returns_the_first_answe
         .map(|p| p.end().0)
         .sum();
     assert_eq!(total, 6, "the retry appended nothing");
+    // The same key for other messages: refused, nothing stored.
+    let message = app
+        .send(
+            req(Method::POST, "/v1/topics/t/messages")
+                .token(&app.token)
+                .header("Idempotency-Key", "request-1")
+                .json(&json!({"messages": [{"value": "different"}]})),
+        )
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+    assert!(message.contains("request-1"), "{message}");
+    let total: u64 = app
+        .broker
+        .topic("t")
+        .unwrap()
+        .partitions()
+        .iter()
+        .map(|p| p.end().0)
+        .sum();
+    assert_eq!(total, 6, "the refused request appended nothing");
     let too_long = "k".repeat(300);
     for key in ["", too_long.as_str()] {
         app.send(
