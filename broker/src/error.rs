@@ -176,6 +176,11 @@ impl From<log_engine::Error> for ApiError {
                 ErrorCode::PayloadTooLarge,
                 format!("the messages encode to {size} bytes, more than the limit of {limit}"),
             ),
+            // Only a delete closes a log while requests run (a shutdown closes them
+            // after the last request).
+            log_engine::Error::Closed { .. } => {
+                ApiError::not_found("the topic or queue was deleted while the request ran")
+            }
             log_engine::Error::Truncated { .. } => ApiError::new(
                 ErrorCode::NotLeader,
                 "this node stopped leading the partition, and its copy of the messages was \

@@ -595,4 +595,48 @@ mod tests {
             "the new message is not skipped"
         );
     }
+
+    #[tokio::test]
+    async fn requests_that_race_a_delete_are_404_not_500() {
+        use crate::message::NewMessage;
+        use crate::subscription::StartAt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            admin_password: Some("a-long-enough-password".into()),
+            ..BrokerConfig::default()
+        };
+        let (broker, _) = Broker::open(config).unwrap();
+        let topic = broker
+            .create_topic(TopicSpec {
+                name: "t".into(),
+                partitions: 1,
+                replication_factor: 1,
+                retention_ms: None,
+                retention_bytes: None,
+                durability: crate::config::Durability::Fsync,
+            })
+            .unwrap();
+        let queue = broker.create_queue(QueueSpec::new("q")).unwrap();
+        // Requests that looked the names up before the deletes.
+        broker.delete_topic("t").unwrap();
+        broker.delete_queue("q").unwrap();
+        let message = [NewMessage {
+            value: b"v".as_slice().into(),
+            ..NewMessage::default()
+        }];
+        let produced = topic
+            .produce(&message, crate::topic::Acks::Leader, None)
+            .await;
+        let subscribed = topic.subscribe("s", StartAt::Earliest, false);
+        let sent = queue.send(&message, None).await;
+        for (what, code) in [
+            ("produce", produced.err().map(|e| e.code)),
+            ("subscribe", subscribed.err().map(|e| e.code)),
+            ("send", sent.err().map(|e| e.code)),
+        ] {
+            assert_eq!(code, Some(crate::error::ErrorCode::NotFound), "{what}");
+        }
+    }
 }

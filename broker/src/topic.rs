@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,9 @@ pub struct Topic {
     /// Spreads messages without a key over the partitions.
     next_keyless: AtomicU64,
     idempotency: IdempotencyWindow,
+    /// Set (under the subscriptions lock) when the topic is closed: it takes no new
+    /// subscription, whose directory a delete would be removing.
+    closed: AtomicBool,
 }
 
 impl Topic {
@@ -159,6 +162,7 @@ impl Topic {
             partitions,
             subscriptions: RwLock::new(BTreeMap::new()),
             next_keyless: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
             idempotency: IdempotencyWindow::new(idempotency_window_ms),
         })
     }
@@ -255,6 +259,12 @@ impl Topic {
     ) -> Result<Arc<Subscription>, ApiError> {
         names::validate("subscription", name)?;
         let mut subs = self.subscriptions_mut();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ApiError::not_found(format!(
+                "topic {:?} was deleted while the request ran",
+                self.name()
+            )));
+        }
         if subs.contains_key(name) {
             return Err(ApiError::already_exists(format!(
                 "subscription {name:?} already exists on topic {:?}",
@@ -322,8 +332,16 @@ impl Topic {
         fsutil::remove_dir_via_trash(sub.dir(), trash).map_err(ApiError::internal)
     }
 
+    /// Marks the topic closed; a subscribe running now either finished before (its
+    /// directory goes with the topic's) or sees the mark.
+    fn mark_closed(&self) {
+        let _subs = self.subscriptions_mut();
+        self.closed.store(true, Ordering::Release);
+    }
+
     /// Closes every log and cursor store cleanly.
     pub fn close(&self) -> Result<(), BrokerError> {
+        self.mark_closed();
         for sub in self.subscriptions() {
             sub.close()?;
         }

@@ -372,9 +372,8 @@ impl CursorStore {
             });
         }
         if state.closed {
-            return Err(Error::PreviousIo {
+            return Err(Error::Closed {
                 path: self.dir.clone(),
-                cause: "the cursor store was closed".into(),
             });
         }
         Ok(())
@@ -1051,9 +1050,9 @@ mod tests {
         store.close()?;
         assert!(matches!(
             store.commit("a", Offset(2)),
-            Err(Error::PreviousIo { .. })
+            Err(Error::Closed { .. })
         ));
-        assert!(matches!(store.delete("a"), Err(Error::PreviousIo { .. })));
+        assert!(matches!(store.delete("a"), Err(Error::Closed { .. })));
         assert_eq!(store.get("a"), Some(cursor_of("a", 1, b"")));
         Ok(())
     }

@@ -30,6 +30,13 @@ pub enum Error {
         /// What the first failure was.
         cause: String,
     },
+    /// The log or cursor store was closed (its owner is shutting it down or deleting
+    /// it): it takes no more writes.
+    #[error("{path} is closed")]
+    Closed {
+        /// The log or cursor store directory.
+        path: PathBuf,
+    },
     /// A record batch is malformed: its bytes do not follow the format.
     #[error("invalid record batch: {reason}")]
     InvalidBatch {

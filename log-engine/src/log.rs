@@ -414,9 +414,8 @@ impl Log {
     fn check_writable(&self) -> Result<()> {
         self.check_not_failed()?;
         if self.closed.load(Ordering::Acquire) {
-            return Err(Error::PreviousIo {
+            return Err(Error::Closed {
                 path: self.dir.clone(),
-                cause: "the log was closed".into(),
             });
         }
         Ok(())
