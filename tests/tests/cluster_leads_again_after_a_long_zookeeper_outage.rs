@@ -5,6 +5,9 @@
 //! partition states still name the old leaders, which must then lead again:
 //! `acks=all` produces succeed and every acknowledged message is read back.
 //!
+//! While every node is cut off, a produce to any of them is answered 503 at once
+//! (within `CUT_OFF_ANSWER`), not after waiting for a leader that cannot come.
+//!
 //! Prints the time from ZooKeeper's return to the first acknowledged produce.
 //!
 //! Three brokers (6 s sessions), a real ZooKeeper stopped with SIGKILL for longer
@@ -12,9 +15,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, ensure};
+use serde_json::json;
 use system_tests::cluster::{Batches, SESSION_TIMEOUT_MS, check_read_back, read_all};
-use system_tests::{Cluster, scenario};
+use system_tests::{Cluster, keyed, scenario};
 
 const TOPIC: &str = "zk-long-outage";
 const BATCH: usize = 10;
@@ -29,6 +33,10 @@ const BATCHES_AFTER: usize = 3;
 /// How long ZooKeeper stays down: past the session timeout, so every node stops
 /// leading before it returns.
 const OUTAGE: Duration = Duration::from_millis(SESSION_TIMEOUT_MS + 3_000);
+/// When, in the outage, the nodes are asked: past the session timeout.
+const ASK_AT: Duration = Duration::from_millis(SESSION_TIMEOUT_MS + 1_000);
+/// How long a cut-off node may take to refuse a produce.
+const CUT_OFF_ANSWER: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leads_again_after_a_long_zookeeper_outage() -> anyhow::Result<()> {
@@ -47,6 +55,28 @@ async fn leads_again_after_a_long_zookeeper_outage() -> anyhow::Result<()> {
 
             cluster.zookeeper.stop().await?;
             let stopped_at = Instant::now();
+            tokio::time::sleep_until((stopped_at + ASK_AT).into()).await;
+            let path = format!("/v1/topics/{TOPIC}/messages");
+            let body = json!({"messages": [keyed("k0", "cut-off")], "acks": "all"});
+            let asks: Vec<_> = all
+                .iter()
+                .map(|api| {
+                    let (api, path, body) = (api.clone(), path.clone(), body.clone());
+                    tokio::spawn(async move {
+                        let asked = Instant::now();
+                        let reply = api.post(&path, &body).await;
+                        (reply, asked.elapsed())
+                    })
+                })
+                .collect();
+            for (id, ask) in (1..).zip(asks) {
+                let (reply, took) = ask.await?;
+                let (status, answer) = reply?;
+                ensure!(
+                    status == 503 && took <= CUT_OFF_ANSWER,
+                    "node {id}, cut off: {status} {answer} after {took:?}"
+                );
+            }
             tokio::time::sleep_until((stopped_at + OUTAGE).into()).await;
             cluster.zookeeper.restart().await?;
             let restarted_at = Instant::now();

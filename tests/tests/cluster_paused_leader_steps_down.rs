@@ -9,6 +9,11 @@
 //! wakes, while it still believes it leads. Such a write is acknowledged only if it
 //! is really kept: an acknowledged one is read back once, any other at most once.
 //!
+//! A write sent to another node while the leader is frozen, which that node
+//! forwards to the frozen leader, is answered by the new leader once one is
+//! elected (within `FORWARDED_ANSWER` of the freeze), not after the forward's own
+//! timeout.
+//!
 //! Prints the time to elect a new leader after the freeze, and, after the wake,
 //! the times until the old leader steps down and until it is in sync again.
 //!
@@ -43,6 +48,9 @@ const BATCHES_DURING: usize = 5;
 const BATCHES_AFTER: usize = 2;
 /// Writes sent to the frozen node, each on its own connection.
 const WINDOW_WRITES: usize = 3;
+/// How long a write forwarded to the frozen leader may take: the session timeout,
+/// the election, and a retry to the new leader.
+const FORWARDED_ANSWER: Duration = Duration::from_secs(11);
 /// How long the woken node may take to step down and to be in sync again.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -93,6 +101,19 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
                 window_tasks.push(tokio::spawn(window_write(api, n)));
             }
 
+            let forwarded = {
+                let api = live[0].clone();
+                let body = json!({"messages": [keyed(&key_of(0), "forwarded-0")], "acks": "all"});
+                tokio::spawn(async move {
+                    let path = format!("/v1/topics/{TOPIC}/messages");
+                    let key = [("Idempotency-Key", "forwarded-0")];
+                    let reply = api
+                        .call(reqwest::Method::POST, &path, Some(&body), &key)
+                        .await;
+                    (reply, paused_at.elapsed())
+                })
+            };
+
             let elected = Cluster::wait_leaders(&live[0], TOPIC, &[old], 2).await?;
             let elected_after = paused_at.elapsed();
             let new = sole_leader(&elected).context("after the election")?;
@@ -101,6 +122,14 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
                 elected_after.as_secs_f64(),
                 SESSION_TIMEOUT_MS
             );
+            let (reply, took) = forwarded.await?;
+            let (status, answer) = reply?;
+            println!("a write forwarded to the frozen leader was answered {status} after {took:?}");
+            ensure!(
+                status == 200 && took <= FORWARDED_ANSWER,
+                "a write forwarded to the frozen leader: {status} {answer} after {took:?}"
+            );
+            acked.push((key_of(0), "forwarded-0".to_owned()));
             for n in 0..BATCHES_DURING {
                 BATCHES.produce(&live, "during", n, &mut acked).await?;
             }

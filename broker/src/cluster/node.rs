@@ -226,6 +226,13 @@ impl ClusterNode {
         self.joined.load(Ordering::Acquire)
     }
 
+    /// Whether this node is cut off from the cluster: its session ended or was
+    /// silent for longer than the session timeout, so it leads nothing and its view
+    /// of who leads may be stale.
+    pub fn is_cut_off(&self) -> bool {
+        !self.may_lead.load(Ordering::Acquire)
+    }
+
     /// Whether this node is the controller.
     pub fn is_controller(&self) -> bool {
         self.controller.load(Ordering::Acquire)

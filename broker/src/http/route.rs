@@ -66,6 +66,15 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
     let Some((kind, name)) = addressed_log(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
+    if node.is_cut_off() {
+        // Waiting for a leader would wait for ZooKeeper: answer now.
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            "this node lost its ZooKeeper session: it leads nothing now and cannot tell \
+             who does; retry, or ask another node",
+        )
+        .into_response();
+    }
     let me = node.id();
     let exists = node.with_metadata(|meta| meta.logs.contains_key(&(kind, name.clone())));
     if !exists {
@@ -127,11 +136,20 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
                 kind.noun()
             ));
         }
-        match node
-            .peers
-            .forward(&addr, envelope.clone(), FORWARD_TIMEOUT)
-            .await
-        {
+        // A leader that stopped answering (frozen, or cut off by the network) is
+        // replaced within a session timeout: stop waiting for it then.
+        let leader_moved = node.wait_for(FORWARD_TIMEOUT, |meta| {
+            meta.partition(kind, &name, 0).and_then(|s| s.leader) != Some(home)
+        });
+        let forwarded = node.peers.forward(&addr, envelope.clone(), FORWARD_TIMEOUT);
+        let answer = tokio::select! {
+            answer = forwarded => answer,
+            true = leader_moved => {
+                tracing::debug!(home, "the leader changed while a forwarded request waited");
+                continue;
+            }
+        };
+        match answer {
             Ok(answer) if !is_not_leader(&answer) || attempt == 1 => {
                 return forward::proto_to_response(answer);
             }
