@@ -388,7 +388,7 @@ pub fn forwarded_hops(headers: &HeaderMap) -> u32 {
 }
 
 /// A forwarded request as an HTTP request for the router, marked with its hop count.
-fn proto_to_request(request: ForwardRequest) -> Result<Request<Body>, tonic::Status> {
+pub fn proto_to_request(request: ForwardRequest) -> Result<Request<Body>, tonic::Status> {
     let method = Method::from_bytes(request.method.as_bytes()).map_err(|_| {
         tonic::Status::invalid_argument(format!("invalid method {:?}", request.method))
     })?;

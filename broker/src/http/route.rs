@@ -93,12 +93,7 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
     let hops = forward::forwarded_hops(request.headers());
     match node.home(kind, &name) {
         Some(home) if home == me => {
-            // Elected but still taking over (consumer state, idempotency keys):
-            // wait for it rather than serve from a state not restored yet.
-            let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-            while !leads_locally(node, kind, &name) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            until_leading(node, kind, &name).await;
             return next.run(request).await;
         }
         None => return not_leader(format!("{} {name} has no leader now; retry", kind.noun())),
@@ -111,6 +106,9 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
         Some(_) => {}
     }
     let limit = app.broker.config.max_body_bytes;
+    // The router's own (matched path, path parameters), should the request be
+    // served here after all.
+    let extensions = request.extensions().clone();
     let envelope = match forward::request_to_proto(request, hops, limit).await {
         Ok(envelope) => envelope,
         Err(ForwardError::BodyTooLarge { .. }) => {
@@ -131,10 +129,16 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
             break;
         };
         if home == me {
-            return not_leader(format!(
-                "the leadership of {} {name} moved here; retry",
-                kind.noun()
-            ));
+            // The leadership moved here while the request waited: serve it here.
+            let Ok(mut local) = forward::proto_to_request(envelope) else {
+                return not_leader(format!(
+                    "the leadership of {} {name} moved here; retry",
+                    kind.noun()
+                ));
+            };
+            *local.extensions_mut() = extensions;
+            until_leading(node, kind, &name).await;
+            return next.run(local).await;
         }
         // A leader that stopped answering (frozen, or cut off by the network) is
         // replaced within a session timeout: stop waiting for it then.
@@ -181,6 +185,16 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
 /// (users are kept on every node).
 fn needs_the_cluster(path: &str) -> bool {
     path.starts_with("/v1/") && path != "/v1/auth/token"
+}
+
+/// Waits (up to [`LEADER_WAIT`]) until this node, elected, has taken over the log
+/// (consumer state, idempotency keys), rather than serve from a state not restored
+/// yet.
+async fn until_leading(node: &crate::cluster::node::ClusterNode, kind: LogKind, name: &str) {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    while !leads_locally(node, kind, name) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Whether this node takes writes on every partition of the log that the cluster
