@@ -450,14 +450,29 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {
 mod tests {
     use super::*;
 
+    fn config(data_dir: &Path) -> BrokerConfig {
+        BrokerConfig {
+            data_dir: data_dir.to_path_buf(),
+            admin_password: Some("a-long-enough-password".into()),
+            ..BrokerConfig::default()
+        }
+    }
+
+    fn topic_spec(name: &str, partitions: u32) -> TopicSpec {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            retention_ms: None,
+            retention_bytes: None,
+            durability: crate::config::Durability::Fsync,
+        }
+    }
+
     #[test]
     fn a_second_broker_on_one_data_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            admin_password: Some("a-long-enough-password".into()),
-            ..BrokerConfig::default()
-        };
+        let config = config(dir.path());
         let (first, _) = Broker::open(config.clone()).unwrap();
         let second = Broker::open(config.clone());
         assert!(
@@ -474,22 +489,9 @@ mod tests {
     #[test]
     fn unfinished_creates_are_removed_and_damaged_directories_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            admin_password: Some("a-long-enough-password".into()),
-            ..BrokerConfig::default()
-        };
+        let config = config(dir.path());
         let (broker, _) = Broker::open(config.clone()).unwrap();
-        let topic = broker
-            .create_topic(TopicSpec {
-                name: "t".into(),
-                partitions: 2,
-                replication_factor: 1,
-                retention_ms: None,
-                retention_bytes: None,
-                durability: crate::config::Durability::Fsync,
-            })
-            .unwrap();
+        let topic = broker.create_topic(topic_spec("t", 2)).unwrap();
         topic
             .subscribe("s", crate::subscription::StartAt::Earliest, false)
             .unwrap();
@@ -545,24 +547,13 @@ mod tests {
         use log_engine::Offset;
 
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            admin_password: Some("a-long-enough-password".into()),
-            ..BrokerConfig::default()
-        };
+        let config = config(dir.path());
         let message = |v: &'static str| NewMessage {
             key: None,
             value: v.as_bytes().into(),
             headers: Vec::new(),
         };
-        let spec = TopicSpec {
-            name: "t".into(),
-            partitions: 1,
-            replication_factor: 1,
-            retention_ms: None,
-            retention_bytes: None,
-            durability: crate::config::Durability::Fsync,
-        };
+        let spec = topic_spec("t", 1);
         let (broker, _) = Broker::open(config.clone()).unwrap();
         let topic = broker.create_topic(spec).unwrap();
         for _ in 0..10 {
@@ -602,22 +593,9 @@ mod tests {
         use crate::subscription::StartAt;
 
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            admin_password: Some("a-long-enough-password".into()),
-            ..BrokerConfig::default()
-        };
+        let config = config(dir.path());
         let (broker, _) = Broker::open(config).unwrap();
-        let topic = broker
-            .create_topic(TopicSpec {
-                name: "t".into(),
-                partitions: 1,
-                replication_factor: 1,
-                retention_ms: None,
-                retention_bytes: None,
-                durability: crate::config::Durability::Fsync,
-            })
-            .unwrap();
+        let topic = broker.create_topic(topic_spec("t", 1)).unwrap();
         let queue = broker.create_queue(QueueSpec::new("q")).unwrap();
         // Requests that looked the names up before the deletes.
         broker.delete_topic("t").unwrap();

@@ -340,14 +340,7 @@ async fn a_retried_produce_with_the_same_idempotency_key_returns_the_first_answe
     assert_eq!(first, again);
     let other = produce("request-2").await;
     assert_ne!(first["offsets"], other["offsets"]);
-    let total: u64 = app
-        .broker
-        .topic("t")
-        .unwrap()
-        .partitions()
-        .iter()
-        .map(|p| p.end().0)
-        .sum();
+    let total = stored(&app, "t");
     assert_eq!(total, 6, "the retry appended nothing");
     // The same key for other messages: refused, nothing stored.
     let message = app
@@ -360,14 +353,7 @@ async fn a_retried_produce_with_the_same_idempotency_key_returns_the_first_answe
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
     assert!(message.contains("request-1"), "{message}");
-    let total: u64 = app
-        .broker
-        .topic("t")
-        .unwrap()
-        .partitions()
-        .iter()
-        .map(|p| p.end().0)
-        .sum();
+    let total = stored(&app, "t");
     assert_eq!(total, 6, "the refused request appended nothing");
     let too_long = "k".repeat(300);
     for key in ["", too_long.as_str()] {
@@ -380,4 +366,10 @@ async fn a_retried_produce_with_the_same_idempotency_key_returns_the_first_answe
         .await
         .expect_error(StatusCode::BAD_REQUEST, "bad_request");
     }
+}
+
+/// Messages stored in every partition of `topic`.
+fn stored(app: &TestApp, topic: &str) -> u64 {
+    let topic = app.broker.topic(topic).unwrap();
+    topic.partitions().iter().map(|p| p.end().0).sum()
 }
