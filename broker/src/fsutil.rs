@@ -87,6 +87,32 @@ pub fn remove_if_unfinished(dir: &Path, trash: &Path) -> Result<bool, BrokerErro
     Ok(true)
 }
 
+/// Checks that a topic or queue in `dir` still has the directory of each of its
+/// `partitions` (named by number): opening a missing one would make it anew, empty,
+/// and its messages would be gone without a word. Standalone only: in a cluster
+/// the node copies a missing partition from its leader again.
+pub fn check_partition_dirs(
+    dir: &Path,
+    partitions: u32,
+    clustered: bool,
+) -> Result<(), BrokerError> {
+    if clustered {
+        return Ok(());
+    }
+    for p in 0..partitions {
+        let partition = dir.join(p.to_string());
+        if !partition.is_dir() {
+            return Err(BrokerError::BadMetadata {
+                path: partition,
+                reason: "missing: the partition's messages are gone; restore the \
+                         directory, or delete the whole topic or queue directory"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Reads a JSON file of type `T`; `Ok(None)` when it does not exist.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, BrokerError> {
     match std::fs::read(path) {

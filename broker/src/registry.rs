@@ -617,4 +617,33 @@ mod tests {
             assert_eq!(code, Some(crate::error::ErrorCode::NotFound), "{what}");
         }
     }
+
+    #[test]
+    fn a_missing_partition_directory_is_refused_not_made_anew() {
+        for kind in ["topics", "queues"] {
+            let dir = tempfile::tempdir().unwrap();
+            let (broker, _) = Broker::open(config(dir.path())).unwrap();
+            match kind {
+                "topics" => drop(broker.create_topic(topic_spec("x", 2)).unwrap()),
+                _ => {
+                    let spec = QueueSpec {
+                        partitions: 2,
+                        ..QueueSpec::new("x")
+                    };
+                    drop(broker.create_queue(spec).unwrap());
+                }
+            }
+            broker.close().unwrap();
+            drop(broker);
+            let gone = dir.path().join(kind).join("x").join("1");
+            std::fs::remove_dir_all(&gone).unwrap();
+            let refused = Broker::open(config(dir.path()));
+            assert!(
+                matches!(&refused, Err(BrokerError::BadMetadata { path, reason })
+                    if *path == gone && reason.starts_with("missing")),
+                "{kind}: {refused:?}"
+            );
+            assert!(!gone.exists(), "{kind}: nothing was made anew");
+        }
+    }
 }

@@ -121,6 +121,7 @@ impl Topic {
                 path: path.clone(),
                 reason: "missing".into(),
             })?;
+        fsutil::check_partition_dirs(dir, spec.partitions, defaults.clustered)?;
         let topic = Self::open_partitions(dir, spec, defaults, idempotency_window_ms)?;
         let subs_dir = dir.join("subscriptions");
         if subs_dir.exists() {

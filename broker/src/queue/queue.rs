@@ -247,6 +247,7 @@ impl Queue {
                 path: path.clone(),
                 reason: e.message,
             })?;
+        fsutil::check_partition_dirs(dir, spec.partitions, defaults.clustered)?;
         let queue = Self::open_parts(dir, spec, defaults, idempotency_window_ms)?;
         queue.rebuild_idempotency();
         Ok(queue)
