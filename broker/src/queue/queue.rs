@@ -575,16 +575,27 @@ impl Queue {
             }
         }
         drop(doomed);
+        // A partition whose messages cannot be read (damaged data) does not fail the
+        // deliveries of the others: its leases run out and it is tried again; its
+        // error is the answer only when nothing else was delivered.
+        let mut failure = None;
         for (index, offsets) in leased {
-            self.read_deliveries(
+            let read = self.read_deliveries(
                 index,
                 &offsets,
                 deadline_ms,
                 receipt_key,
                 &mut pass.deliveries,
-            )?;
+            );
+            if let Err(error) = read {
+                tracing::warn!(queue = self.name(), partition = index, message = %error.message, "leased messages could not be read");
+                failure.get_or_insert(error);
+            }
         }
-        Ok(pass)
+        match failure {
+            Some(error) if pass.deliveries.is_empty() => Err(error),
+            _ => Ok(pass),
+        }
     }
 
     /// Moves the claimed messages of one partition to `dlq`; returns how many moved.

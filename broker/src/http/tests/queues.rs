@@ -406,3 +406,34 @@ async fn a_retried_send_with_the_same_idempotency_key_returns_the_first_ids() {
     .await
     .expect_error(StatusCode::NOT_FOUND, "not_found");
 }
+
+#[tokio::test]
+async fn a_damaged_message_does_not_fail_the_deliveries_of_other_partitions() {
+    let app = TestApp::start().await;
+    app.create_queue("jobs", json!({"partitions": 2})).await;
+    let ids = app.send_to_queue("jobs", &["first-job", "other-job"]).await;
+    let partitions: Vec<&str> = ids.iter().map(|id| id.split('-').next().unwrap()).collect();
+    assert_ne!(
+        partitions[0], partitions[1],
+        "one message per partition: {ids:?}"
+    );
+    // Damage the first job's stored value.
+    let dir = app
+        .broker
+        .data_dir()
+        .join("queues/jobs")
+        .join(partitions[0]);
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"first-job").unwrap();
+    bytes[at] = b'F';
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let got = receive(&app, "jobs", json!({"max": 10})).await;
+    let values: Vec<&str> = got.iter().map(|m| m["value"].as_str().unwrap()).collect();
+    assert_eq!(values, ["other-job"]);
+}
