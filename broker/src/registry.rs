@@ -409,6 +409,14 @@ impl<T> Catalog<T> {
     }
 }
 
+/// A random incarnation for a new topic or queue (never 0): it tells the new one from
+/// an earlier one of the same name.
+pub fn new_incarnation() -> Result<u64, ApiError> {
+    let mut bytes = [0u8; 8];
+    crate::auth::random::fill(&mut bytes).map_err(ApiError::internal)?;
+    Ok(u64::from_le_bytes(bytes).max(1))
+}
+
 /// Takes the exclusive lock of the data directory (`<data>/.lock`).
 fn lock_data_dir(data: &Path) -> Result<std::fs::File, BrokerError> {
     let path = data.join(".lock");
@@ -466,6 +474,7 @@ mod tests {
             retention_ms: None,
             retention_bytes: None,
             durability: crate::config::Durability::Fsync,
+            incarnation: 0,
         }
     }
 

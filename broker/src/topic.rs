@@ -35,6 +35,12 @@ pub struct TopicSpec {
     pub retention_bytes: Option<u64>,
     /// When produces are answered.
     pub durability: Durability,
+    /// Tells this topic from an earlier one of the same name: random, chosen when
+    /// the topic is created, so that a cluster node that was away while the topic
+    /// was deleted and created again drops its copy of the earlier one. 0 for a
+    /// topic created before topics had one.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl TopicSpec {

@@ -994,21 +994,26 @@ impl ClusterNode {
     /// deleted.
     async fn materialize(&self, meta: &Metadata) {
         for ((kind, name), log) in &meta.logs {
-            let exists = match kind {
-                LogKind::Topic => self.broker.topic(name).is_ok(),
-                LogKind::Queue => match self.broker.find_queue(name) {
-                    Some(queue) if !is_queue_of(&queue, log) => {
-                        // Deleted and created again while this node was away: the
-                        // local copy is the earlier queue's.
-                        self.stop_fetchers(LogKind::Queue, name).await;
-                        if let Err(error) = self.broker.delete_queue(name) {
-                            tracing::warn!(%error, queue = name, "cannot delete an earlier queue's copy");
-                            continue;
-                        }
-                        false
+            let local = match kind {
+                LogKind::Topic => self.broker.topic(name).ok().map(|t| t.spec.incarnation),
+                LogKind::Queue => self.broker.find_queue(name).map(|q| q.spec.incarnation),
+            };
+            let exists = match local {
+                Some(incarnation) if !is_incarnation_of(incarnation, log) => {
+                    // Deleted and created again while this node was away: the local
+                    // copy is the earlier one's.
+                    self.stop_fetchers(*kind, name).await;
+                    let deleted = match kind {
+                        LogKind::Topic => self.broker.delete_topic(name),
+                        LogKind::Queue => self.broker.delete_queue(name),
+                    };
+                    if let Err(error) = deleted {
+                        tracing::warn!(%error, kind = ?kind, name, "cannot delete the copy of an earlier one");
+                        continue;
                     }
-                    found => found.is_some(),
-                },
+                    false
+                }
+                found => found.is_some(),
             };
             if exists {
                 continue;
@@ -1319,14 +1324,14 @@ fn ignore_no_node(result: Result<(), CoordError>) -> Result<(), CoordError> {
     }
 }
 
-/// Whether the local `queue` is the one `log` assigns (same incarnation).
-fn is_queue_of(queue: &crate::queue::Queue, log: &LogMeta) -> bool {
+/// Whether a local topic or queue of `incarnation` is the one `log` assigns.
+fn is_incarnation_of(incarnation: u64, log: &LogMeta) -> bool {
     let assigned = log
         .assignment
         .spec
         .get("incarnation")
         .and_then(|v| v.as_u64());
-    assigned.unwrap_or(0) == queue.spec.incarnation
+    assigned.unwrap_or(0) == incarnation
 }
 
 #[cfg(test)]
@@ -1398,6 +1403,7 @@ mod tests {
             retention_ms: None,
             retention_bytes: None,
             durability: crate::config::Durability::Fsync,
+            incarnation: 0,
         })
         .unwrap()
     }
@@ -1472,6 +1478,46 @@ mod tests {
         new.node.delete(LogKind::Topic, "t").await.unwrap();
         eventually("no node keeps a copy", || {
             nodes.iter().all(|n| n.node.broker().topic("t").is_err())
+        })
+        .await;
+        for n in &nodes {
+            n.stop.send_replace(true);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_copy_of_an_earlier_topic_of_the_same_name_is_replaced() {
+        let tree = MemoryCoordination::new_tree();
+        let nodes = two_members(&tree).await;
+        let mut spec = topic_spec("t", 2, 2);
+        spec["incarnation"] = serde_json::json!(1);
+        nodes[0]
+            .node
+            .create(LogKind::Topic, "t", spec, 2, 2)
+            .await
+            .unwrap();
+        let incarnations = || {
+            nodes
+                .iter()
+                .map(|n| n.node.broker().topic("t").map_or(0, |t| t.spec.incarnation))
+                .collect::<Vec<_>>()
+        };
+        eventually("both nodes hold the topic", || incarnations() == [1, 1]).await;
+
+        // What a node that was away finds: the name assigned to a topic created
+        // again (deleted and made anew while it was down).
+        let coord = &nodes[0].session;
+        let path = layout::log_path(LogKind::Topic, "t");
+        let (data, version) = coord.get(&path, false).await.unwrap().unwrap();
+        let mut assignment: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        assignment["spec"]["incarnation"] = serde_json::json!(2);
+        let data = serde_json::to_vec(&assignment).unwrap();
+        coord.set(&path, data, version).await.unwrap();
+        for n in &nodes {
+            n.node.nudge();
+        }
+        eventually("both nodes replaced their copies", || {
+            incarnations() == [2, 2]
         })
         .await;
         for n in &nodes {

@@ -307,7 +307,7 @@ pub async fn create_queue(
         durability: req
             .durability
             .map_or(app.broker.config.durability, Into::into),
-        incarnation: QueueSpec::new_incarnation()?,
+        incarnation: crate::registry::new_incarnation()?,
     };
     // The values first (400), the right then (403), as for topics.
     spec.validate(u32::MAX)?;

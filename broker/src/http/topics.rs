@@ -259,6 +259,7 @@ pub async fn create_topic(
         durability: req
             .durability
             .map_or(app.broker.config.durability, Into::into),
+        incarnation: crate::registry::new_incarnation()?,
     };
     // The values first (400), the right then (403); the replication factor against
     // the nodes there are is the create's own check.

@@ -76,13 +76,6 @@ impl QueueSpec {
         }
     }
 
-    /// A random incarnation for a new queue (never 0).
-    pub fn new_incarnation() -> Result<u64, ApiError> {
-        let mut bytes = [0u8; 8];
-        crate::auth::random::fill(&mut bytes).map_err(ApiError::internal)?;
-        Ok(u64::from_le_bytes(bytes).max(1))
-    }
-
     /// Checks the settings; `nodes` is the size of the cluster.
     pub fn validate(&self, nodes: u32) -> Result<(), ApiError> {
         names::validate("queue", &self.name)?;
