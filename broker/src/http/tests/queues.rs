@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::support::{TestApp, req};
+use super::support::{TestApp, damage_stored_value, req};
 
 async fn receive(app: &TestApp, queue: &str, body: Value) -> Vec<Value> {
     app.post(&format!("/v1/queues/{queue}/receive"), body)
@@ -417,21 +417,12 @@ async fn a_damaged_message_does_not_fail_the_deliveries_of_other_partitions() {
         partitions[0], partitions[1],
         "one message per partition: {ids:?}"
     );
-    // Damage the first job's stored value.
-    let dir = app
+    let partition = app
         .broker
         .data_dir()
         .join("queues/jobs")
         .join(partitions[0]);
-    let segment = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "log"))
-        .unwrap();
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let at = bytes.windows(9).position(|w| w == b"first-job").unwrap();
-    bytes[at] = b'F';
-    std::fs::write(&segment, &bytes).unwrap();
+    damage_stored_value(&partition, b"first-job");
 
     let got = receive(&app, "jobs", json!({"max": 10})).await;
     let values: Vec<&str> = got.iter().map(|m| m["value"].as_str().unwrap()).collect();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::support::TestApp;
+use super::support::{TestApp, damage_stored_value};
 
 fn values(pulled: &Value) -> Vec<String> {
     pulled["messages"]
@@ -351,17 +351,7 @@ async fn a_damaged_batch_is_never_served_and_the_error_says_where() {
     app.post("/v1/topics/t/subscriptions", json!({"name": "s"}))
         .await
         .expect(StatusCode::CREATED);
-    // Flip one byte of the third message's value in its segment file.
-    let partition = app.broker.data_dir().join("topics/t/0");
-    let segment = std::fs::read_dir(&partition)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "log"))
-        .unwrap();
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let at = bytes.windows(11).position(|w| w == b"third-value").unwrap();
-    bytes[at] = b'T';
-    std::fs::write(&segment, &bytes).unwrap();
+    damage_stored_value(&app.broker.data_dir().join("topics/t/0"), b"third-value");
 
     let pulled = app
         .get("/v1/topics/t/subscriptions/s/messages?max=10")

@@ -281,3 +281,17 @@ impl Resp {
         message.to_owned()
     }
 }
+
+/// Flips one byte of `value` where a segment file of the partition in `dir` stores
+/// it, as damage on the disk would.
+pub fn damage_stored_value(dir: &std::path::Path, value: &[u8]) {
+    let segment = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.windows(value.len()).position(|w| w == value).unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(&segment, &bytes).unwrap();
+}
