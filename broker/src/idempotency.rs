@@ -20,7 +20,7 @@ use log_engine::{Offset, TimestampMs};
 use tokio::sync::Notify;
 
 use crate::error::ApiError;
-use crate::message::now_ms;
+use crate::message::{NewMessage, now_ms};
 
 /// An `Idempotency-Key` with the fingerprint of its request's messages
 /// ([`crate::message::fingerprint`]).
@@ -30,6 +30,17 @@ pub struct RequestKey<'a> {
     pub key: &'a str,
     /// The fingerprint of the request's messages.
     pub fingerprint: u32,
+}
+
+impl<'a> RequestKey<'a> {
+    /// The request key of `messages` sent with `key`, if any (the fingerprint is
+    /// computed only then).
+    pub fn of(key: Option<&'a str>, messages: &[NewMessage<'_>]) -> Option<RequestKey<'a>> {
+        key.map(|key| RequestKey {
+            key,
+            fingerprint: crate::message::fingerprint(messages),
+        })
+    }
 }
 
 /// The longest key accepted.

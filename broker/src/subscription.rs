@@ -150,6 +150,7 @@ impl Subscription {
         partitions: Vec<Arc<Partition>>,
     ) -> Result<Subscription, BrokerError> {
         let mut next = Vec::with_capacity(partitions.len());
+        let mut moved_back = false;
         for (i, p) in partitions.iter().enumerate() {
             let Some(cursor) = cursors.get(&cursor_name(i)) else {
                 next.push(p.start());
@@ -167,9 +168,12 @@ impl Subscription {
                     "a committed offset past the log end moved back to the end"
                 );
                 cursors.commit(&cursor_name(i), p.end())?;
-                cursors.flush()?;
+                moved_back = true;
             }
             next.push(cursor.offset.min(p.end()));
+        }
+        if moved_back {
+            cursors.flush()?;
         }
         Ok(Subscription {
             name: meta.name,

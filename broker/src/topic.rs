@@ -215,10 +215,7 @@ impl Topic {
         for m in messages {
             m.validate()?;
         }
-        let request = idempotency_key.map(|key| crate::idempotency::RequestKey {
-            key,
-            fingerprint: crate::message::fingerprint(messages),
-        });
+        let request = crate::idempotency::RequestKey::of(idempotency_key, messages);
         self.idempotency
             .run(request, |stored| async move {
                 crate::produce::append_routed(

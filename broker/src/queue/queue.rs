@@ -405,10 +405,7 @@ impl Queue {
         if let Some(key) = idempotency_key {
             IdempotencyWindow::validate_key(key)?;
         }
-        let request = idempotency_key.map(|key| crate::idempotency::RequestKey {
-            key,
-            fingerprint: crate::message::fingerprint(messages),
-        });
+        let request = crate::idempotency::RequestKey::of(idempotency_key, messages);
         self.idempotency
             .run(request, |stored| async move {
                 crate::produce::append_routed(
