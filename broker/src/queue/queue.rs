@@ -25,6 +25,9 @@
 //!   and counted. While a dead letter or a redrive is under way, its message is
 //!   *claimed* in memory so that no other receive takes it; a claim is not
 //!   journaled, and a crash simply leaves the message where it was.
+//! - A message whose stored bytes fail their checks is leased but not delivered, and
+//!   holds back no other; past `max_deliveries` it is dropped even with a
+//!   dead-letter queue (there is no readable copy to move), and logged.
 //! - Deliveries show the `mom.origin.*` headers of a dead letter (API.md: a dead
 //!   letter "keeps where it came from in headers"); every other reserved header
 //!   stays hidden. A redrive leaves them out of the message it sends back.
@@ -572,9 +575,11 @@ impl Queue {
             }
         }
         drop(doomed);
-        // A partition whose messages cannot be read (damaged data) does not fail the
-        // deliveries of the others: its leases run out and it is tried again; its
-        // error is the answer only when nothing else was delivered.
+        // A damaged message (its stored bytes fail their checks) is not delivered and
+        // does not hold back the others, of its partition or another: its lease runs
+        // out, it is tried again, and past `max_deliveries` it is dropped (it has no
+        // readable copy to dead-letter). Its error is the answer only when nothing
+        // else was delivered.
         let mut failure = None;
         for (index, offsets) in leased {
             let read = self.read_deliveries(
@@ -626,7 +631,7 @@ impl Queue {
             .get(index)
             .ok_or_else(|| ApiError::internal("dead letter from a missing partition"))?;
         let mut letters = Vec::with_capacity(claim.offsets.len());
-        read_records(partition, &claim.offsets, |record| {
+        let damaged = read_records(partition, &claim.offsets, |record| {
             let stored = StoredMessage::from_record(partition.id, &record);
             let so_far = deliveries.get(&record.offset).copied().unwrap_or(0);
             letters.push(DeadLetter {
@@ -645,11 +650,26 @@ impl Queue {
             Ok(())
         })?;
         dlq.append_dead_letters(&letters, now).await?;
-        let offsets: Vec<Offset> = letters.iter().map(|l| l.offset).collect();
+        // A damaged message has no readable copy to move: it is dropped, as without
+        // a dead-letter queue, and said so.
+        for lost in &damaged {
+            tracing::error!(queue = %self.name(), partition = partition.id, offset = %lost.offset, error = %lost.error.message, "a damaged message reached max_deliveries and is dropped: it cannot be dead-lettered");
+        }
+        let offsets: Vec<Offset> = letters
+            .iter()
+            .map(|l| l.offset)
+            .chain(damaged.iter().map(|d| d.offset))
+            .collect();
         let (moved, log) = self.record_done(
             index,
             &offsets,
-            |offset| Event::DeadLettered { offset },
+            |offset| {
+                if damaged.iter().any(|d| d.offset == offset) {
+                    Event::Dropped { offset }
+                } else {
+                    Event::DeadLettered { offset }
+                }
+            },
             now,
         )?;
         self.make_durable(vec![(index, log)]).await?;
@@ -710,7 +730,7 @@ impl Queue {
             .ok_or_else(|| ApiError::internal("delivery from a missing partition"))?;
         let delivery_of: BTreeMap<Offset, u32> = leased.iter().copied().collect();
         let offsets: Vec<Offset> = delivery_of.keys().copied().collect();
-        read_records(partition, &offsets, |record| {
+        let damaged = read_records(partition, &offsets, |record| {
             let delivery = delivery_of.get(&record.offset).copied().unwrap_or(1);
             let receipt = Receipt {
                 queue: self.name().to_owned(),
@@ -736,7 +756,12 @@ impl Queue {
                 delivery_count: delivery,
             });
             Ok(())
-        })
+        })?;
+        // The others were delivered; the pass logs the first damage.
+        damaged
+            .into_iter()
+            .next()
+            .map_or(Ok(()), |lost| Err(lost.error))
     }
 
     /// Fsyncs the journals of done events (partition index, journal) when the
@@ -946,13 +971,16 @@ impl Queue {
             .get(claim.partition)
             .ok_or_else(|| ApiError::internal("redrive from a missing partition"))?;
         let mut found: Vec<(Offset, String, NewMessage<'static>)> = Vec::new();
-        read_records(partition, &claim.offsets, |record| {
+        let damaged = read_records(partition, &claim.offsets, |record| {
             if let Some(origin) = message::reserved_header(&record, message::ORIGIN_QUEUE_HEADER) {
                 let origin = String::from_utf8_lossy(origin).into_owned();
                 found.push((record.offset, origin, to_new_message(&record)));
             }
             Ok(())
         })?;
+        for lost in damaged {
+            tracing::warn!(queue = self.name(), partition = partition.id, offset = %lost.offset, error = %lost.error.message, "a damaged dead letter stays where it is: it cannot be redriven");
+        }
         let key_prefix = redrive_key_prefix(self.name(), partition.id);
         let mut done = Vec::new();
         let mut failure = None;
@@ -1129,8 +1157,9 @@ fn read_records(
     partition: &Partition,
     offsets: &[Offset],
     mut f: impl FnMut(RecordRef<'_>) -> Result<(), ApiError>,
-) -> Result<(), ApiError> {
+) -> Result<Vec<Damaged>, ApiError> {
     let bound = partition.read_bound();
+    let mut damaged = Vec::new();
     let mut i = 0;
     while let Some(&want) = offsets.get(i) {
         if want < partition.start() || want >= partition.log.watermark(bound) {
@@ -1139,7 +1168,20 @@ fn read_records(
             continue;
         }
         let bytes = partition.read_bytes_for(offsets.len() - i);
-        let read = partition.log.read(want, bytes, bound)?;
+        let read = match partition.log.read(want, bytes, bound) {
+            Ok(read) => read,
+            // A read stops before a damaged batch, and a read from inside it fails:
+            // this message is damaged, the ones after it may not be.
+            Err(error @ log_engine::Error::CorruptBatch { .. }) => {
+                damaged.push(Damaged {
+                    offset: want,
+                    error: error.into(),
+                });
+                i += 1;
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
         let before = i;
         for record in read.records() {
             let record = record.map_err(ApiError::internal)?;
@@ -1159,7 +1201,14 @@ fn read_records(
             i += 1;
         }
     }
-    Ok(())
+    Ok(damaged)
+}
+
+/// A message whose stored bytes fail their checks: it cannot be delivered,
+/// dead-lettered or redriven.
+struct Damaged {
+    offset: Offset,
+    error: ApiError,
 }
 
 /// A dead letter as a new message for its origin queue: its key, value and

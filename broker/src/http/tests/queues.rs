@@ -428,3 +428,49 @@ async fn a_damaged_message_does_not_fail_the_deliveries_of_other_partitions() {
     let values: Vec<&str> = got.iter().map(|m| m["value"].as_str().unwrap()).collect();
     assert_eq!(values, ["other-job"]);
 }
+
+#[tokio::test]
+async fn a_damaged_message_holds_back_no_other_and_is_dropped_once_exhausted() {
+    let app = TestApp::start().await;
+    app.create_queue("jobs.dlq", json!({})).await;
+    app.create_queue(
+        "jobs",
+        json!({"visibility_timeout_ms": 50, "max_deliveries": 2, "dead_letter_queue": "jobs.dlq"}),
+    )
+    .await;
+    for value in ["before", "damaged", "after"] {
+        app.send_to_queue("jobs", &[value]).await;
+    }
+    damage_stored_value(&app.broker.data_dir().join("queues/jobs/0"), b"damaged");
+
+    let got = receive(&app, "jobs", json!({"max": 10})).await;
+    let values: Vec<&str> = got.iter().map(|m| m["value"].as_str().unwrap()).collect();
+    assert_eq!(values, ["before", "after"]);
+    let acked = app
+        .post("/v1/queues/jobs/ack", json!({"receipts": receipts(&got)}))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(acked["acked"], 2);
+
+    // Its second delivery: nothing else is there, so the damage is the answer.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    app.post("/v1/queues/jobs/receive", json!({}))
+        .await
+        .expect_error(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    // A third would exceed max_deliveries: with no readable copy to dead-letter, it
+    // is dropped and counted.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(
+        receive(&app, "jobs", json!({"wait_ms": 100}))
+            .await
+            .is_empty()
+    );
+    let jobs = app.get("/v1/queues/jobs").await.expect(StatusCode::OK);
+    assert_eq!(
+        (&jobs["depth"], &jobs["dropped"], &jobs["dead_lettered"]),
+        (&json!(0), &json!(1), &json!(0)),
+        "{jobs}"
+    );
+    let dlq = app.get("/v1/queues/jobs.dlq").await.expect(StatusCode::OK);
+    assert_eq!(dlq["depth"], 0, "{dlq}");
+}
