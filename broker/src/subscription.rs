@@ -153,6 +153,15 @@ impl Subscription {
         let mut moved_back = false;
         for (i, p) in partitions.iter().enumerate() {
             let Some(cursor) = cursors.get(&cursor_name(i)) else {
+                // Every partition's offset is committed when the subscription is
+                // created: its cursor file lost it. Reading again from the start
+                // delivers messages twice but skips none.
+                tracing::warn!(
+                    subscription = %meta.name,
+                    partition = i,
+                    log_start = p.start().0,
+                    "no committed offset (the cursor file lost it): the subscription reads the partition again from its start"
+                );
                 next.push(p.start());
                 continue;
             };
