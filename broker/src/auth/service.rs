@@ -360,6 +360,7 @@ impl Auth {
         next: UserTable,
     ) -> Result<bool, BrokerError> {
         let mut state = self.change.lock().unwrap_or_else(PoisonError::into_inner);
+        let _locked = store::lock(&self.users_path)?;
         let stamp = store::stamp(&self.users_path)?;
         if stamp.is_some() && stamp != state.loaded {
             if state.refused == Some(stamp) {
@@ -411,7 +412,9 @@ impl Auth {
         let mut state = self.change.lock().unwrap_or_else(PoisonError::into_inner);
         // Build on the newest file: a change made by another process since the
         // last load must not be undone by writing our older table over it. A
-        // missing file is written anew from the table in memory.
+        // missing file is written anew from the table in memory. The file lock
+        // keeps other processes from writing between this read and our write.
+        let _locked = store::lock(&self.users_path).map_err(ApiError::internal)?;
         let stamp = store::stamp(&self.users_path).map_err(ApiError::internal)?;
         if stamp.is_some() && stamp != state.loaded {
             self.reload(&mut state, stamp).map_err(ApiError::internal)?;

@@ -93,6 +93,32 @@ pub(crate) fn stamp(path: &Path) -> Result<Option<FileStamp>, BrokerError> {
     }
 }
 
+/// Holds the users file's lock, taken by [`lock`]; released when dropped.
+#[derive(Debug)]
+pub(crate) struct WriteLock {
+    _file: std::fs::File,
+}
+
+/// Takes the lock that every writer of the users file at `path` holds from
+/// reading the newest version to replacing it, so that two processes (a running
+/// broker and `broker user`/`broker acl` commands) never both build on one version
+/// and undo each other's change. An advisory `flock` on `users.lock` beside the
+/// file, released when the process ends however it ends; waits while another
+/// process holds it.
+pub(crate) fn lock(path: &Path) -> Result<WriteLock, BrokerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let lock_path = path.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| BrokerError::io(&lock_path, e))?;
+    file.lock().map_err(|e| BrokerError::io(&lock_path, e))?;
+    Ok(WriteLock { _file: file })
+}
+
 /// Replaces the users file at `path` with `table`.
 pub(crate) fn save(path: &Path, table: &UserTable) -> Result<(), BrokerError> {
     file::replace(path, &encode(path, table)?)

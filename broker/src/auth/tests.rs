@@ -476,6 +476,31 @@ fn concurrent_changes_are_all_kept() -> TestResult {
 }
 
 #[test]
+fn concurrent_changes_of_separate_processes_are_all_kept() -> TestResult {
+    // Each `Auth` is what one process holds (`broker serve`, `broker acl grant`):
+    // its own table and its own in-process lock; only the file lock orders them.
+    let dir = tempfile::tempdir()?;
+    open(dir.path()).add_user("bob", "pw", false)?;
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let auth = open(dir.path());
+            std::thread::spawn(move || {
+                (0..5).try_for_each(|j| {
+                    let grant =
+                        Grant::new(ResourceKind::Topic, format!("t{i}-{j}"), Action::Produce);
+                    auth.grant("bob", grant)
+                })
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap()?;
+    }
+    assert_eq!(open(dir.path()).user("bob").unwrap().grants.len(), 40);
+    Ok(())
+}
+
+#[test]
 fn another_processes_changes_are_reloaded() -> TestResult {
     let dir = tempfile::tempdir()?;
     let server = open(dir.path());
