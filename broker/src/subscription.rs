@@ -218,14 +218,19 @@ impl Subscription {
         sink: &mut S,
     ) -> Result<usize, ApiError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut first = true;
         loop {
             let snapshot = {
                 let mut positions = self.positions.lock().await;
+                if self.auto_commit && std::mem::take(&mut first) {
+                    // A reader coming back for more has handled what the pulls
+                    // before returned: commit up to there, as Kafka's auto-commit
+                    // does at each poll. A crash then delivers the last pull again
+                    // instead of skipping it (at least once, not at most once).
+                    self.commit_changed(&positions.next)?;
+                }
                 let taken = self.collect(&mut positions, max, sink)?;
                 if taken > 0 || tokio::time::Instant::now() >= deadline {
-                    if self.auto_commit && taken > 0 {
-                        self.commit_positions(&positions.next)?;
-                    }
                     return Ok(taken);
                 }
                 positions.next.clone()
@@ -280,6 +285,20 @@ impl Subscription {
             Some(error) if taken == 0 => Err(error),
             _ => Ok(taken),
         }
+    }
+
+    /// Commits the offsets of `next` that differ from the committed ones, so that an
+    /// idle reader's long polls write nothing.
+    fn commit_changed(&self, next: &[Offset]) -> Result<(), ApiError> {
+        for (i, offset) in next.iter().enumerate() {
+            let name = cursor_name(i);
+            if self.cursors.get(&name).map(|c| c.offset) != Some(*offset) {
+                self.cursors
+                    .commit(&name, *offset)
+                    .map_err(ApiError::internal)?;
+            }
+        }
+        Ok(())
     }
 
     fn commit_positions(&self, next: &[Offset]) -> Result<(), ApiError> {

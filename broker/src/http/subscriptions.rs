@@ -415,6 +415,8 @@ pub async fn pull(
         )));
     }
     let (topic, sub) = subscription(&app, &caller, &topic, &sub)?;
+    // In a cluster, an auto-commit the pull makes is written to ZooKeeper after it.
+    let shared = (sub.auto_commit && app.cluster.node().is_some()).then(|| sub.committed());
     let mut answer = PulledJson::new(max as usize, VALUE_BYTES_GUESS);
     // A shutdown ends a parked poll at once (a pull that is cut short has taken
     // nothing: it moves positions only after its last wait).
@@ -424,9 +426,8 @@ pub async fn pull(
         }
         () = app.broker.shutting_down() => answer = PulledJson::new(0, 0),
     }
-    if sub.auto_commit
-        && answer.count() > 0
-        && let Some(node) = app.cluster.node()
+    if let (Some(before), Some(node)) = (shared, app.cluster.node())
+        && sub.committed() != before
     {
         node.put_subscription(topic.name(), &sub).await?;
     }
