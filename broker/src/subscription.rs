@@ -269,6 +269,17 @@ impl Subscription {
             else {
                 continue;
             };
+            if *next < partition.start() {
+                tracing::warn!(
+                    subscription = %self.name,
+                    partition = index,
+                    position = next.0,
+                    log_start = partition.start().0,
+                    skipped = partition.start().0 - next.0,
+                    "retention removed messages this subscription had not read: it goes on at the log start"
+                );
+                *next = partition.start();
+            }
             match read_partition(partition, next, max - taken, sink) {
                 Ok(n) => taken += n,
                 Err(Partial { taken: n, error }) => {
@@ -345,11 +356,13 @@ impl Subscription {
             .enumerate()
             .map(|(i, p)| {
                 let end = p.end();
+                // As committed, also below the log start when retention removed
+                // messages the subscription never read: the lag counts them, as
+                // Kafka's does, until a pull and a commit go past them.
                 let committed = self
                     .cursors
                     .get(&cursor_name(i))
-                    .map_or(p.start(), |c| c.offset)
-                    .max(p.start());
+                    .map_or(p.start(), |c| c.offset);
                 PartitionOffsets {
                     partition: i as u32,
                     committed,
@@ -452,9 +465,6 @@ fn read_partition<S: PullSink>(
     sink: &mut S,
 ) -> Result<usize, Partial> {
     let mut taken = 0;
-    if *next < partition.start() {
-        *next = partition.start();
-    }
     let bound = partition.read_bound();
     let failed = |taken, error: ApiError| Partial { taken, error };
     while taken < max && *next < partition.log.watermark(bound) {

@@ -359,6 +359,44 @@ async fn auto_commit_commits_what_the_pulls_before_returned() {
 }
 
 #[tokio::test]
+async fn a_subscription_behind_retention_goes_on_at_the_log_start_and_counts_what_it_missed() {
+    let app = TestApp::start_with(|c| c.segment_bytes = 4096).await;
+    app.create_topic("t", json!({"retention_bytes": 4096}))
+        .await;
+    app.post("/v1/topics/t/subscriptions", json!({"name": "s"}))
+        .await
+        .expect(StatusCode::CREATED);
+    let value = "v".repeat(1000);
+    for _ in 0..20 {
+        app.produce("t", &[&value]).await;
+    }
+    let first = app
+        .get("/v1/topics/t/subscriptions/s/messages?max=2")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(first["messages"].as_array().unwrap().len(), 2);
+    app.broker.topic("t").unwrap().maintain().unwrap();
+    let described = app.get("/v1/topics/t").await.expect(StatusCode::OK);
+    let start = described["partitions"][0]["log_start_offset"]
+        .as_u64()
+        .unwrap();
+    assert!(start > 2, "retention removed unread messages: {described}");
+
+    // The commit stays where it was, and the lag counts the removed messages.
+    let offsets = app
+        .get("/v1/topics/t/subscriptions/s/offsets")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(offsets["offsets"][0]["committed"], 0, "{offsets}");
+    assert_eq!(offsets["offsets"][0]["lag"], 20, "{offsets}");
+    let next = app
+        .get("/v1/topics/t/subscriptions/s/messages?max=1")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(next["messages"][0]["offset"], start, "{next}");
+}
+
+#[tokio::test]
 async fn a_damaged_batch_is_never_served_and_the_error_says_where() {
     let app = TestApp::start().await;
     app.create_topic("t", json!({})).await;
