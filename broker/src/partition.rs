@@ -207,6 +207,13 @@ impl Partition {
                 "retry with the same Idempotency-Key",
             )
             .await?;
+        // The wait also ends when the log is closed (the topic or queue deleted).
+        if self.log.high_watermark() <= last {
+            return Err(log_engine::Error::Closed {
+                path: self.log.dir().to_path_buf(),
+            }
+            .into());
+        }
         // The high watermark also passes the records when the in-sync set shrinks
         // to fewer replicas than they need.
         self.replica.check_min_isr().map_err(|error| {

@@ -627,6 +627,40 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn long_polls_waiting_when_their_topic_or_queue_is_deleted_end_with_404() {
+        use crate::subscription::StartAt;
+        use std::time::{Duration, Instant};
+
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _) = Broker::open(config(dir.path())).unwrap();
+        let broker = std::sync::Arc::new(broker);
+        let topic = broker.create_topic(topic_spec("t", 2)).unwrap();
+        let sub = topic.subscribe("s", StartAt::Latest, false).unwrap();
+        let queue = broker.create_queue(QueueSpec::new("q")).unwrap();
+        let started = Instant::now();
+        let wait = Duration::from_secs(20);
+        let pull = tokio::spawn(async move { sub.pull(10, wait).await });
+        let receive =
+            tokio::spawn(async move { queue.receive(10, wait, None, &[0; 32], None).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        broker.delete_topic("t").unwrap();
+        broker.delete_queue("q").unwrap();
+        let pulled = pull.await.unwrap().map(|m| m.len());
+        let received = receive.await.unwrap().map(|d| d.len());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        for (what, code) in [
+            ("pull", pulled.err().map(|e| e.code)),
+            ("receive", received.err().map(|e| e.code)),
+        ] {
+            assert_eq!(code, Some(crate::error::ErrorCode::NotFound), "{what}");
+        }
+    }
+
     #[test]
     fn a_missing_partition_directory_is_refused_not_made_anew() {
         for kind in ["topics", "queues"] {

@@ -246,6 +246,12 @@ impl Subscription {
             {
                 return Ok(0);
             }
+            // A wait also ends when the topic is deleted (its logs closed).
+            if self.partitions.iter().any(|p| p.log.is_closed()) {
+                return Err(ApiError::not_found(
+                    "the topic was deleted while the pull waited",
+                ));
+            }
         }
     }
 

@@ -863,22 +863,28 @@ impl Log {
     }
 
     /// Waits until the watermark of `bound` passes `offset` (a record at `offset` is
-    /// readable). The future needs no particular runtime.
+    /// readable), or the log is closed ([`Log::is_closed`]): nothing more will come
+    /// then. The future needs no particular runtime.
     pub async fn wait_for(&self, offset: Offset, bound: ReadBound) {
         loop {
-            if self.watermark(bound) > offset {
+            if self.watermark(bound) > offset || self.is_closed() {
                 return;
             }
             let listener = self.changed.listen();
-            if self.watermark(bound) > offset {
+            if self.watermark(bound) > offset || self.is_closed() {
                 return;
             }
             listener.await;
         }
     }
 
-    /// Blocks the thread until a record at `offset` is readable within `bound`, or
-    /// `timeout` passes; true when it is readable.
+    /// Whether [`Log::close`] was called: appends are refused, and waits end.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Blocks the thread until a record at `offset` is readable within `bound`, the
+    /// log is closed, or `timeout` passes; true when it is readable.
     pub fn wait_for_blocking(&self, offset: Offset, bound: ReadBound, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -889,7 +895,7 @@ impl Log {
             if self.watermark(bound) > offset {
                 return true;
             }
-            if listener.wait_deadline(deadline).is_none() {
+            if self.is_closed() || listener.wait_deadline(deadline).is_none() {
                 return self.watermark(bound) > offset;
             }
         }
@@ -1071,6 +1077,8 @@ impl Log {
         self.flush()?;
         let writer = self.lock_writer();
         self.closed.store(true, Ordering::Release);
+        // Waiters for new records stop waiting: none will come.
+        self.changed.notify(usize::MAX);
         writer.active.seal()?;
         // Without the rate limit: this is the last chance, and the clean-shutdown
         // marker may not get written.

@@ -1,5 +1,6 @@
 //! A reader waiting for new data wakes as soon as it is appended, without a runtime
-//! of the log's own, and times out when nothing comes.
+//! of the log's own, times out when nothing comes, and stops waiting when the log is
+//! closed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -71,4 +72,34 @@ fn waiters_wake_on_append_and_time_out_without_one() {
     );
     log.set_high_watermark(Offset(2));
     waiter.join().unwrap();
+}
+
+#[test]
+fn closing_the_log_ends_every_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
+    let waiting = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || block_on(log.wait_for(Offset(0), ReadBound::LogEnd)))
+    };
+    let blocking = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            log.wait_for_blocking(Offset(0), ReadBound::LogEnd, Duration::from_secs(60))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!waiting.is_finished() && !blocking.is_finished());
+    let closed = Instant::now();
+    log.close().unwrap();
+    assert!(log.is_closed());
+    waiting.join().unwrap();
+    assert!(!blocking.join().unwrap(), "nothing became readable");
+    assert!(
+        closed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        closed.elapsed()
+    );
+    // A wait that starts after the close ends at once.
+    block_on(log.wait_for(Offset(0), ReadBound::LogEnd));
 }

@@ -491,6 +491,12 @@ impl Queue {
                 () = &mut notified => {}
                 () = new_data => {}
             }
+            // A wait also ends when the queue is deleted (its logs closed).
+            if self.partitions.iter().any(|p| p.log.is_closed()) {
+                return Err(ApiError::not_found(
+                    "the queue was deleted while the receive waited",
+                ));
+            }
         }
     }
 
