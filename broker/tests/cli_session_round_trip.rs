@@ -1,7 +1,8 @@
 //! One operator and one user session against a real `broker serve`: a user
 //! added to the running broker's data directory can log in within a second;
 //! the token is saved with mode 0600; topic create, produce from stdin, consume
-//! with commit and bench all work through the saved login; errors read as
+//! with commit (resuming at the committed offsets) and bench all work through the
+//! saved login; errors read as
 //! sentences; and removing the user locks its token out.
 
 mod cli_support;
@@ -96,6 +97,36 @@ fn cli_operator_and_user_commands_work_against_a_running_broker() -> TestResult 
         .filter_map(|o| o["committed"].as_u64())
         .sum();
     assert_eq!(committed, 3, "{offsets}");
+
+    // A reader that pulled without committing (and died, say) leaves the broker's
+    // position past what it never handled; the next consumer starts at the commit.
+    sandbox
+        .run(&["produce", "cli.orders", "--key", "k"], "fourth\nfifth\n")?
+        .ok()?;
+    let peeked = sandbox
+        .run(
+            &[
+                "consume",
+                "cli.orders",
+                "--subscription",
+                "s1",
+                "--max",
+                "1",
+            ],
+            "",
+        )?
+        .ok()?;
+    assert_eq!(peeked.stdout, "fourth\n");
+    let resumed = sandbox
+        .run(
+            &["consume", "cli.orders", "--subscription", "s1", "--commit"],
+            "",
+        )?
+        .ok()?;
+    assert_eq!(
+        resumed.stdout, "fourth\nfifth\n",
+        "resumed at the committed offsets"
+    );
 
     let missing = sandbox.run(&["topic", "describe", "cli.nope"], "")?;
     assert!(!missing.status.success());

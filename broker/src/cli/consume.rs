@@ -3,9 +3,11 @@
 //!
 //! Without `--follow` it pulls until the subscription has nothing more (or
 //! `--max` is reached) and exits. With `--follow` it long-polls until Ctrl-C.
-//! Offsets are committed only after the messages are printed (`--commit`,
-//! always in follow mode): a consumer that dies before printing gets the same
-//! messages again on its next run, never loses them.
+//! It starts at the subscription's committed offsets, as a Kafka consumer that
+//! joins its group does (the broker's in-memory position may be past messages
+//! that a reader pulled and never handled). Offsets are committed only after the
+//! messages are printed (`--commit`, always in follow mode): a consumer that dies
+//! before printing gets the same messages again on its next run, never loses them.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -26,8 +28,7 @@ use super::output;
 /// The most messages one pull asks for.
 pub const PULL_MAX: u64 = 1000;
 
-/// The longest long poll the broker is asked for.
-const WAIT_MS_MAX: u64 = 60_000;
+use crate::http::WAIT_MS_MAX;
 
 /// `broker consume`.
 #[derive(Debug, Args)]
@@ -123,6 +124,7 @@ async fn consume(api: &Api, args: &ConsumeArgs) -> anyhow::Result<()> {
     if args.create {
         create_subscription(api, topic, sub, args.from).await?;
     }
+    resume_from_committed(api, topic, sub).await?;
     let commit = args.commit || args.follow;
     let wait_ms = if args.follow { args.wait_ms } else { 0 };
     let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
@@ -216,6 +218,28 @@ pub fn commit_body(messages: &[Value]) -> Value {
         .map(|(partition, offset)| json!({"partition": partition, "offset": offset}))
         .collect();
     json!({ "offsets": offsets })
+}
+
+/// Moves the subscription's position back to its committed offsets, partition by
+/// partition.
+async fn resume_from_committed(api: &Api, topic: &str, sub: &str) -> anyhow::Result<()> {
+    let base = format!("/v1/topics/{topic}/subscriptions/{sub}");
+    let offsets = api.get(&format!("{base}/offsets")).await?;
+    for entry in output::array(&offsets, "offsets")? {
+        let partition = entry.get("partition").and_then(Value::as_u64);
+        let committed = entry.get("committed").and_then(Value::as_u64);
+        let (Some(partition), Some(committed)) = (partition, committed) else {
+            anyhow::bail!(
+                "the broker's answer about committed offsets has no partition or offset: {entry}"
+            );
+        };
+        api.post(
+            &format!("{base}/seek"),
+            &json!({"partition": partition, "offset": committed}),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn commit_offsets(

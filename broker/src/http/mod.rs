@@ -42,6 +42,8 @@ pub mod route;
 mod subscriptions;
 mod topics;
 
+pub use subscriptions::WAIT_MS_MAX;
+
 #[cfg(test)]
 mod tests;
 
