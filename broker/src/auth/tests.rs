@@ -107,10 +107,12 @@ fn files_are_created_with_mode_0600() -> TestResult {
     auth.add_user("bob", "pw", false)?;
     assert_eq!(mode(&data.join(USERS_FILE_NAME)), SECRET_FILE_MODE);
     assert_eq!(mode(&data.join(SECRET_FILE_NAME)), SECRET_FILE_MODE);
+    let lock = data.join(USERS_FILE_NAME).with_extension("lock");
+    assert_eq!(mode(&lock), SECRET_FILE_MODE);
     let names: Vec<_> = fs::read_dir(&data)?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()?;
-    assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
+    assert_eq!(names.len(), 3, "no temporary file is left: {names:?}");
     Ok(())
 }
 
