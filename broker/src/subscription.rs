@@ -384,10 +384,13 @@ impl Subscription {
         self.offsets().iter().map(|o| o.lag).sum()
     }
 
-    /// Moves the positions and commits them, so the move survives a restart.
+    /// Moves the positions and commits them, so the move survives a restart. A
+    /// seek of one partition moves and commits that one only: the others keep
+    /// their positions and their commits.
     pub async fn seek(&self, to: SeekTo) -> Result<(), ApiError> {
         let mut positions = self.positions.lock().await;
         let mut next = positions.next.clone();
+        let mut moved = Vec::with_capacity(next.len());
         for (i, p) in self.partitions.iter().enumerate() {
             let target = match to {
                 SeekTo::Earliest => p.start(),
@@ -402,6 +405,7 @@ impl Subscription {
             };
             if let Some(slot) = next.get_mut(i) {
                 *slot = target;
+                moved.push((i, target));
             }
         }
         if let SeekTo::Offset {
@@ -411,7 +415,11 @@ impl Subscription {
         {
             self.partition(id)?;
         }
-        self.commit_positions(&next)?;
+        for (i, offset) in moved {
+            self.cursors
+                .commit(&cursor_name(i), offset)
+                .map_err(ApiError::internal)?;
+        }
         self.cursors.flush().map_err(ApiError::internal)?;
         positions.next = next;
         Ok(())

@@ -320,6 +320,43 @@ async fn seek_moves_to_offsets_ends_and_times_and_refuses_anything_else() {
 }
 
 #[tokio::test]
+async fn a_seek_of_one_partition_leaves_the_others_commits_alone() {
+    let app = TestApp::start().await;
+    app.create_topic("t", json!({"partitions": 2})).await;
+    // Without keys, messages are spread over both partitions.
+    app.produce("t", &["a", "b", "c", "d"]).await;
+    app.post("/v1/topics/t/subscriptions", json!({"name": "s"}))
+        .await
+        .expect(StatusCode::CREATED);
+    let pulled = app
+        .get("/v1/topics/t/subscriptions/s/messages?max=10")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(values(&pulled).len(), 4);
+    app.post(
+        "/v1/topics/t/subscriptions/s/seek",
+        json!({"partition": 1, "offset": 1}),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let offsets = app
+        .get("/v1/topics/t/subscriptions/s/offsets")
+        .await
+        .expect(StatusCode::OK);
+    let committed: Vec<&Value> = offsets["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["committed"])
+        .collect();
+    assert_eq!(
+        committed,
+        [&json!(0), &json!(1)],
+        "partition 0's pull was not committed: {offsets}"
+    );
+}
+
+#[tokio::test]
 async fn auto_commit_commits_what_the_pulls_before_returned() {
     let app = TestApp::start().await;
     app.create_topic("t", json!({})).await;
