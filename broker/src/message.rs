@@ -43,6 +43,20 @@ pub struct NewMessage<'a> {
 }
 
 impl NewMessage<'_> {
+    /// The message with its own copies of what it borrowed.
+    pub fn into_owned(self) -> NewMessage<'static> {
+        let own = |s: Cow<'_, str>| Cow::Owned(s.into_owned());
+        NewMessage {
+            key: self.key.map(own),
+            value: Cow::Owned(self.value.into_owned()),
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(k, v)| (own(k), own(v)))
+                .collect(),
+        }
+    }
+
     /// Checks that the message uses no reserved header.
     pub fn validate(&self) -> Result<(), ApiError> {
         match self

@@ -80,6 +80,11 @@ impl Api {
         })
     }
 
+    /// The bearer token of the last login, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The base URL, `http://127.0.0.1:PORT`.
     pub fn base(&self) -> &str {
         &self.base

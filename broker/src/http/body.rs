@@ -188,6 +188,17 @@ pub fn new_messages(messages: Vec<MessageIn<'_>>) -> Result<Vec<NewMessage<'_>>,
         .collect()
 }
 
+/// Runs the append of a request that carries an `Idempotency-Key` to its end, even
+/// when the client goes away meanwhile (the request's future is dropped on a
+/// disconnect): dropped half-way, its records could be stored while the key's entry
+/// was forgotten, and the client's retry with the same key would store them again. A
+/// retry that comes while it runs waits for it, and gets its answer.
+pub async fn to_completion<T: Send + 'static>(
+    append: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(append).await.map_err(ApiError::internal)?
+}
+
 /// Key, value and header bytes of messages, for the byte counters.
 pub fn payload_bytes(messages: &[NewMessage<'_>]) -> u64 {
     messages

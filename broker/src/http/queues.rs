@@ -19,6 +19,7 @@ use super::{AppState, blocking};
 use crate::auth::{Action, Resource};
 use crate::cluster::layout::LogKind;
 use crate::error::{ApiError, ErrorBody};
+use crate::message::NewMessage;
 use crate::names;
 use crate::queue::{
     MAX_DELIVERIES_DEFAULT, Queue, QueueSpec, RECEIVE_MESSAGES_MAX, Receipt,
@@ -454,13 +455,18 @@ pub async fn send(
     let req = body.parse_messages(|messages| SendRequest { messages })?;
     let messages = body::new_messages(req.messages)?;
     let queue = lookup(&app, &caller, &name, Action::Produce)?;
-    let placement = queue.send(&messages, key.as_deref()).await?;
-    app.metrics.record_in(
-        Kind::Queue,
-        queue.name(),
-        messages.len(),
-        body::payload_bytes(&messages),
-    );
+    let (count, bytes) = (messages.len(), body::payload_bytes(&messages));
+    let placement = match key {
+        None => queue.send(&messages, None).await?,
+        Some(key) => {
+            let messages: Vec<NewMessage<'static>> =
+                messages.into_iter().map(NewMessage::into_owned).collect();
+            let queue = Arc::clone(&queue);
+            body::to_completion(async move { queue.send(&messages, Some(&key)).await }).await?
+        }
+    };
+    app.metrics
+        .record_in(Kind::Queue, queue.name(), count, bytes);
     let answer = SendResponse {
         ids: placement
             .iter()
@@ -471,7 +477,7 @@ pub async fn send(
     Ok(body::json_response(
         StatusCode::OK,
         &answer,
-        32 + 24 * messages.len(),
+        32 + 24 * count,
     ))
 }
 

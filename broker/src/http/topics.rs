@@ -16,6 +16,7 @@ use super::{AppState, blocking};
 use crate::auth::{Action, Resource};
 use crate::cluster::layout::LogKind;
 use crate::error::{ApiError, ErrorBody};
+use crate::message::NewMessage;
 use crate::names;
 use crate::topic::{Acks, Topic, TopicSpec};
 
@@ -403,13 +404,19 @@ pub async fn produce(
     let messages = body::new_messages(req.messages)?;
     let topic = lookup(&app, &caller, &name, Action::Produce)?;
     let acks: Acks = req.acks.unwrap_or_default().into();
-    let placement = topic.produce(&messages, acks, key.as_deref()).await?;
-    app.metrics.record_in(
-        Kind::Topic,
-        topic.name(),
-        messages.len(),
-        body::payload_bytes(&messages),
-    );
+    let (count, bytes) = (messages.len(), body::payload_bytes(&messages));
+    let placement = match key {
+        None => topic.produce(&messages, acks, None).await?,
+        Some(key) => {
+            let messages: Vec<NewMessage<'static>> =
+                messages.into_iter().map(NewMessage::into_owned).collect();
+            let topic = Arc::clone(&topic);
+            body::to_completion(async move { topic.produce(&messages, acks, Some(&key)).await })
+                .await?
+        }
+    };
+    app.metrics
+        .record_in(Kind::Topic, topic.name(), count, bytes);
     let durability = match acks {
         Acks::None => DurabilityOutcome::None,
         Acks::All | Acks::Leader => topic.spec.durability.into(),
