@@ -851,11 +851,15 @@ impl Queue {
         let mut room = false;
         for (index, receipts) in groups {
             let (_, mut cell) = self.partition(index)?;
-            let Cell { state, journal, .. } = &mut *cell;
+            let Cell {
+                state,
+                journal,
+                claimed,
+            } = &mut *cell;
             let mut seen = BTreeSet::new();
             let events: Vec<Event> = receipts
                 .iter()
-                .filter(|r| state.check_ack(r.offset, r.delivery) && seen.insert(r.offset))
+                .filter(|r| counts(state, claimed, r) && seen.insert(r.offset))
                 .map(|r| Event::Acked { offset: r.offset })
                 .collect();
             if events.is_empty() {
@@ -888,11 +892,15 @@ impl Queue {
         let mut nacked = 0;
         for (index, receipts) in groups {
             let (_, mut cell) = self.partition(index)?;
-            let Cell { state, journal, .. } = &mut *cell;
+            let Cell {
+                state,
+                journal,
+                claimed,
+            } = &mut *cell;
             let mut seen = BTreeSet::new();
             let events: Vec<Event> = receipts
                 .iter()
-                .filter(|r| state.check_ack(r.offset, r.delivery) && seen.insert(r.offset))
+                .filter(|r| counts(state, claimed, r) && seen.insert(r.offset))
                 .map(|r| Event::Nacked {
                     offset: r.offset,
                     delivery: r.delivery,
@@ -1159,6 +1167,14 @@ impl Cell {
 
 /// Calls `f` with the record at each of `offsets` (ascending) that the partition
 /// still holds.
+/// Whether an ack or nack of `receipt` counts: it is of the message's current
+/// delivery ([`State::check_ack`]), and the message is not being moved (to the
+/// dead-letter queue, or back from it by a redrive): the move is its next delivery,
+/// and an ack that counted meanwhile would leave it both acked and moved.
+fn counts(state: &State, claimed: &BTreeSet<Offset>, receipt: &Receipt) -> bool {
+    !claimed.contains(&receipt.offset) && state.check_ack(receipt.offset, receipt.delivery)
+}
+
 fn read_records(
     partition: &Partition,
     offsets: &[Offset],
@@ -1495,6 +1511,23 @@ mod tests {
         assert_eq!(queue.nack(&receipts(&first), 0).await.unwrap(), 0, "stale");
         assert_eq!(queue.nack(&receipts(&second), 0).await.unwrap(), 1);
         assert_eq!(receive(&queue, 1).await[0].delivery_count, 3);
+    }
+
+    #[tokio::test]
+    async fn an_ack_or_nack_of_a_message_being_moved_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = create(dir.path(), spec("jobs"));
+        queue.send(&[msg("a")], None).await.unwrap();
+        let got = receipts(&receive(&queue, 1).await);
+        let offset = got[0].offset;
+        // What a receive does while it moves the message to the dead-letter queue
+        // after its lease ran out (and a redrive, on a dead-letter queue).
+        queue.partition(0).unwrap().1.claimed.insert(offset);
+        assert_eq!(queue.ack(&got).await.unwrap(), 0);
+        assert_eq!(queue.nack(&got, 0).await.unwrap(), 0);
+        // A move that failed releases its claim: the receipt counts again.
+        queue.partition(0).unwrap().1.claimed.remove(&offset);
+        assert_eq!(queue.ack(&got).await.unwrap(), 1);
     }
 
     #[tokio::test]
