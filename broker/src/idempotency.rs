@@ -301,6 +301,36 @@ impl IdempotencyWindow {
         }
     }
 
+    /// Per partition (of `partitions`), the lowest offset of a message stored by a
+    /// request whose key is still within the window; `None` where there is none.
+    /// Records from there on must stay in the log: after a restart the window is
+    /// rebuilt from them, and a retry is recognised only if they are still there.
+    pub fn oldest_offsets(&self, partitions: usize, now: TimestampMs) -> Vec<Option<Offset>> {
+        let mut oldest: Vec<Option<Offset>> = vec![None; partitions];
+        let mut lower = |partition: u32, offset: Offset| {
+            if let Some(slot) = oldest.get_mut(partition as usize) {
+                *slot = Some(slot.map_or(offset, |o| o.min(offset)));
+            }
+        };
+        let inner = self.lock();
+        for entry in inner.entries.values() {
+            match entry {
+                Entry::Done(placement, at, _) if now - *at < self.window_ms => {
+                    for &(partition, offset) in placement.iter() {
+                        lower(partition, offset);
+                    }
+                }
+                Entry::Partial(stored, at, _) if now - *at < self.window_ms => {
+                    for &(partition, offset) in stored.values() {
+                        lower(partition, offset);
+                    }
+                }
+                _ => {}
+            }
+        }
+        oldest
+    }
+
     /// The window length in milliseconds.
     pub fn window_ms(&self) -> i64 {
         self.window_ms

@@ -1082,11 +1082,19 @@ impl Queue {
     /// and the recovery points their rate limit held back.
     /// Blocks on I/O: call it from a blocking context.
     pub fn maintain(&self) -> Result<(), BrokerError> {
+        let keyed = self
+            .idempotency
+            .oldest_offsets(self.partitions.len(), self.clock.now_ms());
         for (index, partition) in self.partitions.iter().enumerate() {
             let Some(mut cell) = self.cell(index) else {
                 continue;
             };
-            let floor = cell.state.floor();
+            // Messages sent with an Idempotency-Key stay on disk for the window,
+            // acked or not, so that a retry after a restart is still recognised.
+            let floor = match keyed.get(index).copied().flatten() {
+                Some(oldest) => cell.state.floor().min(oldest),
+                None => cell.state.floor(),
+            };
             let trim = cell.journal.take_trim();
             let journal = Arc::clone(cell.journal.log());
             drop(cell);
@@ -1851,5 +1859,42 @@ mod tests {
         let queue = Queue::open(&dir.path().join("jobs"), settings(4096), 60_000).unwrap();
         queue.send(&[msg("new")], None).await.unwrap();
         assert_eq!(values(&receive(&queue, 10).await), ["new"]);
+    }
+
+    #[tokio::test]
+    async fn messages_sent_with_a_key_stay_on_disk_for_the_window_so_a_retry_is_recognised() {
+        for window_ms in [60_000, 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("jobs");
+            let queue = Queue::create(&path, spec("jobs"), settings(4096), window_ms).unwrap();
+            let first = queue
+                .send(&[msg("charge 42")], Some("order-42"))
+                .await
+                .unwrap();
+            let body = "x".repeat(200);
+            for _ in 0..100 {
+                queue.send(&[msg(&body)], None).await.unwrap();
+            }
+            let got = receive(&queue, 200).await;
+            assert_eq!(queue.ack(&receipts(&got)).await.unwrap(), 101);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            queue.maintain().unwrap();
+            let start = queue.stats().partitions[0].start;
+            queue.close().unwrap();
+            drop(queue);
+            if window_ms == 1 {
+                assert!(start > Offset(0), "past the window the space goes: {start}");
+                continue;
+            }
+            assert_eq!(start, Offset(0), "the keyed message's segment stays");
+            // A crash, then the client's retry: recognised, nothing sent again.
+            let queue = Queue::open(&path, settings(4096), window_ms).unwrap();
+            let again = queue
+                .send(&[msg("charge 42")], Some("order-42"))
+                .await
+                .unwrap();
+            assert_eq!(again, first);
+            assert_eq!(queue.stats().depth, 0);
+        }
     }
 }
