@@ -11,6 +11,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use log_engine::{Error, Log, LogConfig, ManualClock, Offset, ReadBound, Record};
 
@@ -347,6 +348,15 @@ fn appends_and_reads_racing_retention_keep_the_offsets() -> TestResult {
         log.set_high_watermark(info.next_offset());
         if i % 50 == 0 {
             log.flush()?;
+        }
+        if i % 100 == 99 {
+            // Now and then the appender waits for a pass to delete everything, so
+            // that rolls happen however the threads are scheduled.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while log.log_start_offset() < info.next_offset() {
+                assert!(Instant::now() < deadline, "retention never caught up");
+                std::thread::yield_now();
+            }
         }
     }
     done.store(true, Ordering::Release);
