@@ -20,6 +20,20 @@ const READ_BYTES_MIN: usize = 16 << 10;
 const READ_BYTES_MAX: usize = 4 << 20;
 /// Bytes read per message wanted while the log holds none to measure.
 const READ_BYTES_PER_MESSAGE_UNKNOWN: usize = 512;
+/// The shortest age at which a partition's active segment rolls: a short retention
+/// rolls a busy partition at most once a second, not on every append.
+const SEGMENT_AGE_MS_MIN: u64 = 1000;
+
+/// The age at which a partition's active segment rolls (on its next append): the
+/// retention by age, at least [`SEGMENT_AGE_MS_MIN`] and at most the log's default
+/// (7 days). Retention deletes whole segments, and the active segment only once its
+/// newest record expired; a partition that gets a message now and then would keep
+/// its oldest ones as long as the segment stays active. Rolled this often, no
+/// record outlives its retention by more than about the retention again.
+fn segment_age_ms(retention_ms: Option<u64>) -> u64 {
+    let default = LogConfig::default().segment_age_ms_max;
+    retention_ms.map_or(default, |ms| ms.clamp(SEGMENT_AGE_MS_MIN, default))
+}
 
 /// One partition of a topic or queue.
 #[derive(Debug)]
@@ -97,6 +111,7 @@ impl Partition {
     pub fn open(dir: &Path, id: u32, settings: &LogSettings) -> Result<Partition, BrokerError> {
         let config = LogConfig {
             segment_bytes_max: settings.segment_bytes,
+            segment_age_ms_max: segment_age_ms(settings.retention_ms),
             retention_ms_max: settings.retention_ms,
             retention_bytes_max: settings.retention_bytes,
             // The log never fsyncs on its own: `fsync` appends wait for a shared
@@ -269,5 +284,20 @@ impl Partition {
         messages
             .saturating_mul(per_message.saturating_add(per_message / 8))
             .clamp(READ_BYTES_MIN, READ_BYTES_MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_roll_at_the_retention_age_within_bounds() {
+        let week = LogConfig::default().segment_age_ms_max;
+        assert_eq!(segment_age_ms(None), week);
+        assert_eq!(segment_age_ms(Some(60_000)), 60_000);
+        assert_eq!(segment_age_ms(Some(1)), SEGMENT_AGE_MS_MIN);
+        assert_eq!(segment_age_ms(Some(0)), SEGMENT_AGE_MS_MIN);
+        assert_eq!(segment_age_ms(Some(u64::MAX)), week);
     }
 }

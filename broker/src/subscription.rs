@@ -483,10 +483,15 @@ fn read_partition<S: PullSink>(
     let failed = |taken, error: ApiError| Partial { taken, error };
     while taken < max && *next < partition.log.watermark(bound) {
         let bytes = partition.read_bytes_for(max - taken);
-        let read = partition
-            .log
-            .read(*next, bytes, bound)
-            .map_err(|e| failed(taken, e.into()))?;
+        let read = match partition.log.read(*next, bytes, bound) {
+            // Retention moved the start past `next` since it was checked: read on
+            // from the new start, as a pull that came a moment later would.
+            Err(log_engine::Error::OffsetOutOfRange { start, .. }) if *next < start => {
+                *next = start;
+                continue;
+            }
+            read => read.map_err(|e| failed(taken, e.into()))?,
+        };
         let before = *next;
         for record in read.records() {
             let record = record.map_err(|e| failed(taken, ApiError::internal(e)))?;

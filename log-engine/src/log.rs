@@ -903,14 +903,20 @@ impl Log {
 
     /// Removes every record at or after `offset` (for a follower whose tail diverged
     /// from its leader's). Cuts at the start of the batch holding `offset`, so the new
-    /// log end may be below `offset` when it falls inside a batch; returns it.
+    /// log end may be below `offset` when it falls inside a batch; returns it. Below
+    /// the log start (retention deleted what was there), the log starts over, empty,
+    /// at `offset`, as [`Log::reset_to`] does: the next append gets `offset`.
     pub fn truncate_to(&self, offset: Offset) -> Result<Offset> {
         self.check_writable()?;
         let mut writer = self.lock_writer();
         if offset >= self.log_end_offset() {
             return Ok(self.log_end_offset());
         }
-        let result = self.truncate_locked(&mut writer, offset);
+        let result = if offset < self.log_start_offset() {
+            self.reset_locked(&mut writer, offset).map(|()| offset)
+        } else {
+            self.truncate_locked(&mut writer, offset)
+        };
         let end = self.latch(result)?;
         drop(writer);
         self.changed.notify(usize::MAX);
@@ -1007,17 +1013,28 @@ impl Log {
     }
 
     /// Deletes the oldest segments that the retention limits (size and age, from the
-    /// configuration) no longer keep. Never deletes the active segment.
+    /// configuration) no longer keep, of those wholly below the high watermark.
+    ///
+    /// By age the active segment goes too, once its newest record is older than
+    /// `retention_ms_max` (as in Kafka): the log first rolls a new, empty active
+    /// segment at the log end, then deletes the old ones. The log end stays, the log
+    /// start becomes the log end, and the next append gets the offset it would have
+    /// had. An empty active segment never expires. By size the active segment stays.
+    ///
+    /// Nothing at or above the high watermark is deleted, so the log start never
+    /// passes it: a log that is not replicated keeps its high watermark at the log
+    /// end ([`Log::set_high_watermark`] after its appends), or retention keeps
+    /// everything appended since the log was opened.
     pub fn apply_retention(&self) -> Result<RetentionReport> {
         let now = self.clock.now_ms();
-        let config = &self.config;
+        let limits = retention::Limits {
+            bytes_max: self.config.retention_bytes_max,
+            ms_max: self.config.retention_ms_max,
+        };
+        // Read under the writer lock (the closure runs there): a truncation, which
+        // holds it, may lower the high watermark.
         self.delete_leading(|summaries| {
-            retention::expired_count(
-                summaries,
-                config.retention_bytes_max,
-                config.retention_ms_max,
-                now,
-            )
+            retention::expired_count(summaries, limits, now, self.high_watermark())
         })
     }
 
@@ -1027,11 +1044,14 @@ impl Log {
         self.delete_leading(|summaries| retention::below_count(summaries, offset))
     }
 
+    /// Deletes the oldest segments, as many as `count` answers from their summaries
+    /// (under the writer lock, so no append changes them meanwhile). When that is
+    /// every segment, a new active segment starts at the log end first.
     fn delete_leading(
         &self,
         count: impl FnOnce(&[SegmentSummary]) -> usize,
     ) -> Result<RetentionReport> {
-        let writer = self.lock_writer();
+        let mut writer = self.lock_writer();
         let segments = self.snapshot();
         let summaries: Vec<SegmentSummary> = segments
             .iter()
@@ -1041,7 +1061,7 @@ impl Log {
                 next_offset: s.next_offset(),
             })
             .collect();
-        let doomed = count(&summaries).min(segments.len().saturating_sub(1));
+        let doomed = count(&summaries).min(segments.len());
         let mut report = RetentionReport {
             log_start_offset: self.log_start_offset(),
             ..RetentionReport::default()
@@ -1049,21 +1069,79 @@ impl Log {
         if doomed == 0 {
             return Ok(report);
         }
-        self.remove_clean_marker()?;
+        let rolled = doomed == segments.len();
+        if rolled {
+            self.roll_for_retention(&mut writer)?;
+        } else {
+            self.remove_clean_marker()?;
+        }
+        let truncations = self.truncations.load(Ordering::Acquire);
+        let segments = self.snapshot();
         let (gone, kept) = segments.split_at(doomed);
         let start = kept.first().map_or(self.log_end_offset(), |s| s.base());
         self.replace_segments(kept.to_vec());
         self.log_start.store(start.0, Ordering::Release);
         drop(writer);
+        if rolled {
+            // The new segment's directory entry is made durable before any old file
+            // goes: a crash that kept the deletions but not the creation would leave
+            // no segment at all, and the log would reopen empty at offset 0 and hand
+            // out old offsets again. A crash before the deletions reopens with the old
+            // segments still there (the next pass deletes them).
+            let synced = checkpoint::sync_dir(&self.dir);
+            self.latch(synced)?;
+        }
         for segment in gone {
             segment.delete_files()?;
             report.segments_deleted += 1;
             report.bytes_deleted += segment.size();
         }
         checkpoint::sync_dir(&self.dir)?;
+        self.forget_unsynced(gone);
+        if rolled {
+            self.raise_durable_to(start, truncations);
+        }
         report.log_start_offset = start;
-        tracing::debug!(dir = %self.dir.display(), deleted = doomed, %start, "retention deleted segments");
+        tracing::debug!(dir = %self.dir.display(), deleted = doomed, rolled, %start, "retention deleted segments");
         Ok(report)
+    }
+
+    /// Seals the active segment and starts a new, empty one at the log end, so that
+    /// retention can delete the old one. Under the writer lock. Refused once the log
+    /// failed or was closed, like an append.
+    fn roll_for_retention(&self, writer: &mut Writer) -> Result<()> {
+        self.check_writable()?;
+        self.remove_clean_marker()?;
+        let end = self.log_end_offset();
+        let rolled = self.roll(writer, end);
+        self.latch(rolled)
+    }
+
+    /// Drops deleted segments from those the next sync covers: their files are gone
+    /// for good (the directory was synced after the deletion), so an fsync of them
+    /// would only write back pages of files that no longer exist.
+    fn forget_unsynced(&self, gone: &[Arc<Segment>]) {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| !gone.iter().any(|g| Arc::ptr_eq(s, g)));
+    }
+
+    /// Retention deleted every record below `start` and synced the directory after
+    /// the new segment at `start` was created and the old ones deleted: no record
+    /// below `start` can come back after a crash, so the durable offset may say that
+    /// everything below `start` is on disk. Raises it there, unless a truncation or
+    /// reset since `truncations` (the count when the log start moved) changed the log.
+    fn raise_durable_to(&self, start: Offset, truncations: u64) {
+        let writer = self.lock_writer();
+        if self.truncations.load(Ordering::Acquire) != truncations {
+            return;
+        }
+        let previous = self.durable.fetch_max(start.0, Ordering::AcqRel);
+        drop(writer);
+        if previous < start.0 {
+            self.changed.notify(usize::MAX);
+        }
     }
 
     /// Fsyncs, trims the active segment's indexes and writes the clean-shutdown
@@ -1213,6 +1291,62 @@ mod tests {
         );
         log.flush().unwrap();
         assert_eq!(log.durable_offset(), Offset(2));
+    }
+
+    #[test]
+    fn a_crash_between_the_retention_roll_and_the_deletion_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::new(0));
+        let config = LogConfig {
+            retention_ms_max: Some(1000),
+            ..LogConfig::default()
+        };
+        let open = || Log::open_with_clock(dir.path(), config.clone(), clock.clone()).unwrap();
+        let log = open();
+        log.append_records(&[Record::new("a", 0), Record::new("b", 0)])
+            .unwrap();
+        log.roll_for_retention(&mut log.lock_writer()).unwrap();
+        // The process dies after the roll and before the deletion, with nothing synced
+        // (a process crash keeps the page cache).
+        drop(log);
+
+        let log = open();
+        assert_eq!(log.segment_count(), 2);
+        assert_eq!(log.log_start_offset(), Offset(0));
+        assert_eq!(log.log_end_offset(), Offset(2));
+        let read = log.read(Offset(0), 1 << 20, ReadBound::LogEnd).unwrap();
+        assert_eq!(read.records().count(), 2);
+
+        clock.advance(1001);
+        let report = log.apply_retention().unwrap();
+        assert_eq!(report.segments_deleted, 1, "the empty active segment stays");
+        assert_eq!(log.log_start_offset(), Offset(2));
+        assert_eq!(log.log_end_offset(), Offset(2));
+        let next = log.append_records(&[Record::new("c", 0)]).unwrap();
+        assert_eq!(next.base_offset, Offset(2));
+    }
+
+    #[test]
+    fn retention_leaves_no_deleted_segment_for_the_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::new(0));
+        let config = LogConfig {
+            retention_ms_max: Some(1000),
+            ..LogConfig::default()
+        };
+        let log = Log::open_with_clock(dir.path(), config, clock.clone()).unwrap();
+        log.append_records(&[Record::new("a", 0)]).unwrap();
+        log.set_high_watermark(log.log_end_offset());
+        clock.advance(1001);
+        assert_eq!(log.apply_retention().unwrap().segments_deleted, 1);
+        assert!(
+            log.unsynced.lock().unwrap().is_empty(),
+            "the old active segment is gone, not waiting for an fsync"
+        );
+        let before = log.fsync_count();
+        log.flush().unwrap();
+        assert_eq!(log.fsync_count(), before, "nothing left to sync");
+        assert_eq!(log.durable_offset(), Offset(1));
     }
 
     #[test]

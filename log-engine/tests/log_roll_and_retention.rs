@@ -1,5 +1,6 @@
 //! Segments roll by size and by age; retention deletes whole old segments by size,
-//! by age and below an offset, never the active one, and moves the log start.
+//! by age and below an offset, only below the high watermark, and moves the log
+//! start. (An expired active segment: `log_retention_rolls_an_expired_active_segment`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -45,6 +46,19 @@ fn files_with(dir: &std::path::Path, extension: &str) -> usize {
         .count()
 }
 
+/// The base offsets of the segments on disk, oldest first.
+fn segment_bases(dir: &std::path::Path) -> Vec<u64> {
+    let mut bases: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
 #[test]
 fn segments_roll_by_size_and_retention_by_size_keeps_the_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,6 +69,8 @@ fn segments_roll_by_size_and_retention_by_size_keeps_the_limit() {
     };
     let log = Log::open_with_clock(dir.path(), config, clock.clone()).unwrap();
     fill(&log, &clock, 40);
+    // Retention deletes only below the high watermark; nothing here replicates.
+    log.set_high_watermark(log.log_end_offset());
     let segments = log.segment_count();
     assert!(
         segments >= 8,
@@ -110,6 +126,7 @@ fn retention_by_age_deletes_segments_whose_newest_record_is_old() {
     let old_end = log.log_end_offset();
     clock.advance(50_000);
     fill(&log, &clock, 20);
+    log.set_high_watermark(log.log_end_offset());
     assert_eq!(log.apply_retention().unwrap().segments_deleted, 0);
     clock.advance(20_000);
     let report = log.apply_retention().unwrap();
@@ -118,8 +135,42 @@ fn retention_by_age_deletes_segments_whose_newest_record_is_old() {
     assert!(start <= old_end, "only segments made of old records go");
     assert!(start > Offset(0));
     clock.advance(1_000_000);
+    let end = log.log_end_offset();
     log.apply_retention().unwrap();
-    assert_eq!(log.segment_count(), 1, "the active segment always stays");
+    assert_eq!(
+        log.segment_count(),
+        1,
+        "the expired active segment is replaced by an empty one"
+    );
+    assert_eq!(log.log_start_offset(), end);
+    assert_eq!(log.log_end_offset(), end);
+}
+
+#[test]
+fn retention_keeps_what_is_at_or_above_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let config = LogConfig {
+        retention_ms_max: Some(1000),
+        retention_bytes_max: Some(0),
+        ..config()
+    };
+    let log = Log::open_with_clock(dir.path(), config, clock.clone()).unwrap();
+    fill(&log, &clock, 40);
+    clock.advance(10_000);
+    assert!(log.segment_count() > 2);
+    assert_eq!(log.high_watermark(), Offset(0), "where the log was opened");
+    assert_eq!(log.apply_retention().unwrap().segments_deleted, 0);
+
+    let second_base = Offset(segment_bases(dir.path())[1]);
+    log.set_high_watermark(Offset(second_base.0 + 1));
+    let report = log.apply_retention().unwrap();
+    assert_eq!(
+        report.segments_deleted, 1,
+        "only the segment wholly below it"
+    );
+    assert_eq!(log.log_start_offset(), second_base);
+    assert!(log.log_start_offset() <= log.high_watermark());
 }
 
 #[test]

@@ -155,3 +155,36 @@ fn a_sync_across_a_truncation_never_claims_the_cut_records() {
     log.flush().unwrap();
     assert_eq!(log.durable_offset(), log.log_end_offset());
 }
+
+#[test]
+fn truncating_below_the_log_start_starts_the_log_over_there() {
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(log_engine::ManualClock::new(0));
+    let config = LogConfig {
+        retention_ms_max: Some(1000),
+        ..config()
+    };
+    let log = Log::open_with_clock(dir.path(), config, clock.clone()).unwrap();
+    for i in 0..50 {
+        log.append_records(&[Record::new(format!("v{i}"), 0)])
+            .unwrap();
+    }
+    log.set_high_watermark(log.log_end_offset());
+    clock.advance(1001);
+    log.apply_retention().unwrap();
+    assert_eq!(log.log_start_offset(), Offset(50));
+    assert_eq!(log.log_end_offset(), Offset(50));
+
+    // A follower whose expired records diverged from its leader's: none of them is
+    // left, so the log starts over, empty, where the leader's log and its own meet.
+    assert_eq!(log.truncate_to(Offset(20)).unwrap(), Offset(20));
+    assert_eq!(log.log_start_offset(), Offset(20));
+    assert_eq!(log.log_end_offset(), Offset(20));
+    assert_eq!(log.high_watermark(), Offset(20));
+    assert_eq!(log.durable_offset(), Offset(20));
+    let next = log.append_records(&[Record::new("x", 0)]).unwrap();
+    assert_eq!(next.base_offset, Offset(20));
+    assert_eq!(values(&log), ["x"]);
+}

@@ -373,3 +373,71 @@ fn stored(app: &TestApp, topic: &str) -> u64 {
     let topic = app.broker.topic(topic).unwrap();
     topic.partitions().iter().map(|p| p.end().0).sum()
 }
+
+/// Partition 0's log start, log end, high watermark and durable offset, as described.
+async fn partition_offsets(app: &TestApp, topic: &str) -> [u64; 4] {
+    let described = app
+        .get(&format!("/v1/topics/{topic}"))
+        .await
+        .expect(StatusCode::OK);
+    let p = &described["partitions"][0];
+    [
+        "log_start_offset",
+        "log_end_offset",
+        "high_watermark",
+        "durable_offset",
+    ]
+    .map(|field| p[field].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn retention_by_age_empties_an_idle_partition_whose_only_segment_expired() {
+    let app = TestApp::start_with(|c| c.maintenance_interval_ms = 20).await;
+    app.create_topic("short", json!({"retention_ms": 200}))
+        .await;
+    app.post("/v1/topics/short/subscriptions", json!({"name": "s"}))
+        .await
+        .expect(StatusCode::CREATED);
+    app.produce("short", &["expires"]).await;
+    assert_eq!(partition_offsets(&app, "short").await, [0, 1, 1, 1]);
+
+    // Nothing is appended from here on: only the maintenance timer can expire it.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let maintenance = tokio::spawn(Arc::clone(&app.broker).run_maintenance(stop_rx));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while partition_offsets(&app, "short").await[0] == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention never deleted the expired message"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_tx.send(true).unwrap();
+    maintenance.await.unwrap();
+    assert_eq!(
+        partition_offsets(&app, "short").await,
+        [1, 1, 1, 1],
+        "start, end, high watermark and durable offset meet"
+    );
+    let pulled = app
+        .get("/v1/topics/short/subscriptions/s/messages?wait_ms=0")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(pulled, json!({"messages": []}));
+    let sub = app
+        .get("/v1/topics/short/subscriptions/s")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(sub["lag"], 0);
+
+    let answer = app.produce("short", &["next"]).await;
+    assert_eq!(answer["offsets"][0]["offset"], 1, "the offsets go on");
+    let pulled = app
+        .get("/v1/topics/short/subscriptions/s/messages?wait_ms=0")
+        .await
+        .expect(StatusCode::OK);
+    let messages = pulled["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{pulled}");
+    assert_eq!(messages[0]["value"], "next");
+    assert_eq!(messages[0]["offset"], 1);
+}
