@@ -213,6 +213,9 @@ pub struct Log {
     log_start: AtomicU64,
     log_end: AtomicU64,
     high_watermark: AtomicU64,
+    /// Whether a caller ever set the high watermark ([`Log::set_high_watermark`]):
+    /// only then does it hold retention back.
+    high_watermark_managed: AtomicBool,
     durable: AtomicU64,
     /// Messages appended since the last sync, for the flush policy.
     unflushed_messages: AtomicU64,
@@ -294,6 +297,7 @@ impl Log {
             log_start: AtomicU64::new(start.0),
             log_end: AtomicU64::new(end.0),
             high_watermark: AtomicU64::new(end.0),
+            high_watermark_managed: AtomicBool::new(false),
             durable: AtomicU64::new(end.0),
             unflushed_messages: AtomicU64::new(0),
             last_sync_ms: AtomicI64::new(now),
@@ -352,6 +356,7 @@ impl Log {
     /// waiting readers. It never moves back: concurrent callers may finish in any
     /// order. Only [`Log::truncate_to`] lowers it.
     pub fn set_high_watermark(&self, offset: Offset) {
+        self.high_watermark_managed.store(true, Ordering::Release);
         let clamped = offset.min(self.log_end_offset());
         let previous = self.high_watermark.fetch_max(clamped.0, Ordering::AcqRel);
         if previous < clamped.0 {
@@ -1021,10 +1026,10 @@ impl Log {
     /// start becomes the log end, and the next append gets the offset it would have
     /// had. An empty active segment never expires. By size the active segment stays.
     ///
-    /// Nothing at or above the high watermark is deleted, so the log start never
-    /// passes it: a log that is not replicated keeps its high watermark at the log
-    /// end ([`Log::set_high_watermark`] after its appends), or retention keeps
-    /// everything appended since the log was opened.
+    /// Once a caller manages the high watermark (has called
+    /// [`Log::set_high_watermark`]), nothing at or above it is deleted, so the log
+    /// start never passes it. A log whose caller never sets it (not replicated) is
+    /// limited by its log end only.
     pub fn apply_retention(&self) -> Result<RetentionReport> {
         let now = self.clock.now_ms();
         let limits = retention::Limits {
@@ -1034,7 +1039,12 @@ impl Log {
         // Read under the writer lock (the closure runs there): a truncation, which
         // holds it, may lower the high watermark.
         self.delete_leading(|summaries| {
-            retention::expired_count(summaries, limits, now, self.high_watermark())
+            let limit = if self.high_watermark_managed.load(Ordering::Acquire) {
+                self.high_watermark()
+            } else {
+                self.log_end_offset()
+            };
+            retention::expired_count(summaries, limits, now, limit)
         })
     }
 

@@ -152,6 +152,20 @@ fn the_active_segment_waits_for_the_high_watermark() -> TestResult {
 }
 
 #[test]
+fn a_log_whose_high_watermark_nobody_sets_is_limited_by_its_end() -> TestResult {
+    // A log embedded without replication: its caller never sets a high watermark.
+    let dir = tempfile::tempdir()?;
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = open(dir.path(), &clock)?;
+    log.append_records(&[Record::new("a", T0), Record::new("b", T0)])?;
+    clock.advance(10 * RETENTION_MS as i64);
+    assert_eq!(log.apply_retention()?.segments_deleted, 1);
+    assert_eq!(log.log_start_offset(), Offset(2));
+    assert_eq!(log.log_end_offset(), Offset(2));
+    Ok(())
+}
+
+#[test]
 fn size_retention_never_deletes_the_active_segment() -> TestResult {
     let dir = tempfile::tempdir()?;
     let clock = Arc::new(ManualClock::new(T0));
