@@ -428,7 +428,9 @@ async fn retention_by_age_empties_an_idle_partition_whose_only_segment_expired()
         .get("/v1/topics/short/subscriptions/s")
         .await
         .expect(StatusCode::OK);
-    assert_eq!(sub["lag"], 0);
+    // Its commit stays below the new start: the lag counts the removed message,
+    // as Kafka's consumer lag does, until a commit goes past it.
+    assert_eq!(sub["lag"], 1);
 
     let answer = app.produce("short", &["next"]).await;
     assert_eq!(answer["offsets"][0]["offset"], 1, "the offsets go on");
