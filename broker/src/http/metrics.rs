@@ -6,7 +6,7 @@
 //! | `broker_messages_out_total` | counter | `kind`, `name` |
 //! | `broker_bytes_in_total` | counter | `kind`, `name` (key + value + header bytes) |
 //! | `broker_bytes_out_total` | counter | `kind`, `name` |
-//! | `broker_http_request_duration_seconds` | histogram | `method`, `route` |
+//! | `broker_http_request_duration_seconds` | histogram | `method`, `route` (pattern, or `unmatched`) |
 //! | `broker_http_responses_total` | counter | `method`, `route`, `status` |
 //! | `broker_partition_log_start_offset` | gauge | `kind`, `name`, `partition` |
 //! | `broker_partition_log_end_offset` | gauge | `kind`, `name`, `partition` |
@@ -220,14 +220,19 @@ impl Metrics {
     }
 }
 
-/// Middleware (a route layer, so the route is known): times each request and counts
-/// its answer.
+/// The `route` label of requests no route matched (answered by the router's
+/// fallback: 404, or 400 for an empty name in a path).
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Middleware: times each request and counts its answer. It runs as a route layer,
+/// where the matched route is known (405s included), and around the router's
+/// fallback, where no route matched and the request counts as [`UNMATCHED_ROUTE`].
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     metrics.observe(
         method.as_str(),
         route,

@@ -77,6 +77,35 @@ async fn metrics_count_messages_time_routes_and_show_storage_gauges() {
     assert!(!text.contains(r#"name="t""#), "{text}");
 }
 
+/// The text of `GET /metrics`.
+async fn scrape(app: &TestApp) -> String {
+    let resp = app.send(req(Method::GET, "/metrics")).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    resp.text()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_no_route_matched_under_one_route() {
+    let app = TestApp::start().await;
+    app.get("/v1/topics/t/bogus")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    app.get("/nowhere")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    app.get("/v1/queues/")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    let text = scrape(&app).await;
+    for line in [
+        r#"broker_http_responses_total{method="GET",route="unmatched",status="404"} 2"#,
+        r#"broker_http_responses_total{method="GET",route="unmatched",status="400"} 1"#,
+        r#"broker_http_request_duration_seconds_count{method="GET",route="unmatched"} 3"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn the_cluster_view_names_this_node_as_leader_of_everything() {
     let app = TestApp::start().await;
