@@ -6,7 +6,7 @@
 //! | `broker_messages_out_total` | counter | `kind`, `name` |
 //! | `broker_bytes_in_total` | counter | `kind`, `name` (key + value + header bytes) |
 //! | `broker_bytes_out_total` | counter | `kind`, `name` |
-//! | `broker_http_request_duration_seconds` | histogram | `method`, `route` (pattern, or `unmatched`) |
+//! | `broker_http_request_duration_seconds` | histogram | `method` (or `other`), `route` (pattern, or `unmatched`) |
 //! | `broker_http_responses_total` | counter | `method`, `route`, `status` |
 //! | `broker_partition_log_start_offset` | gauge | `kind`, `name`, `partition` |
 //! | `broker_partition_log_end_offset` | gauge | `kind`, `name`, `partition` |
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
@@ -69,17 +69,46 @@ struct ResourceLabels {
     name: String,
 }
 
+/// The labels of a request. Both come from fixed sets, whatever the client sends
+/// ([`method_label`], route patterns or [`UNMATCHED_ROUTE`]), so that requests cannot
+/// add series without bound.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResponseLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
+}
+
+/// The methods HTTP defines (RFC 9110, and PATCH), each its own `method` label.
+const KNOWN_METHODS: [(Method, &str); 9] = [
+    (Method::GET, "GET"),
+    (Method::HEAD, "HEAD"),
+    (Method::POST, "POST"),
+    (Method::PUT, "PUT"),
+    (Method::DELETE, "DELETE"),
+    (Method::CONNECT, "CONNECT"),
+    (Method::OPTIONS, "OPTIONS"),
+    (Method::TRACE, "TRACE"),
+    (Method::PATCH, "PATCH"),
+];
+
+/// The `method` label of every method not in [`KNOWN_METHODS`]: HTTP lets a client
+/// invent any number of them (each answered 405 or 404).
+const OTHER_METHOD: &str = "other";
+
+/// The `method` label of a request: its method when HTTP defines it, else
+/// [`OTHER_METHOD`].
+fn method_label(method: &Method) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|(known, _)| known == method)
+        .map_or(OTHER_METHOD, |&(_, label)| label)
 }
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -198,9 +227,9 @@ impl Metrics {
         }
     }
 
-    fn observe(&self, method: &str, route: &str, status: StatusCode, seconds: f64) {
+    fn observe(&self, method: &'static str, route: &str, status: StatusCode, seconds: f64) {
         let labels = RouteLabels {
-            method: method.to_owned(),
+            method,
             route: route.to_owned(),
         };
         self.request_seconds.get_or_create(&labels).observe(seconds);
@@ -229,12 +258,12 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 /// fallback, where no route matched and the request counts as [`UNMATCHED_ROUTE`].
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let route = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
     let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     metrics.observe(
-        method.as_str(),
+        method,
         route,
         response.status(),
         started.elapsed().as_secs_f64(),

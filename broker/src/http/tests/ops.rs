@@ -106,6 +106,50 @@ async fn metrics_count_requests_no_route_matched_under_one_route() {
     }
 }
 
+/// The series (sample lines) of a metrics text.
+fn series(text: &str) -> usize {
+    text.lines().filter(|l| !l.starts_with('#')).count()
+}
+
+#[tokio::test]
+async fn invented_methods_and_paths_add_no_metric_series() {
+    let app = TestApp::start().await;
+    let invented = |i: usize| Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+    // One of each kind first: it makes the series that the rest must reuse.
+    let requests = |i: usize| {
+        [
+            req(invented(i), "/healthz"),
+            req(invented(i), &format!("/made/up/{i}")),
+            req(Method::GET, &format!("/v1/topics/t/made-up-{i}")),
+        ]
+    };
+    for request in requests(0) {
+        app.send(request).await;
+    }
+    // A scrape is counted once answered: the first makes the series of scrapes.
+    scrape(&app).await;
+    let before = scrape(&app).await;
+    for i in 1..=50 {
+        let [method_only, both, path_only] = requests(i);
+        assert_eq!(
+            app.send(method_only).await.status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(app.send(both).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(app.send(path_only).await.status, StatusCode::NOT_FOUND);
+    }
+    let after = scrape(&app).await;
+    assert_eq!(series(&after), series(&before), "{after}");
+    for line in [
+        r#"broker_http_responses_total{method="other",route="/healthz",status="405"} 51"#,
+        r#"broker_http_responses_total{method="other",route="unmatched",status="404"} 51"#,
+        r#"broker_http_responses_total{method="GET",route="unmatched",status="404"} 51"#,
+    ] {
+        assert!(after.contains(line), "missing {line:?} in\n{after}");
+    }
+    assert!(!after.contains("M1"), "{after}");
+}
+
 #[tokio::test]
 async fn the_cluster_view_names_this_node_as_leader_of_everything() {
     let app = TestApp::start().await;
