@@ -455,12 +455,6 @@ pub async fn send(
     let messages = body::new_messages(req.messages)?;
     let queue = lookup(&app, &caller, &name, Action::Produce)?;
     let placement = queue.send(&messages, key.as_deref()).await?;
-    app.metrics.record_in(
-        Kind::Queue,
-        queue.name(),
-        messages.len(),
-        body::payload_bytes(&messages),
-    );
     let answer = SendResponse {
         ids: placement
             .iter()

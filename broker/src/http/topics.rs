@@ -404,12 +404,6 @@ pub async fn produce(
     let topic = lookup(&app, &caller, &name, Action::Produce)?;
     let acks: Acks = req.acks.unwrap_or_default().into();
     let placement = topic.produce(&messages, acks, key.as_deref()).await?;
-    app.metrics.record_in(
-        Kind::Topic,
-        topic.name(),
-        messages.len(),
-        body::payload_bytes(&messages),
-    );
     let durability = match acks {
         Acks::None => DurabilityOutcome::None,
         Acks::All | Acks::Leader => topic.spec.durability.into(),

@@ -1,7 +1,7 @@
 //! Health, readiness, metrics, the OpenAPI document (against the routes and
 //! `docs/api.md`), the cluster view and the bench baseline.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode, header};
@@ -148,6 +148,87 @@ async fn invented_methods_and_paths_add_no_metric_series() {
         assert!(after.contains(line), "missing {line:?} in\n{after}");
     }
     assert!(!after.contains("M1"), "{after}");
+}
+
+/// The value of each sample of `metric` whose labels start with `kind` and `name`,
+/// summed over the other labels (partitions), by (kind, name).
+fn per_log(text: &str, metric: &str) -> BTreeMap<(String, String), u64> {
+    let mut sums = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line
+            .strip_prefix(metric)
+            .and_then(|r| r.strip_prefix("{kind=\""))
+        else {
+            continue;
+        };
+        let (kind, rest) = rest.split_once('"').unwrap();
+        let name = rest
+            .strip_prefix(",name=\"")
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let value: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        *sums.entry((kind.to_owned(), name.to_owned())).or_default() += value;
+    }
+    sums
+}
+
+#[tokio::test]
+async fn messages_in_count_what_is_stored_dead_letters_and_redrives_included() {
+    let app = TestApp::start().await;
+    app.create_topic("t", json!({"partitions": 2})).await;
+    app.create_queue("jobs.dlq", json!({})).await;
+    app.create_queue(
+        "jobs",
+        json!({"visibility_timeout_ms": 50, "max_deliveries": 1, "dead_letter_queue": "jobs.dlq"}),
+    )
+    .await;
+    // Sent twice with one idempotency key: stored, and counted, once.
+    for path in ["/v1/queues/jobs/messages", "/v1/topics/t/messages"] {
+        for _ in 0..2 {
+            app.send(
+                req(Method::POST, path)
+                    .token(&app.token)
+                    .header("Idempotency-Key", "once")
+                    .json(&json!({"messages": [{"value": "poison", "key": "k", "headers": {"h": "1"}}]})),
+            )
+            .await
+            .expect(StatusCode::OK);
+        }
+    }
+    app.produce("t", &["ab"]).await;
+    let receive = |body: serde_json::Value| app.post("/v1/queues/jobs/receive", body);
+    let got = receive(json!({})).await.expect(StatusCode::OK);
+    assert_eq!(got["messages"][0]["value"], "poison");
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    // Its lease ran out: the next delivery would exceed max_deliveries, so it is
+    // dead-lettered, and then redriven back.
+    let got = receive(json!({})).await.expect(StatusCode::OK);
+    assert_eq!(got["messages"], json!([]));
+    let moved = app
+        .post("/v1/queues/jobs.dlq/redrive", json!({}))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(moved, json!({"moved": 1}));
+
+    let text = scrape(&app).await;
+    let key = |kind: &str, name: &str| (kind.to_owned(), name.to_owned());
+    let messages_in = per_log(&text, "broker_messages_in_total");
+    // Each message is 9 bytes of key, value and headers; "ab" is 2.
+    let expected = BTreeMap::from([
+        (key("queue", "jobs"), 2),
+        (key("queue", "jobs.dlq"), 1),
+        (key("topic", "t"), 2),
+    ]);
+    assert_eq!(messages_in, expected, "{text}");
+    assert_eq!(per_log(&text, "broker_partition_log_end_offset"), expected);
+    let bytes_in = BTreeMap::from([
+        (key("queue", "jobs"), 18),
+        (key("queue", "jobs.dlq"), 9),
+        (key("topic", "t"), 11),
+    ]);
+    assert_eq!(per_log(&text, "broker_bytes_in_total"), bytes_in, "{text}");
 }
 
 #[tokio::test]
