@@ -286,7 +286,6 @@ fn verify_receipts(app: &AppState, receipts: &[String]) -> Result<Vec<Receipt>, 
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "No admin right on the name", body = ErrorBody),
         (status = 409, description = "A queue of that name exists", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
     )
 )]
 pub async fn create_queue(
@@ -440,7 +439,6 @@ pub async fn delete_queue(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "No produce right on the queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Idempotency-Key used before for other messages", body = ErrorBody),
     )
 )]

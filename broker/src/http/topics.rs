@@ -236,7 +236,6 @@ pub fn lookup(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "No admin right on the name", body = ErrorBody),
         (status = 409, description = "A topic of that name exists", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
     )
 )]
 pub async fn create_topic(
@@ -384,9 +383,7 @@ pub async fn delete_topic(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "No produce right on the topic", body = ErrorBody),
         (status = 404, description = "No such topic", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Idempotency-Key used before for other messages", body = ErrorBody),
-        (status = 503, description = "Not enough in-sync replicas", body = ErrorBody),
     )
 )]
 pub async fn produce(

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode, header};
 use serde_json::json;
 
-use super::support::{TestApp, req};
+use super::support::{MAX_BODY_BYTES, TestApp, req};
+use crate::error::ErrorCode;
 use crate::http::ClusterView;
 
 #[tokio::test]
@@ -354,6 +355,170 @@ async fn the_openapi_document_lists_exactly_the_routed_operations() {
     }
 }
 
+/// Every documented operation: (method, path) and its object.
+fn operations(doc: &serde_json::Value) -> Vec<(Method, String, &serde_json::Value)> {
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if let Ok(method) = Method::from_bytes(method.to_uppercase().as_bytes()) {
+                operations.push((method, path.clone(), operation));
+            }
+        }
+    }
+    operations
+}
+
+/// `path` with its parameters filled in.
+fn concrete(path: &str) -> String {
+    path.replace("{topic}", "t")
+        .replace("{queue}", "q")
+        .replace("{subscription}", "s")
+}
+
+/// The reference to the response of one error code.
+fn code_ref(code: &str) -> serde_json::Value {
+    json!({"$ref": format!("#/components/responses/{code}")})
+}
+
+/// The codes an error response names: the one it refers to, or those its
+/// description lists.
+fn codes_in(doc: &serde_json::Value, response: &serde_json::Value) -> BTreeSet<String> {
+    let response = match response["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap();
+            &doc["components"]["responses"][name]
+        }
+        None => response,
+    };
+    let description = response["description"].as_str().unwrap();
+    ErrorCode::ALL
+        .iter()
+        .map(|code| code.as_str())
+        .filter(|code| description.contains(&format!("`{code}`")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_operation_with_a_body_answers_413_as_documented() {
+    let app = TestApp::start().await;
+    let doc = app
+        .send(req(Method::GET, "/openapi.json"))
+        .await
+        .expect(StatusCode::OK);
+    let big = "x".repeat(MAX_BODY_BYTES + 1);
+    let mut with_body = 0;
+    for (method, path, operation) in operations(&doc) {
+        let responses = &operation["responses"];
+        if operation.get("requestBody").is_none() {
+            assert!(responses.get("413").is_none(), "{method} {path}");
+            continue;
+        }
+        with_body += 1;
+        assert_eq!(
+            responses["413"],
+            code_ref("payload_too_large"),
+            "{method} {path}"
+        );
+        let resp = app
+            .send(
+                req(method.clone(), &concrete(&path))
+                    .token(&app.token)
+                    .raw("application/json", big.clone().into_bytes()),
+            )
+            .await;
+        resp.expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    }
+    assert_eq!(with_body, 13);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_server_errors_of_each_operation() {
+    let app = TestApp::start().await;
+    let doc = app
+        .send(req(Method::GET, "/openapi.json"))
+        .await
+        .expect(StatusCode::OK);
+    let responses = |method: &str, path: &str| doc["paths"][path][method]["responses"].clone();
+    let codes = |method: &str, path: &str, status: &str| {
+        let response = &responses(method, path)[status];
+        if response.is_null() {
+            return BTreeSet::new();
+        }
+        codes_in(&doc, response)
+    };
+    let set =
+        |codes: &[&str]| -> BTreeSet<String> { codes.iter().map(|c| (*c).to_owned()).collect() };
+    let routed = set(&["not_leader", "unavailable"]);
+    let replicated = set(&["not_enough_replicas", "not_leader", "unavailable"]);
+    for (method, path, unavailable, timeout) in [
+        ("post", "/v1/topics/{topic}/messages", &replicated, true),
+        ("post", "/v1/queues/{queue}/messages", &replicated, true),
+        ("post", "/v1/queues/{queue}/redrive", &replicated, true),
+        ("post", "/v1/queues/{queue}/receive", &routed, true),
+        ("post", "/v1/queues/{queue}/ack", &routed, true),
+        ("post", "/v1/queues/{queue}/nack", &routed, false),
+        (
+            "get",
+            "/v1/topics/{topic}/subscriptions/{subscription}/messages",
+            &routed,
+            false,
+        ),
+        ("get", "/v1/queues/{queue}", &routed, false),
+        ("post", "/v1/topics", &set(&["unavailable"]), true),
+        ("delete", "/v1/queues/{queue}", &set(&["unavailable"]), true),
+        ("get", "/v1/topics", &set(&["unavailable"]), false),
+        ("get", "/v1/cluster", &set(&["unavailable"]), false),
+        ("post", "/v1/auth/token", &set(&[]), false),
+        ("get", "/healthz", &set(&[]), false),
+        ("get", "/metrics", &set(&[]), false),
+    ] {
+        assert_eq!(&codes(method, path, "503"), unavailable, "{method} {path}");
+        let expected_timeout = if timeout { set(&["timeout"]) } else { set(&[]) };
+        assert_eq!(
+            codes(method, path, "504"),
+            expected_timeout,
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        responses("post", "/v1/topics/{topic}/messages")["500"],
+        code_ref("internal")
+    );
+    assert_eq!(responses("get", "/metrics")["500"], code_ref("internal"));
+    assert!(responses("get", "/healthz").get("500").is_none());
+    assert_eq!(codes("get", "/readyz", "503"), set(&["unavailable"]));
+
+    // Every code has its response, and the schema and the description list them all.
+    let all: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    let components = doc["components"]["responses"].as_object().unwrap();
+    assert_eq!(
+        components
+            .keys()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>(),
+        all.iter().copied().collect()
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorCode"]["enum"],
+        json!(all)
+    );
+    let description = doc["info"]["description"].as_str().unwrap();
+    for code in ErrorCode::ALL {
+        let listed = format!("{code} {}", code.status().as_u16());
+        assert!(description.contains(&listed), "{listed} in {description}");
+    }
+    // Every reference leads somewhere.
+    for (method, path, operation) in operations(&doc) {
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            if let Some(reference) = response["$ref"].as_str() {
+                let name = reference.strip_prefix("#/components/responses/").unwrap();
+                assert!(components.contains_key(name), "{method} {path} {status}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn docs_api_md_describes_exactly_the_documented_operations() {
     let app = TestApp::start().await;
@@ -371,4 +536,32 @@ async fn docs_api_md_describes_exactly_the_documented_operations() {
         .map(|(method, path)| (method.to_owned(), path.to_owned()))
         .collect();
     assert_eq!(described, documented(&doc));
+
+    // Its error table ("| 503 | `a`, `b` | when |") has every code at its status,
+    // and no other, and every error status an operation documents.
+    let mut table: BTreeSet<(u16, String)> = BTreeSet::new();
+    let errors = reference.split("### Errors").nth(1).unwrap();
+    for row in errors.lines().take_while(|l| !l.starts_with("###")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let Some(status) = cells.get(1).and_then(|c| c.parse::<u16>().ok()) else {
+            continue;
+        };
+        for code in cells[2].split(", ") {
+            table.insert((status, code.trim_matches('`').to_owned()));
+        }
+    }
+    let codes: BTreeSet<(u16, String)> = ErrorCode::ALL
+        .iter()
+        .map(|c| (c.status().as_u16(), c.as_str().to_owned()))
+        .collect();
+    assert_eq!(table, codes);
+    for (method, path, operation) in operations(&doc) {
+        for status in operation["responses"].as_object().unwrap().keys() {
+            let status: u16 = status.parse().unwrap();
+            assert!(
+                status < 400 || table.iter().any(|(s, _)| *s == status),
+                "{method} {path}: {status} is not in the error table"
+            );
+        }
+    }
 }
