@@ -4,7 +4,8 @@
 //! routed operations and the documented ones are the same set, so the document
 //! cannot drift from the code. The error responses that do not come from one
 //! handler (413, and the 500, 503 and 504 of storage and the cluster) are added by
-//! [`errors`], and the list of error codes comes from [`ErrorCode::ALL`].
+//! [`errors`], and the list of error codes comes from [`ErrorCode::ALL`]. The limits
+//! the server checks on values are written into the schemas by [`limits`].
 
 use std::sync::OnceLock;
 
@@ -15,6 +16,7 @@ use super::{auth_routes, body, cluster, ops, queues, subscriptions, topics};
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
 
 mod errors;
+mod limits;
 
 /// The name of the bearer security scheme in the document.
 pub const BEARER_SCHEME: &str = "bearer";
@@ -99,6 +101,13 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         doc.info.version = env!("CARGO_PKG_VERSION").into();
         doc.info.description = Some(description());
         errors::add(&mut doc);
+        let missing = limits::add(&mut doc);
+        if !missing.is_empty() {
+            tracing::warn!(
+                ?missing,
+                "the OpenAPI document lacks the limits of these values"
+            );
+        }
         doc
     })
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode, header};
 use serde_json::json;
 
-use super::support::{MAX_BODY_BYTES, TestApp, req};
+use super::support::{MAX_BODY_BYTES, Resp, TestApp, req};
 use crate::error::ErrorCode;
 use crate::http::ClusterView;
 
@@ -516,6 +516,180 @@ async fn the_openapi_document_lists_the_server_errors_of_each_operation() {
                 assert!(components.contains_key(name), "{method} {path} {status}");
             }
         }
+    }
+}
+
+/// For each bound `schema` documents (`minimum` above 0, `maximum`), what `send`
+/// answers for the value just past it (a 400) and, with `at`, for the bound itself
+/// (a success).
+async fn bounds_hold(
+    what: &str,
+    schema: &serde_json::Value,
+    at: bool,
+    send: impl AsyncFn(u64) -> Resp,
+) {
+    let min = schema["minimum"].as_u64().filter(|min| *min > 0);
+    let max = schema["maximum"].as_u64();
+    assert!(
+        min.is_some() || max.is_some(),
+        "{what}: no bounds in {schema}"
+    );
+    let mut cases = Vec::new();
+    if let Some(min) = min {
+        cases.extend([(min - 1, false), (min, true)]);
+    }
+    if let Some(max) = max {
+        cases.extend([(max, true), (max + 1, false)]);
+    }
+    for (value, within) in cases {
+        if within && !at {
+            continue;
+        }
+        let resp = send(value).await;
+        if within {
+            assert!(
+                resp.status.is_success(),
+                "{what} = {value}: {}",
+                resp.text()
+            );
+        } else {
+            resp.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+        }
+    }
+}
+
+#[tokio::test]
+async fn values_past_the_documented_limits_are_400_and_those_at_them_are_not() {
+    let app = TestApp::start().await;
+    let doc = app
+        .send(req(Method::GET, "/openapi.json"))
+        .await
+        .expect(StatusCode::OK);
+    let property = |schema: &str, property: &str| {
+        doc["components"]["schemas"][schema]["properties"][property].clone()
+    };
+    app.create_topic("t", json!({})).await;
+    app.create_queue("q", json!({})).await;
+    app.post("/v1/topics/t/subscriptions", json!({"name": "s"}))
+        .await
+        .expect(StatusCode::CREATED);
+    let create_queue = async |setting: &str, value: u64| {
+        let name = format!("{}-{value}", setting.replace('_', "-"));
+        app.post("/v1/queues", json!({"name": name, setting: value}))
+            .await
+    };
+    for setting in ["visibility_timeout_ms", "max_deliveries"] {
+        let schema = property("CreateQueue", setting);
+        bounds_hold(setting, &schema, true, async |v| {
+            create_queue(setting, v).await
+        })
+        .await;
+    }
+    // A thousand partitions are slow to make: only the values past the bounds.
+    let schema = property("CreateQueue", "partitions");
+    bounds_hold("queue partitions", &schema, false, async |v| {
+        create_queue("partitions", v).await
+    })
+    .await;
+    for setting in ["partitions", "replication_factor"] {
+        let schema = property("CreateTopic", setting);
+        bounds_hold(setting, &schema, setting != "partitions", async |v| {
+            let name = format!("{}-{v}", setting.replace('_', "-"));
+            app.post("/v1/topics", json!({"name": name, setting: v}))
+                .await
+        })
+        .await;
+    }
+    let name = property("CreateTopic", "name");
+    let longest = name["maxLength"].as_u64().unwrap() as usize;
+    app.create_topic(&"n".repeat(longest), json!({})).await;
+    app.post("/v1/topics", json!({"name": "n".repeat(longest + 1)}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+
+    // A receive that waits the longest would wait: wait_ms only past its bound.
+    for (setting, at) in [
+        ("max", true),
+        ("visibility_timeout_ms", true),
+        ("wait_ms", false),
+    ] {
+        let schema = property("ReceiveRequest", setting);
+        bounds_hold(setting, &schema, at, async |v| {
+            app.post("/v1/queues/q/receive", json!({setting: v})).await
+        })
+        .await;
+    }
+    let pull = doc["paths"]["/v1/topics/{topic}/subscriptions/{subscription}/messages"]["get"]
+        ["parameters"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for (parameter, at) in [("max", true), ("wait_ms", false)] {
+        let schema = &pull.iter().find(|p| p["name"] == parameter).unwrap()["schema"];
+        bounds_hold(parameter, schema, at, async |v| {
+            app.get(&format!(
+                "/v1/topics/t/subscriptions/s/messages?{parameter}={v}"
+            ))
+            .await
+        })
+        .await;
+    }
+    let schema = property("NackRequest", "delay_ms");
+    bounds_hold("delay_ms", &schema, true, async |v| {
+        app.post("/v1/queues/q/nack", json!({"receipts": [], "delay_ms": v}))
+            .await
+    })
+    .await;
+    let schema = property("RedriveRequest", "max");
+    bounds_hold("redrive max", &schema, true, async |v| {
+        app.post("/v1/queues/q/redrive", json!({"max": v})).await
+    })
+    .await;
+
+    let most = property("MessageIn", "headers")["maxProperties"]
+        .as_u64()
+        .unwrap();
+    for (count, status) in [(most, StatusCode::OK), (most + 1, StatusCode::BAD_REQUEST)] {
+        let headers: serde_json::Map<String, serde_json::Value> =
+            (0..count).map(|i| (format!("h{i}"), json!("v"))).collect();
+        let resp = app
+            .post(
+                "/v1/topics/t/messages",
+                json!({"messages": [{"value": "x", "headers": headers}]}),
+            )
+            .await;
+        assert_eq!(resp.status, status, "{count} headers: {}", resp.text());
+    }
+    let key = &doc["paths"]["/v1/topics/{topic}/messages"]["post"]["parameters"][1]["schema"];
+    let longest = key["maxLength"].as_u64().unwrap() as usize;
+    for (length, status) in [
+        (longest, StatusCode::OK),
+        (longest + 1, StatusCode::BAD_REQUEST),
+    ] {
+        let resp = app
+            .send(
+                req(Method::POST, "/v1/topics/t/messages")
+                    .token(&app.token)
+                    .header("Idempotency-Key", &"k".repeat(length))
+                    .json(&json!({"messages": [{"value": "x"}]})),
+            )
+            .await;
+        assert_eq!(resp.status, status, "a key of {length}: {}", resp.text());
+    }
+    // A seek takes exactly one alternative, as the document's oneOf says.
+    let seeks = doc["components"]["schemas"]["SeekRequest"]["oneOf"]
+        .as_array()
+        .unwrap();
+    assert_eq!(seeks.len(), 3);
+    for body in [
+        json!({"to": "earliest", "partition": 0}),
+        json!({"offset": 0, "to": "latest"}),
+        json!({"timestamp": -1}),
+        json!({}),
+    ] {
+        app.post("/v1/topics/t/subscriptions/s/seek", body)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "bad_request");
     }
 }
 
