@@ -14,8 +14,9 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// The stable error codes of the REST API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The stable error codes of the REST API, in snake_case in error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
     /// 400: the request is malformed.
@@ -49,6 +50,23 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, by status.
+    pub const ALL: [ErrorCode; 13] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::AlreadyExists,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::Internal,
+        ErrorCode::NotEnoughReplicas,
+        ErrorCode::Unavailable,
+        ErrorCode::NotLeader,
+        ErrorCode::Timeout,
+    ];
+
     /// The code as it appears in error bodies.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -149,6 +167,7 @@ pub struct ErrorBody {
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable snake_case code.
+    #[schema(value_type = ErrorCode)]
     pub code: String,
     /// What went wrong, for a person.
     pub message: String,

@@ -70,6 +70,12 @@ impl NewMessage<'_> {
             None => Ok(()),
         }
     }
+
+    /// Its key, value and header bytes.
+    pub fn payload_bytes(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (self.key.as_ref().map_or(0, |k| k.len()) + self.value.len() + headers) as u64
+    }
 }
 
 /// A message read back from a partition.

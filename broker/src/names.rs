@@ -6,6 +6,10 @@ use crate::error::ApiError;
 /// The longest name.
 pub const NAME_LEN_MAX: usize = 249;
 
+/// What [`validate`] accepts, as an ECMA-262 regular expression (for the OpenAPI
+/// document; the length, 1 to [`NAME_LEN_MAX`], is stated apart).
+pub const NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._-]+$";
+
 /// Checks a name; `what` says what it names ("topic", "queue", ...) for the message.
 pub fn validate(what: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > NAME_LEN_MAX {

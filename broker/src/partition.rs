@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use log_engine::{AppendInfo, FlushPolicy, Log, LogConfig, Offset, ReadBound, RecordBatch};
 
@@ -48,6 +48,37 @@ pub struct Partition {
     pub replica: Replica,
     /// Raised after appends that the flusher must fsync.
     pub flush_hint: Arc<FlushHint>,
+    /// What this node appended as leader since the partition was opened; the
+    /// metrics read it.
+    pub appended: AppendedCounts,
+}
+
+/// Messages appended to a partition by [`Partition::append`] (produces, sends, dead
+/// letters, redriven messages), and their key, value and client header bytes: the
+/// metrics' messages and bytes in. Only the leader appends this way; a follower's
+/// replicated copies go to the log directly and are not counted.
+#[derive(Debug, Default)]
+pub struct AppendedCounts {
+    messages: AtomicU64,
+    payload_bytes: AtomicU64,
+}
+
+impl AppendedCounts {
+    fn add(&self, messages: u64, payload_bytes: u64) {
+        self.messages.fetch_add(messages, Ordering::Relaxed);
+        self.payload_bytes
+            .fetch_add(payload_bytes, Ordering::Relaxed);
+    }
+
+    /// Messages appended.
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    /// Their key, value and client header bytes (not the headers the broker adds).
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload_bytes.load(Ordering::Relaxed)
+    }
 }
 
 /// Set when some partition holds appends not yet fsynced; the broker's flusher
@@ -135,15 +166,19 @@ impl Partition {
             durability: settings.durability,
             replica: Replica::open(dir, settings.clustered)?,
             flush_hint: Arc::clone(&settings.flush_hint),
+            appended: AppendedCounts::default(),
         })
     }
 
-    /// Appends a batch. With `fsync` durability and `wait_durable`, returns after the
-    /// batch is fsynced (on a blocking thread; concurrent appends share the fsync).
-    /// Consumers see the batch once this returns.
+    /// Appends a batch whose messages carry `payload_bytes` of keys, values and
+    /// client headers, and counts them in [`Partition::appended`]. With `fsync`
+    /// durability and `wait_durable`, returns after the batch is fsynced (on a
+    /// blocking thread; concurrent appends share the fsync). Consumers see the batch
+    /// once this returns.
     pub async fn append(
         &self,
         mut batch: RecordBatch,
+        payload_bytes: u64,
         wait_durable: bool,
     ) -> Result<AppendInfo, ApiError> {
         let Some(epoch) = self.replica.leader_epoch() else {
@@ -166,6 +201,8 @@ impl Partition {
             info
         };
         self.replica.appended(&self.log, info.next_offset());
+        let messages = info.next_offset().0 - info.base_offset.0;
+        self.appended.add(messages, payload_bytes);
         Ok(info)
     }
 
@@ -180,11 +217,12 @@ impl Partition {
     pub async fn append_acked(
         &self,
         batch: RecordBatch,
+        payload_bytes: u64,
         acks: Acks,
     ) -> Result<AppendInfo, AckFailure> {
         if acks != Acks::All || self.replica.is_standalone() {
             return self
-                .append(batch, acks != Acks::None)
+                .append(batch, payload_bytes, acks != Acks::None)
                 .await
                 .map_err(AckFailure::before_append);
         }
@@ -193,7 +231,7 @@ impl Partition {
             .map_err(AckFailure::before_append)?;
         let epoch = self.replica.leader_epoch();
         let info = self
-            .append(batch, true)
+            .append(batch, payload_bytes, true)
             .await
             .map_err(AckFailure::before_append)?;
         let last = Offset(info.next_offset().0.saturating_sub(1));

@@ -44,7 +44,8 @@ pub async fn append_routed(
         .map(|(msgs, partition)| async move {
             let batch = message::encode_batch(msgs, idempotency, &[], now_ms)
                 .map_err(|error| (error, None))?;
-            match partition.append_acked(batch, acks).await {
+            let payload_bytes = msgs.iter().map(|(_, m)| m.payload_bytes()).sum();
+            match partition.append_acked(batch, payload_bytes, acks).await {
                 Ok(info) => Ok((partition.id, info.base_offset, msgs)),
                 Err(failed) => {
                     let appended = failed.appended.map(|i| (partition.id, i.base_offset, msgs));

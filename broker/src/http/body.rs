@@ -199,17 +199,6 @@ pub async fn to_completion<T: Send + 'static>(
     tokio::spawn(append).await.map_err(ApiError::internal)?
 }
 
-/// Key, value and header bytes of messages, for the byte counters.
-pub fn payload_bytes(messages: &[NewMessage<'_>]) -> u64 {
-    messages
-        .iter()
-        .map(|m| {
-            let headers: usize = m.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-            (m.key.as_ref().map_or(0, |k| k.len()) + m.value.len() + headers) as u64
-        })
-        .sum()
-}
-
 /// Key, value and header bytes of stored messages, for the byte counters.
 pub fn stored_bytes<'a>(messages: impl Iterator<Item = &'a StoredMessage>) -> u64 {
     messages

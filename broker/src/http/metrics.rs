@@ -6,7 +6,7 @@
 //! | `broker_messages_out_total` | counter | `kind`, `name` |
 //! | `broker_bytes_in_total` | counter | `kind`, `name` (key + value + header bytes) |
 //! | `broker_bytes_out_total` | counter | `kind`, `name` |
-//! | `broker_http_request_duration_seconds` | histogram | `method`, `route` |
+//! | `broker_http_request_duration_seconds` | histogram | `method` (or `other`), `route` (pattern, or `unmatched`) |
 //! | `broker_http_responses_total` | counter | `method`, `route`, `status` |
 //! | `broker_partition_log_start_offset` | gauge | `kind`, `name`, `partition` |
 //! | `broker_partition_log_end_offset` | gauge | `kind`, `name`, `partition` |
@@ -16,20 +16,25 @@
 //! | `broker_queue_dead_lettered` | gauge | `queue` (since creation) |
 //! | `broker_queue_dropped` | gauge | `queue` (since creation) |
 //!
-//! Counters are updated once per request, never per message. The gauges are computed
-//! when scraped, by a [`Collector`] that walks the topics and queues.
+//! Messages and bytes in are what this node appended as the leader of each partition
+//! (produced, sent, dead-lettered into a queue, redriven back into one), counted by
+//! the partitions themselves ([`crate::partition::AppendedCounts`]): they grow with
+//! the log end offsets, a retry answered from the idempotency window adds nothing,
+//! and a follower's replicated copies are not counted. They and the gauges are read
+//! when scraped, by a [`Collector`] that walks the topics and queues. The other
+//! counters are updated once per request, never per message.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -69,17 +74,46 @@ struct ResourceLabels {
     name: String,
 }
 
+/// The labels of a request. Both come from fixed sets, whatever the client sends
+/// ([`method_label`], route patterns or [`UNMATCHED_ROUTE`]), so that requests cannot
+/// add series without bound.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResponseLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
+}
+
+/// The methods HTTP defines (RFC 9110, and PATCH), each its own `method` label.
+const KNOWN_METHODS: [(Method, &str); 9] = [
+    (Method::GET, "GET"),
+    (Method::HEAD, "HEAD"),
+    (Method::POST, "POST"),
+    (Method::PUT, "PUT"),
+    (Method::DELETE, "DELETE"),
+    (Method::CONNECT, "CONNECT"),
+    (Method::OPTIONS, "OPTIONS"),
+    (Method::TRACE, "TRACE"),
+    (Method::PATCH, "PATCH"),
+];
+
+/// The `method` label of every method not in [`KNOWN_METHODS`]: HTTP lets a client
+/// invent any number of them (each answered 405 or 404).
+const OTHER_METHOD: &str = "other";
+
+/// The `method` label of a request: its method when HTTP defines it, else
+/// [`OTHER_METHOD`].
+fn method_label(method: &Method) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|(known, _)| known == method)
+        .map_or(OTHER_METHOD, |&(_, label)| label)
 }
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -96,9 +130,7 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    messages_in: Family<ResourceLabels, Counter>,
     messages_out: Family<ResourceLabels, Counter>,
-    bytes_in: Family<ResourceLabels, Counter>,
     bytes_out: Family<ResourceLabels, Counter>,
     request_seconds: HistogramFamily,
     responses: Family<ResponseLabels, Counter>,
@@ -109,26 +141,14 @@ impl Metrics {
     /// each scrape.
     pub fn new(broker: Arc<Broker>) -> Metrics {
         let mut registry = Registry::with_prefix("broker");
-        let messages_in = Family::<ResourceLabels, Counter>::default();
         let messages_out = Family::<ResourceLabels, Counter>::default();
-        let bytes_in = Family::<ResourceLabels, Counter>::default();
         let bytes_out = Family::<ResourceLabels, Counter>::default();
         let request_seconds = HistogramFamily::new_with_constructor(latency_histogram);
         let responses = Family::<ResponseLabels, Counter>::default();
         registry.register(
-            "messages_in",
-            "Messages produced to a topic or sent to a queue",
-            messages_in.clone(),
-        );
-        registry.register(
             "messages_out",
             "Messages pulled from a topic or received from a queue",
             messages_out.clone(),
-        );
-        registry.register(
-            "bytes_in",
-            "Key, value and header bytes of messages in",
-            bytes_in.clone(),
         );
         registry.register(
             "bytes_out",
@@ -148,9 +168,7 @@ impl Metrics {
         registry.register_collector(Box::new(StorageCollector { broker }));
         Metrics {
             registry,
-            messages_in,
             messages_out,
-            bytes_in,
             bytes_out,
             request_seconds,
             responses,
@@ -162,15 +180,6 @@ impl Metrics {
             kind: kind.as_str(),
             name: name.to_owned(),
         }
-    }
-
-    /// Counts messages in.
-    pub fn record_in(&self, kind: Kind, name: &str, messages: usize, bytes: u64) {
-        let labels = Self::labels(kind, name);
-        self.messages_in
-            .get_or_create(&labels)
-            .inc_by(messages as u64);
-        self.bytes_in.get_or_create(&labels).inc_by(bytes);
     }
 
     /// Counts messages out.
@@ -185,22 +194,18 @@ impl Metrics {
         self.bytes_out.get_or_create(&labels).inc_by(bytes);
     }
 
-    /// Forgets the counters of a deleted topic or queue.
+    /// Forgets the counters out of a deleted topic or queue (the counters in go with
+    /// its partitions).
     pub fn forget(&self, kind: Kind, name: &str) {
         let labels = Self::labels(kind, name);
-        for family in [
-            &self.messages_in,
-            &self.messages_out,
-            &self.bytes_in,
-            &self.bytes_out,
-        ] {
+        for family in [&self.messages_out, &self.bytes_out] {
             family.remove(&labels);
         }
     }
 
-    fn observe(&self, method: &str, route: &str, status: StatusCode, seconds: f64) {
+    fn observe(&self, method: &'static str, route: &str, status: StatusCode, seconds: f64) {
         let labels = RouteLabels {
-            method: method.to_owned(),
+            method,
             route: route.to_owned(),
         };
         self.request_seconds.get_or_create(&labels).observe(seconds);
@@ -220,16 +225,21 @@ impl Metrics {
     }
 }
 
-/// Middleware (a route layer, so the route is known): times each request and counts
-/// its answer.
+/// The `route` label of requests no route matched (answered by the router's
+/// fallback: 404, or 400 for an empty name in a path).
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Middleware: times each request and counts its answer. It runs as a route layer,
+/// where the matched route is known (405s included), and around the router's
+/// fallback, where no route matched and the request counts as [`UNMATCHED_ROUTE`].
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let route = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     metrics.observe(
-        method.as_str(),
+        method,
         route,
         response.status(),
         started.elapsed().as_secs_f64(),
@@ -249,7 +259,7 @@ pub fn scrape(metrics: &Metrics) -> Response {
     }
 }
 
-/// Gauges read from storage at scrape time.
+/// Counters in and gauges, read from storage at scrape time.
 #[derive(Debug)]
 struct StorageCollector {
     broker: Arc<Broker>,
@@ -269,10 +279,55 @@ fn gauge<L: EncodeLabelSet>(
     Ok(())
 }
 
+fn counter<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in values {
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for StorageCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let topics = self.broker.topics();
         let queues = self.broker.queues();
+        let appended: Vec<_> = topics
+            .iter()
+            .map(|t| (Kind::Topic, t.name(), t.partitions()))
+            .chain(
+                queues
+                    .iter()
+                    .map(|q| (Kind::Queue, q.name(), q.partitions())),
+            )
+            .map(|(kind, name, partitions)| {
+                let labels = [
+                    ("kind", kind.as_str().to_owned()),
+                    ("name", name.to_owned()),
+                ];
+                let messages = partitions.iter().map(|p| p.appended.messages()).sum();
+                let bytes = partitions.iter().map(|p| p.appended.payload_bytes()).sum();
+                (labels, messages, bytes)
+            })
+            .collect();
+        counter(
+            &mut encoder,
+            "messages_in",
+            "Messages this node stored as leader: produced, sent, dead-lettered or redriven",
+            appended
+                .iter()
+                .map(|(l, messages, _)| (l.clone(), *messages)),
+        )?;
+        counter(
+            &mut encoder,
+            "bytes_in",
+            "Key, value and header bytes of messages in",
+            appended.iter().map(|(l, _, bytes)| (l.clone(), *bytes)),
+        )?;
         let partitions: Vec<(Kind, &str, u32, u64, u64)> = topics
             .iter()
             .flat_map(|t| t.partitions().iter().map(|p| (Kind::Topic, t.name(), p)))

@@ -124,7 +124,11 @@ fn app(broker: Arc<Broker>, cluster: ClusterView) -> (Router, Vec<(Method, Strin
             Arc::clone(&state.metrics),
             metrics::track,
         ))
-        .fallback(not_found)
+        // The fallback is timed and counted too, under the route `unmatched`.
+        .fallback(not_found.layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            metrics::track,
+        )))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state);
     (router, routes.operations)

@@ -44,7 +44,7 @@ pub async fn healthz() -> Response {
     tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Status),
-        (status = 503, description = "Not ready", body = ErrorBody),
+        (status = 503, description = "`unavailable`: not ready: its storage is gone or, in a cluster, it has no ZooKeeper session or is still joining", body = ErrorBody),
     )
 )]
 pub async fn readyz(State(app): State<AppState>) -> Response {
@@ -121,7 +121,6 @@ pub async fn openapi() -> Response {
     responses(
         (status = 200, description = "Read and dropped", body = Object),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
     )
 )]
 pub async fn bench_noop(

@@ -287,7 +287,6 @@ fn verify_receipts(app: &AppState, receipts: &[String]) -> Result<Vec<Receipt>, 
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "No admin right on the name", body = ErrorBody),
         (status = 409, description = "A queue of that name exists", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
     )
 )]
 pub async fn create_queue(
@@ -441,7 +440,6 @@ pub async fn delete_queue(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "No produce right on the queue", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Idempotency-Key used before for other messages", body = ErrorBody),
     )
 )]
@@ -455,7 +453,7 @@ pub async fn send(
     let req = body.parse_messages(|messages| SendRequest { messages })?;
     let messages = body::new_messages(req.messages)?;
     let queue = lookup(&app, &caller, &name, Action::Produce)?;
-    let (count, bytes) = (messages.len(), body::payload_bytes(&messages));
+    let count = messages.len();
     let placement = match key {
         None => queue.send(&messages, None).await?,
         Some(key) => {
@@ -465,8 +463,6 @@ pub async fn send(
             body::to_completion(async move { queue.send(&messages, Some(&key)).await }).await?
         }
     };
-    app.metrics
-        .record_in(Kind::Queue, queue.name(), count, bytes);
     let answer = SendResponse {
         ids: placement
             .iter()

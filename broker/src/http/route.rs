@@ -183,7 +183,7 @@ pub async fn to_leader(State(app): State<AppState>, request: Request, next: Next
 
 /// Whether a request needs the cluster's state: everything under `/v1/` but a token
 /// (users are kept on every node).
-fn needs_the_cluster(path: &str) -> bool {
+pub fn needs_the_cluster(path: &str) -> bool {
     path.starts_with("/v1/") && path != "/v1/auth/token"
 }
 

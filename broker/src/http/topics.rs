@@ -237,7 +237,6 @@ pub fn lookup(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "No admin right on the name", body = ErrorBody),
         (status = 409, description = "A topic of that name exists", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
     )
 )]
 pub async fn create_topic(
@@ -385,9 +384,7 @@ pub async fn delete_topic(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "No produce right on the topic", body = ErrorBody),
         (status = 404, description = "No such topic", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Idempotency-Key used before for other messages", body = ErrorBody),
-        (status = 503, description = "Not enough in-sync replicas", body = ErrorBody),
     )
 )]
 pub async fn produce(
@@ -404,7 +401,6 @@ pub async fn produce(
     let messages = body::new_messages(req.messages)?;
     let topic = lookup(&app, &caller, &name, Action::Produce)?;
     let acks: Acks = req.acks.unwrap_or_default().into();
-    let (count, bytes) = (messages.len(), body::payload_bytes(&messages));
     let placement = match key {
         None => topic.produce(&messages, acks, None).await?,
         Some(key) => {
@@ -415,8 +411,6 @@ pub async fn produce(
                 .await?
         }
     };
-    app.metrics
-        .record_in(Kind::Topic, topic.name(), count, bytes);
     let durability = match acks {
         Acks::None => DurabilityOutcome::None,
         Acks::All | Acks::Leader => topic.spec.durability.into(),

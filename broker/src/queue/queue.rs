@@ -191,6 +191,15 @@ struct DeadLetter {
     origin: [(&'static str, String); 5],
 }
 
+impl DeadLetter {
+    /// Key, value and header bytes of the message, as it was sent (the origin
+    /// headers the broker adds are not counted).
+    fn payload_bytes(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (self.key.as_ref().map_or(0, Vec::len) + self.value.len() + headers) as u64
+    }
+}
+
 /// Releases claims when dropped, also when the request's future is dropped
 /// mid-way, so that a claimed message is never stranded.
 struct ClaimGuard<'q> {
@@ -697,6 +706,7 @@ impl Queue {
         }
         for (partition, letters) in self.partitions.iter().zip(routed) {
             let mut builder = RecordBatchBuilder::new();
+            let mut payload_bytes = 0;
             for letter in letters {
                 let headers = letter
                     .headers
@@ -706,17 +716,18 @@ impl Queue {
                 builder
                     .push_with_headers(letter.key.as_deref(), &letter.value, headers, now)
                     .map_err(ApiError::internal)?;
+                payload_bytes += letter.payload_bytes();
                 if builder.encoded_len() >= DEAD_LETTER_BATCH_BYTES {
                     let full = std::mem::take(&mut builder);
+                    let full = full.finish().map_err(ApiError::internal)?;
                     partition
-                        .append(full.finish().map_err(ApiError::internal)?, true)
+                        .append(full, std::mem::take(&mut payload_bytes), true)
                         .await?;
                 }
             }
             if !builder.is_empty() {
-                partition
-                    .append(builder.finish().map_err(ApiError::internal)?, true)
-                    .await?;
+                let rest = builder.finish().map_err(ApiError::internal)?;
+                partition.append(rest, payload_bytes, true).await?;
             }
         }
         Ok(())

@@ -2,7 +2,10 @@
 //! handlers' `#[utoipa::path]` attributes. The router takes each route's method and
 //! path from the same attributes (see `super::Routes`), and a test checks that the
 //! routed operations and the documented ones are the same set, so the document
-//! cannot drift from the code.
+//! cannot drift from the code. The error responses that do not come from one
+//! handler (413, and the 500, 503 and 504 of storage and the cluster) are added by
+//! [`errors`], and the list of error codes comes from [`ErrorCode::ALL`]. The limits
+//! the server checks on values are written into the schemas by [`limits`].
 
 use std::sync::OnceLock;
 
@@ -10,21 +13,17 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{auth_routes, body, cluster, ops, queues, subscriptions, topics};
-use crate::error::{ErrorBody, ErrorDetail};
+use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
+
+mod errors;
+mod limits;
 
 /// The name of the bearer security scheme in the document.
 pub const BEARER_SCHEME: &str = "bearer";
 
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "mom broker REST API",
-        description = "Topics (publish/subscribe) and queues (competing consumers) over \
-            REST with JWT bearer tokens. Errors are `{\"error\": {\"code\", \"message\"}}` \
-            with a stable snake_case code: bad_request 400, unauthorized 401, forbidden 403, \
-            not_found 404, method_not_allowed 405, already_exists 409, payload_too_large \
-            413, internal 500, not_enough_replicas 503, unavailable 503, timeout 504."
-    ),
+    info(title = "mom broker REST API"),
     paths(
         auth_routes::issue_token,
         topics::create_topic,
@@ -60,6 +59,7 @@ pub const BEARER_SCHEME: &str = "bearer";
     components(schemas(
         ErrorBody,
         ErrorDetail,
+        ErrorCode,
         body::ValueEncoding,
         body::DurabilitySetting,
         body::DurabilityOutcome,
@@ -99,6 +99,29 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     DOC.get_or_init(|| {
         let mut doc = ApiDoc::openapi();
         doc.info.version = env!("CARGO_PKG_VERSION").into();
+        doc.info.description = Some(description());
+        errors::add(&mut doc);
+        let missing = limits::add(&mut doc);
+        if !missing.is_empty() {
+            tracing::warn!(
+                ?missing,
+                "the OpenAPI document lacks the limits of these values"
+            );
+        }
         doc
     })
+}
+
+/// The document's description, with every error code and its status.
+fn description() -> String {
+    let codes: Vec<String> = ErrorCode::ALL
+        .iter()
+        .map(|code| format!("{code} {}", code.status().as_u16()))
+        .collect();
+    format!(
+        "Topics (publish/subscribe) and queues (competing consumers) over REST with JWT \
+         bearer tokens. Errors are `{{\"error\": {{\"code\", \"message\"}}}}` with a \
+         stable snake_case code: {}. Each code is described under `components.responses`.",
+        codes.join(", ")
+    )
 }
