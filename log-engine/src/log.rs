@@ -213,8 +213,8 @@ pub struct Log {
     log_start: AtomicU64,
     log_end: AtomicU64,
     high_watermark: AtomicU64,
-    /// Whether a caller ever set the high watermark ([`Log::set_high_watermark`]):
-    /// only then does it hold retention back.
+    /// Whether a caller ever set the high watermark ([`Log::set_high_watermark`]);
+    /// until then it is the log end.
     high_watermark_managed: AtomicBool,
     durable: AtomicU64,
     /// Messages appended since the last sync, for the flush policy.
@@ -331,9 +331,15 @@ impl Log {
     }
 
     /// The high watermark: records below it are replicated (as the caller judges).
-    /// Starts at the log end when the log opens; see [`Log::set_high_watermark`].
+    /// Until a caller sets it ([`Log::set_high_watermark`]) it is the log end: a log
+    /// nobody replicates has everything committed. Once set, it starts from the log
+    /// end at open and moves as the caller says.
     pub fn high_watermark(&self) -> Offset {
-        Offset(self.high_watermark.load(Ordering::Acquire))
+        if self.high_watermark_managed.load(Ordering::Acquire) {
+            Offset(self.high_watermark.load(Ordering::Acquire))
+        } else {
+            self.log_end_offset()
+        }
     }
 
     /// Records below this offset are fsynced.
@@ -356,9 +362,9 @@ impl Log {
     /// waiting readers. It never moves back: concurrent callers may finish in any
     /// order. Only [`Log::truncate_to`] lowers it.
     pub fn set_high_watermark(&self, offset: Offset) {
-        self.high_watermark_managed.store(true, Ordering::Release);
         let clamped = offset.min(self.log_end_offset());
         let previous = self.high_watermark.fetch_max(clamped.0, Ordering::AcqRel);
+        self.high_watermark_managed.store(true, Ordering::Release);
         if previous < clamped.0 {
             self.changed.notify(usize::MAX);
         }
@@ -1026,10 +1032,9 @@ impl Log {
     /// start becomes the log end, and the next append gets the offset it would have
     /// had. An empty active segment never expires. By size the active segment stays.
     ///
-    /// Once a caller manages the high watermark (has called
-    /// [`Log::set_high_watermark`]), nothing at or above it is deleted, so the log
-    /// start never passes it. A log whose caller never sets it (not replicated) is
-    /// limited by its log end only.
+    /// Nothing at or above the high watermark is deleted, so the log start never
+    /// passes it. A log whose caller never sets it (not replicated) has its log end
+    /// as high watermark ([`Log::high_watermark`]).
     pub fn apply_retention(&self) -> Result<RetentionReport> {
         let now = self.clock.now_ms();
         let limits = retention::Limits {
@@ -1039,12 +1044,7 @@ impl Log {
         // Read under the writer lock (the closure runs there): a truncation, which
         // holds it, may lower the high watermark.
         self.delete_leading(|summaries| {
-            let limit = if self.high_watermark_managed.load(Ordering::Acquire) {
-                self.high_watermark()
-            } else {
-                self.log_end_offset()
-            };
-            retention::expired_count(summaries, limits, now, limit)
+            retention::expired_count(summaries, limits, now, self.high_watermark())
         })
     }
 
