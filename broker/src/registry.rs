@@ -65,12 +65,7 @@ impl Broker {
         fsutil::create_dir_all(&data)?;
         let lock = lock_data_dir(&data)?;
         fsutil::empty_trash(&data.join("trash"))?;
-        let auth_config = crate::auth::AuthConfig {
-            token_ttl_secs: config.token_ttl_secs,
-            jwt_secret: config.jwt_secret.clone(),
-            admin_password: config.admin_password.clone(),
-        };
-        let (auth, bootstrap) = Auth::open(&data, &auth_config)?;
+        let (auth, bootstrap) = Auth::open(&data, &config.auth_config())?;
         let receipt_key = auth.receipt_key();
         let broker = Broker {
             auth,

@@ -42,7 +42,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker (defaults: 127.0.0.1:8080, ./data, standalone).
-    Serve(ServeArgs),
+    #[command(after_help = SERVE_ENVIRONMENT_HELP)]
+    Serve(Box<ServeArgs>),
     /// Manage users in the data directory (works while the broker runs).
     User(user::UserArgs),
     /// Manage users' rights in the data directory.
@@ -64,6 +65,20 @@ pub enum Command {
     /// Measure a running broker: throughput and latency.
     Bench(bench::BenchArgs),
 }
+
+/// The settings of `broker serve` that have no flag, shown after its flags.
+const SERVE_ENVIRONMENT_HELP: &str = "\
+Settings without a flag:
+  BROKER_ADMIN_PASSWORD  The password of the user `admin` that a start with no users
+                         creates; ignored once users exist. Also the config key
+                         `admin_password`. Never a flag: flags show in `ps`.
+                         [default: random, printed once]
+  BROKER_LOG             What the broker logs on stderr, as a tracing filter
+                         (`warn`, `debug`, `broker=debug,info`); read by every
+                         command before any config file. [default: info]
+
+Each flag above also reads the environment variable shown and the config key of
+its name with `_` (`--flush-interval-ms`: `flush_interval_ms`).";
 
 /// The entry point of the binary.
 pub fn main() -> ExitCode {

@@ -215,3 +215,46 @@ fn serve_still_parses() {
         Ok(Command::Serve(_))
     ));
 }
+
+#[test]
+fn every_serve_setting_has_a_flag_an_env_var_and_a_config_key() -> anyhow::Result<()> {
+    let mut cli = <Cli as clap::CommandFactory>::command();
+    cli.build();
+    let serve = cli
+        .find_subcommand_mut("serve")
+        .ok_or_else(|| anyhow::anyhow!("no serve"))?;
+    let mut flags = std::collections::BTreeSet::new();
+    for arg in serve.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches!(id, "help" | "version") {
+            continue;
+        }
+        assert!(
+            arg.get_env().is_some(),
+            "--{id} reads no environment variable"
+        );
+        flags.insert(id.to_owned());
+    }
+    flags.remove("config");
+    let config = serde_json::to_value(BrokerConfig::default())?;
+    let mut keys: std::collections::BTreeSet<String> = config
+        .as_object()
+        .ok_or_else(|| anyhow::anyhow!("not an object"))?
+        .keys()
+        .cloned()
+        .collect();
+    assert!(
+        keys.remove("admin_password"),
+        "no flag on purpose: flags show in ps"
+    );
+    assert_eq!(flags, keys);
+    let help = serve.render_long_help().to_string();
+    for env in [
+        "BROKER_ADMIN_PASSWORD",
+        "BROKER_LOG",
+        "BROKER_MAINTENANCE_INTERVAL_MS",
+    ] {
+        assert!(help.contains(env), "serve --help does not mention {env}");
+    }
+    Ok(())
+}
