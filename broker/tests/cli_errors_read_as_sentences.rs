@@ -1,6 +1,6 @@
 //! Failures that need no running broker print one `error: ...` sentence on
 //! stderr, nothing on stdout, and exit with 1: nothing listening, no login, a
-//! data directory that holds no broker (left uncreated).
+//! data directory that holds no broker (left uncreated, by `user add` too).
 
 mod cli_support;
 
@@ -33,13 +33,23 @@ fn cli_failures_without_a_broker_are_sentences_and_exit_codes() -> TestResult {
         )
     );
 
-    let outcome = sandbox.run(&["user", "list"], "")?;
-    assert_eq!(outcome.status.code(), Some(1));
-    assert!(outcome.stderr.contains("holds no broker"), "{outcome:?}");
-    assert!(
-        !sandbox.data_dir().exists(),
-        "a typo must not create a data directory"
-    );
+    for user_command in [&["user", "list"][..], &["user", "add", "bob"]] {
+        let outcome = sandbox.run(user_command, "bob-password\n")?;
+        assert_eq!(outcome.status.code(), Some(1));
+        assert!(outcome.stderr.contains("holds no broker"), "{outcome:?}");
+        assert!(outcome.stderr.contains("--data-dir"), "{outcome:?}");
+        assert!(
+            outcome
+                .stderr
+                .contains(&sandbox.data_dir().display().to_string()),
+            "it says where it looked: {outcome:?}"
+        );
+        assert_eq!(outcome.stdout, "", "no admin was made: {outcome:?}");
+        assert!(
+            !sandbox.data_dir().exists(),
+            "a typo must not create a data directory"
+        );
+    }
 
     let outcome = sandbox.run(&["bench", "--url", &url], "")?;
     assert_eq!(

@@ -21,7 +21,7 @@ fn user_commands_take_the_data_dir_anywhere() -> Result<(), clap::Error> {
     let Command::User(user) = parse(&["user", "add", "bob", "--admin", "--data-dir", "/d"])? else {
         panic!("not a user command");
     };
-    assert_eq!(user.data.data_dir, PathBuf::from("/d"));
+    assert_eq!(user.data.data_dir, Some(PathBuf::from("/d")));
     assert!(matches!(
         user.command,
         user::UserCommand::Add { ref name, admin: true } if name == "bob"
@@ -29,7 +29,11 @@ fn user_commands_take_the_data_dir_anywhere() -> Result<(), clap::Error> {
     let Command::User(user) = parse(&["user", "--data-dir", "/e", "list"])? else {
         panic!("not a user command");
     };
-    assert_eq!(user.data.data_dir, PathBuf::from("/e"));
+    assert_eq!(user.data.data_dir, Some(PathBuf::from("/e")));
+    let Command::Acl(acl) = parse(&["acl", "list", "--config", "/etc/broker.toml"])? else {
+        panic!("not an acl command");
+    };
+    assert_eq!(acl.data.config, Some(PathBuf::from("/etc/broker.toml")));
     assert!(refused(&["user", "add"]), "a name is required");
     assert!(
         refused(&["user", "add", "bob", "--password", "x"]),

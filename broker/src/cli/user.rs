@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use super::data_dir::{self, DataDirArgs, Missing};
+use super::data_dir::{self, DataDirArgs};
 use super::output;
 use super::password::{self, Purpose};
 
@@ -51,7 +51,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
     match args.command {
         UserCommand::Add { name, admin } => {
             crate::names::validate("user", &name).map_err(|e| anyhow::anyhow!(e.message))?;
-            let auth = data_dir::open(&args.data, Missing::Create)?;
+            let auth = data_dir::open(&args.data)?;
             let password = password::read(&format!("Password for {name}: "), Purpose::New)?;
             auth.add_user(&name, &password, admin)
                 .map_err(|e| anyhow::anyhow!(e.message))?;
@@ -64,7 +64,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
             }
         }
         UserCommand::List { json } => {
-            let auth = data_dir::open(&args.data, Missing::Refuse)?;
+            let auth = data_dir::open(&args.data)?;
             let users = auth.users();
             if json {
                 output::json(&serde_json::json!({ "users": users }))?;
@@ -87,13 +87,13 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
             output::text(&output::render_table(&rows))?;
         }
         UserCommand::Remove { name } => {
-            let auth = data_dir::open(&args.data, Missing::Refuse)?;
+            let auth = data_dir::open(&args.data)?;
             auth.remove_user(&name)
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             output::line(format!("Removed user {name:?}; its tokens no longer work."))?;
         }
         UserCommand::Passwd { name } => {
-            let auth = data_dir::open(&args.data, Missing::Refuse)?;
+            let auth = data_dir::open(&args.data)?;
             if auth.user(&name).is_none() {
                 anyhow::bail!("no user {name:?}");
             }
