@@ -1,6 +1,7 @@
 //! One operator and one user session against a real `broker serve`: a user
 //! added to the running broker's data directory can log in within a second;
-//! the token is saved with mode 0600; topic create, produce from stdin, consume
+//! an operator can promote and demote it, but not demote the last admin; the
+//! token is saved with mode 0600; topic create, produce from stdin, consume
 //! with commit and bench all work through the saved login; errors read as
 //! sentences; and removing the user locks its token out.
 
@@ -35,6 +36,15 @@ fn cli_operator_and_user_commands_work_against_a_running_broker() -> TestResult 
         3,
         "{acl:?}"
     );
+
+    let promoted = sandbox.run(&["user", "promote", "alice"], "")?.ok()?;
+    assert_eq!(promoted.stdout, "\"alice\" is an admin user.\n");
+    let listed = sandbox.run(&["acl", "list", "alice"], "")?.ok()?;
+    assert!(listed.stdout.contains("everything (admin)"), "{listed:?}");
+    sandbox.run(&["user", "demote", "alice"], "")?.ok()?;
+    let last = sandbox.run(&["user", "demote", "admin"], "")?;
+    assert_eq!(last.status.code(), Some(1));
+    assert!(last.stderr.contains("last admin"), "{last:?}");
 
     let login = eventually(RELOAD_WITHIN, || {
         Ok(sandbox

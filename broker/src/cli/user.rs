@@ -1,4 +1,5 @@
-//! `broker user add|list|remove|passwd`: users, changed in the data directory.
+//! `broker user add|list|remove|passwd|promote|demote`: users, changed in the
+//! data directory.
 
 use clap::{Args, Subcommand};
 
@@ -41,6 +42,17 @@ pub enum UserCommand {
     },
     /// Set a user's password (read from stdin); their earlier tokens stop working.
     Passwd {
+        /// The login name.
+        name: String,
+    },
+    /// Make a user an admin: every right, and user management.
+    Promote {
+        /// The login name.
+        name: String,
+    },
+    /// Make an admin an ordinary user again, keeping their grants; the last
+    /// admin cannot be demoted.
+    Demote {
         /// The login name.
         name: String,
     },
@@ -102,6 +114,20 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             output::line(format!(
                 "Changed the password of {name:?}; its earlier tokens no longer work."
+            ))?;
+        }
+        UserCommand::Promote { name } => {
+            let auth = data_dir::open(&args.data)?;
+            auth.set_admin(&name, true)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            output::line(format!("{name:?} is an admin user."))?;
+        }
+        UserCommand::Demote { name } => {
+            let auth = data_dir::open(&args.data)?;
+            auth.set_admin(&name, false)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            output::line(format!(
+                "{name:?} is no longer an admin user; its grants stay."
             ))?;
         }
     }
