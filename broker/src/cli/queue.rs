@@ -13,12 +13,10 @@ use super::consume::value_bytes;
 use super::lines::{self, BatchLimits};
 use super::output;
 use super::produce::{self, Destination};
+use crate::http::WAIT_MS_MAX;
 
 /// The most messages one receive asks for.
 const RECEIVE_MAX: u64 = 1000;
-
-/// The longest wait for a message the broker is asked for.
-const WAIT_MS_MAX: u64 = 60_000;
 
 /// `broker queue ...`.
 #[derive(Debug, Args)]
@@ -151,7 +149,7 @@ pub struct ReceiveArgs {
     /// Receive at most this many.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=RECEIVE_MAX))]
     pub max: u64,
-    /// Wait up to this long for a message, in ms.
+    /// Wait up to this long for a message, in ms (the broker waits at most 30000).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=WAIT_MS_MAX))]
     pub wait_ms: u64,
     /// The lease of these messages, in ms [default: the queue's].

@@ -116,6 +116,11 @@ fn client_commands_take_url_and_their_flags() -> anyhow::Result<()> {
         "5"
     ]));
     assert!(parse(&["queue", "ack", "jobs", "r1", "r2"]).is_ok());
+    assert!(parse(&["queue", "receive", "jobs", "--wait-ms", "30000"]).is_ok());
+    assert!(
+        refused(&["queue", "receive", "jobs", "--wait-ms", "30001"]),
+        "the broker waits at most 30000 ms"
+    );
     assert!(refused(&["queue", "ack", "jobs"]), "receipts are required");
     Ok(())
 }

@@ -47,6 +47,7 @@ mod tests;
 
 pub use cluster::ClusterView;
 pub use metrics::Metrics;
+pub use subscriptions::WAIT_MS_MAX;
 
 /// What every handler gets.
 #[derive(Clone, Debug)]
