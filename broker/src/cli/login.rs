@@ -83,8 +83,8 @@ pub fn login(args: LoginArgs) -> anyhow::Result<()> {
     );
     saved.save(&path)?;
     output::line(format!(
-        "Logged in to {url} as {username:?}; the token is valid for {} minutes (saved in {}).",
-        expires_in / 60,
+        "Logged in to {url} as {username:?}; the token is valid for {} (saved in {}).",
+        lifetime(expires_in),
         path.display()
     ))?;
     Ok(())
@@ -110,6 +110,28 @@ pub fn logout(args: LogoutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A token lifetime in words: `30 seconds`, `1 minute`, `90 minutes`, `1 hour`,
+/// `2 minutes and 5 seconds`.
+fn lifetime(secs: u64) -> String {
+    let count = |n: u64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit}")
+        } else {
+            format!("{n} {unit}s")
+        }
+    };
+    match secs {
+        0..60 => count(secs, "second"),
+        _ if secs.is_multiple_of(3600) => count(secs / 3600, "hour"),
+        _ if secs.is_multiple_of(60) => count(secs / 60, "minute"),
+        _ => format!(
+            "{} and {}",
+            count(secs / 60, "minute"),
+            count(secs % 60, "second")
+        ),
+    }
+}
+
 /// Asks for the user name at a terminal.
 fn ask_username() -> anyhow::Result<String> {
     if !io::stdin().is_terminal() {
@@ -124,4 +146,22 @@ fn ask_username() -> anyhow::Result<String> {
         anyhow::bail!("no user name given");
     }
     Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_read_as_words() {
+        assert_eq!(lifetime(0), "0 seconds");
+        assert_eq!(lifetime(1), "1 second");
+        assert_eq!(lifetime(30), "30 seconds");
+        assert_eq!(lifetime(60), "1 minute");
+        assert_eq!(lifetime(90), "1 minute and 30 seconds");
+        assert_eq!(lifetime(1800), "30 minutes");
+        assert_eq!(lifetime(3600), "1 hour");
+        assert_eq!(lifetime(5400), "90 minutes");
+        assert_eq!(lifetime(86_400), "24 hours");
+    }
 }

@@ -21,6 +21,7 @@ mod sub;
 mod topic;
 mod user;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -87,20 +88,41 @@ pub fn main() -> ExitCode {
     // The server logs its progress; the other commands speak for themselves
     // and log only warnings.
     init_tracing(if serving { "info" } else { "warn" });
-    let unauthorized_hint = !matches!(cli.command, Command::Login(_) | Command::Serve(_));
+    let env_token = std::env::var("BROKER_TOKEN").is_ok_and(|token| !token.is_empty());
+    let refused_hint = unauthorized_hint(&cli.command, env_token);
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error::sentence(&error));
             let refused = error
                 .downcast_ref::<ApiFailure>()
                 .is_some_and(ApiFailure::is_unauthorized);
-            if refused && unauthorized_hint {
-                eprintln!("hint: log in again with `broker login`");
+            if refused && let Some(hint) = refused_hint {
+                eprintln!("hint: {hint}");
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What to advise when the broker refuses a command's token (401), by where the
+/// token came from: `BROKER_TOKEN` (`env_token`) wins over the saved login, so a
+/// new `broker login` would not help then.
+fn unauthorized_hint(command: &Command, env_token: bool) -> Option<&'static str> {
+    match command {
+        Command::Serve(_)
+        | Command::User(_)
+        | Command::Acl(_)
+        | Command::Login(_)
+        | Command::Logout(_) => None,
+        // A run with --user logs in for itself: a 401 is about that password.
+        Command::Bench(args) if args.user.is_some() => None,
+        _ if env_token => Some(
+            "the broker refused the token in BROKER_TOKEN: set a valid one, or unset \
+             BROKER_TOKEN to use the saved login of `broker login`",
+        ),
+        _ => Some("log in again with `broker login`"),
     }
 }
 
@@ -161,9 +183,11 @@ fn return_large_allocations() {
 fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BROKER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colours only for a person at a terminal, not in files or the journal.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

@@ -267,3 +267,21 @@ fn every_serve_setting_has_a_flag_an_env_var_and_a_config_key() -> anyhow::Resul
     }
     Ok(())
 }
+
+#[test]
+fn a_refused_token_from_the_environment_is_not_cured_by_a_login() -> anyhow::Result<()> {
+    let topic_list = parse(&["topic", "list"])?;
+    let hint = unauthorized_hint(&topic_list, true).unwrap_or_default();
+    assert!(
+        hint.contains("BROKER_TOKEN") && !hint.contains("log in again"),
+        "{hint}"
+    );
+    assert_eq!(
+        unauthorized_hint(&topic_list, false),
+        Some("log in again with `broker login`")
+    );
+    assert_eq!(unauthorized_hint(&parse(&["login"])?, true), None);
+    let bench_as = parse(&["bench", "--count", "1", "--user", "dan"])?;
+    assert_eq!(unauthorized_hint(&bench_as, false), None);
+    Ok(())
+}

@@ -110,20 +110,17 @@ impl Sandbox {
         self.start_server_with(|_| {}).map(drop)
     }
 
-    /// [`Sandbox::start_server`] with the command changed by `configure`;
-    /// returns the lines the server printed before the one saying where it
-    /// listens.
+    /// [`Sandbox::start_server`] with the command changed by `configure` (which
+    /// may redirect stderr; stdout is read here); returns the lines the server
+    /// printed before the one saying where it listens.
     pub fn start_server_with(
         &mut self,
         configure: impl FnOnce(&mut Command),
     ) -> Result<Vec<String>, Box<dyn std::error::Error>> {
         let mut command = self.command(&["serve", "--listen", "127.0.0.1:0"]);
+        command.stdin(Stdio::null()).stderr(Stdio::inherit());
         configure(&mut command);
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let mut child = command.stdout(Stdio::piped()).spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         self.server = Some(child);
         let (url, before) = listening_url(stdout)?;

@@ -502,7 +502,8 @@ impl Run {
     async fn delete_subscription(&self, sub: &str) {
         let path = format!("/v1/topics/{}/subscriptions/{sub}", self.args.topic);
         if let Err(error) = self.api.delete(&path).await {
-            eprintln!("warning: could not delete the bench subscription {sub:?}: {error:#}");
+            let error = super::error::sentence(&error);
+            eprintln!("warning: could not delete the bench subscription {sub:?}: {error}");
         }
     }
 }
