@@ -134,8 +134,10 @@ impl Sandbox {
     }
 }
 
-impl Drop for Sandbox {
-    fn drop(&mut self) {
+impl Sandbox {
+    /// Stops the server as an operator does (SIGTERM), waiting up to 10 s for
+    /// it to exit before killing it.
+    pub fn stop_server(&mut self) {
         if let Some(mut server) = self.server.take() {
             // SIGTERM: the broker shuts down cleanly, as an operator stops it.
             let pid = server.id() as libc::pid_t;
@@ -153,6 +155,12 @@ impl Drop for Sandbox {
             let _ = server.kill();
             let _ = server.wait();
         }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop_server();
     }
 }
 
