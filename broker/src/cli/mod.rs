@@ -55,7 +55,8 @@ pub enum Command {
     Logout(login::LogoutArgs),
     /// Create, list, describe and delete topics.
     Topic(topic::TopicArgs),
-    /// Send each line of stdin to a topic as a message.
+    /// Send messages to a topic: the arguments after it, or else each line of
+    /// stdin.
     Produce(produce::ProduceArgs),
     /// Print a topic's messages through a subscription.
     Consume(consume::ConsumeArgs),

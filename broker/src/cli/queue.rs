@@ -53,10 +53,12 @@ pub enum QueueCommand {
         /// The queue.
         name: String,
     },
-    /// Send each line of stdin as a message.
+    /// Send messages: the arguments after the queue, or else each line of stdin.
     Send {
         /// The queue.
         name: String,
+        /// Messages to send, one per argument [default: each line of stdin].
+        messages: Vec<String>,
         /// The routing key of every message.
         #[arg(long)]
         key: Option<String>,
@@ -197,15 +199,22 @@ async fn run_async(api: &Api, command: QueueCommand) -> anyhow::Result<()> {
                 .await?;
             output::line(format!("Deleted queue {name:?}."))?;
         }
-        QueueCommand::Send { name, key, headers } => {
+        QueueCommand::Send {
+            name,
+            messages,
+            key,
+            headers,
+        } => {
             let name = client::name("queue", &name)?;
             let destination = Destination {
                 path: format!("/v1/queues/{name}/messages"),
+                resource: format!("/v1/queues/{name}"),
                 what: format!("queue {name:?}"),
                 template: produce::template(key, headers),
                 extra: Vec::new(),
             };
-            produce::send_stdin(api, &destination, BatchLimits::default()).await?;
+            let input = produce::input(messages)?;
+            produce::send_lines(api, &destination, BatchLimits::default(), input).await?;
         }
         QueueCommand::Receive(receive_args) => receive(api, &receive_args).await?,
         QueueCommand::Ack { name, receipts } => {
