@@ -54,14 +54,7 @@ pub async fn token(api: &Api, username: &str, password: &str) -> anyhow::Result<
 /// Runs `broker login`: asks for the password, fetches a token, saves it.
 pub fn login(args: LoginArgs) -> anyhow::Result<()> {
     let path = credentials::default_path()?;
-    let mut saved = Credentials::load(&path)?;
-    let url = match &args.connect.url {
-        Some(url) => client::normalize_url(url)?,
-        None => saved
-            .current_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_URL.to_owned()),
-    };
+    let url = target_url(&args.connect, &path)?;
     let username = match args.user {
         Some(user) => user,
         None => ask_username()?,
@@ -72,16 +65,12 @@ pub fn login(args: LoginArgs) -> anyhow::Result<()> {
     )?;
     let api = Api::new(&url, None)?;
     let (token, expires_in) = client::run(token(&api, &username, &password))?;
-    let expires_at_unix_secs = client::now_unix_secs() + expires_in;
-    saved.insert(
-        &url,
-        Login {
-            username: username.clone(),
-            token,
-            expires_at_unix_secs,
-        },
-    );
-    saved.save(&path)?;
+    let login = Login {
+        username: username.clone(),
+        token,
+        expires_at_unix_secs: client::now_unix_secs().saturating_add(expires_in),
+    };
+    Credentials::update(&path, |saved| saved.insert(&url, login))?;
     output::line(format!(
         "Logged in to {url} as {username:?}; the token is valid for {} (saved in {}).",
         lifetime(expires_in),
@@ -93,21 +82,23 @@ pub fn login(args: LoginArgs) -> anyhow::Result<()> {
 /// Runs `broker logout`: forgets the token of the broker.
 pub fn logout(args: LogoutArgs) -> anyhow::Result<()> {
     let path = credentials::default_path()?;
-    let mut saved = Credentials::load(&path)?;
-    let url = match &args.connect.url {
-        Some(url) => client::normalize_url(url)?,
-        None => saved
-            .current_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_URL.to_owned()),
-    };
-    if saved.remove(&url) {
-        saved.save(&path)?;
+    let url = target_url(&args.connect, &path)?;
+    if Credentials::update(&path, |saved| saved.remove(&url))? {
         output::line(format!("Logged out of {url}."))?;
     } else {
         output::line(format!("Not logged in to {url}; nothing to do."))?;
     }
     Ok(())
+}
+
+/// The broker `--url` names, else the one of the last login, else the default.
+fn target_url(connect: &ConnectArgs, credentials: &std::path::Path) -> anyhow::Result<String> {
+    match &connect.url {
+        Some(url) => client::normalize_url(url),
+        None => Ok(Credentials::load(credentials)?
+            .current_url
+            .unwrap_or_else(|| DEFAULT_URL.to_owned())),
+    }
 }
 
 /// A token lifetime in words: `30 seconds`, `1 minute`, `90 minutes`, `1 hour`,
