@@ -6,7 +6,29 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthConfig;
 use crate::error::BrokerError;
+
+/// The longest period of the flusher and of maintenance: one hour. A longer one
+/// would leave `interval` data unsynced, or retention and reloads of the users
+/// file undone, for hours; and the timer adds the period to the current instant,
+/// which must not overflow.
+pub const PERIOD_MS_MAX: u64 = 60 * 60 * 1000;
+
+/// The longest idempotency window: 7 days, as long as Kafka keeps a producer's
+/// state by default. Keys are compared with timestamps as `i64` milliseconds,
+/// which a larger window could overflow.
+pub const IDEMPOTENCY_WINDOW_MS_MAX: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// The shortest ZooKeeper session timeout: 1 s. ZooKeeper itself grants no less
+/// than two of its ticks.
+pub const ZOOKEEPER_SESSION_TIMEOUT_MS_MIN: u64 = 1000;
+
+/// The longest ZooKeeper session timeout: 10 minutes. ZooKeeper lowers what a
+/// client asks to its `maxSessionTimeout` (40 s by default), and the node's own
+/// clock deadline adds the timeout to the current instant, which must not
+/// overflow.
+pub const ZOOKEEPER_SESSION_TIMEOUT_MS_MAX: u64 = 10 * 60 * 1000;
 
 /// When a produce is answered, as far as the disk is concerned.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -54,14 +76,16 @@ pub struct BrokerConfig {
     pub max_body_bytes: usize,
     /// The durability of topics and queues created without one. Defaults to `fsync`.
     pub durability: Durability,
-    /// How often logs with `interval` durability are fsynced. Defaults to 100 ms.
+    /// How often logs with `interval` durability are fsynced: 1 ms to
+    /// [`PERIOD_MS_MAX`]. Defaults to 100 ms.
     pub flush_interval_ms: u64,
     /// The size at which a partition's segment rolls. Defaults to 256 MiB.
     pub segment_bytes: u64,
-    /// How long an `Idempotency-Key` is remembered. Defaults to 10 minutes.
+    /// How long an `Idempotency-Key` is remembered: 1 ms to
+    /// [`IDEMPOTENCY_WINDOW_MS_MAX`]. Defaults to 10 minutes.
     pub idempotency_window_ms: u64,
-    /// How often retention, interval flushes and queue space reclamation run.
-    /// Defaults to 1000 ms.
+    /// How often retention, queue space reclamation and the reload of a changed
+    /// users file run: 1 ms to [`PERIOD_MS_MAX`]. Defaults to 1000 ms.
     pub maintenance_interval_ms: u64,
     /// ZooKeeper's `host:port[,host:port...]`. Defaults to none: the node runs
     /// standalone.
@@ -69,7 +93,8 @@ pub struct BrokerConfig {
     /// The chroot of the cluster's nodes in ZooKeeper. Defaults to `/mom`.
     pub zookeeper_chroot: String,
     /// The ZooKeeper session timeout; a node that ZooKeeper has not heard from for
-    /// this long loses its leaderships. Defaults to 6000 ms.
+    /// this long loses its leaderships. [`ZOOKEEPER_SESSION_TIMEOUT_MS_MIN`] to
+    /// [`ZOOKEEPER_SESSION_TIMEOUT_MS_MAX`]. Defaults to 6000 ms.
     pub zookeeper_session_timeout_ms: u64,
     /// This node's id in the cluster (required with `zookeeper`).
     pub node_id: Option<u32>,
@@ -147,9 +172,14 @@ pub struct ServeArgs {
     /// Segment size in bytes [default: 256 MiB].
     #[arg(long, env = "BROKER_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
-    /// How long idempotency keys are remembered, in ms [default: 600000].
+    /// How long idempotency keys are remembered, in ms, at most 7 days
+    /// [default: 600000].
     #[arg(long, env = "BROKER_IDEMPOTENCY_WINDOW_MS")]
     pub idempotency_window_ms: Option<u64>,
+    /// How often retention, queue space reclamation and the reload of a changed
+    /// users file run, in ms [default: 1000].
+    #[arg(long, env = "BROKER_MAINTENANCE_INTERVAL_MS")]
+    pub maintenance_interval_ms: Option<u64>,
     /// Joins the cluster coordinated by this ZooKeeper (`host:port[,...]`)
     /// [default: none, standalone].
     #[arg(long, env = "BROKER_ZOOKEEPER")]
@@ -205,6 +235,7 @@ impl BrokerConfig {
             flush_interval_ms,
             segment_bytes,
             idempotency_window_ms,
+            maintenance_interval_ms,
             zookeeper_chroot,
             zookeeper_session_timeout_ms,
             replica_lag_time_max_ms,
@@ -240,31 +271,44 @@ impl BrokerConfig {
         toml::from_str(&text).map_err(|e| BrokerError::Config(format!("{}: {e}", path.display())))
     }
 
-    /// Checks values and the relations between them.
+    /// The settings of [`crate::auth::Auth`] this configuration gives.
+    pub fn auth_config(&self) -> AuthConfig {
+        AuthConfig {
+            token_ttl_secs: self.token_ttl_secs,
+            jwt_secret: self.jwt_secret.clone(),
+            admin_password: self.admin_password.clone(),
+        }
+    }
+
+    /// Checks each value's range and the relations between values, so that a bad
+    /// setting stops the start with a sentence naming it.
     pub fn validate(&self) -> Result<(), BrokerError> {
         let fail = |m: &str| Err(BrokerError::Config(m.to_owned()));
-        if self.token_ttl_secs == 0 {
-            return fail("token_ttl_secs must be positive");
-        }
+        self.auth_config().validate()?;
         if self.max_body_bytes < 1024 {
             return fail("max_body_bytes must be at least 1024");
         }
-        if self.flush_interval_ms == 0 || self.maintenance_interval_ms == 0 {
-            return fail("flush_interval_ms and maintenance_interval_ms must be positive");
-        }
+        in_range(
+            "flush_interval_ms",
+            self.flush_interval_ms,
+            1,
+            PERIOD_MS_MAX,
+        )?;
+        in_range(
+            "maintenance_interval_ms",
+            self.maintenance_interval_ms,
+            1,
+            PERIOD_MS_MAX,
+        )?;
         if self.segment_bytes < 4096 || self.segment_bytes > (1 << 30) {
             return fail("segment_bytes must be between 4 KiB and 1 GiB");
         }
-        let secret_min = crate::auth::JWT_SECRET_BYTES_MIN;
-        if self
-            .jwt_secret
-            .as_ref()
-            .is_some_and(|s| s.len() < secret_min)
-        {
-            return Err(BrokerError::Config(format!(
-                "jwt_secret must be at least {secret_min} bytes"
-            )));
-        }
+        in_range(
+            "idempotency_window_ms",
+            self.idempotency_window_ms,
+            1,
+            IDEMPOTENCY_WINDOW_MS_MAX,
+        )?;
         if self.zookeeper.is_some() && self.node_id.is_none() {
             return fail("a node in a cluster (zookeeper set) needs a node_id");
         }
@@ -274,16 +318,30 @@ impl BrokerConfig {
         if !self.zookeeper_chroot.starts_with('/') || self.zookeeper_chroot.ends_with('/') {
             return fail("zookeeper_chroot must start with / and not end with it (e.g. /mom)");
         }
-        if self.zookeeper_session_timeout_ms < 1000 || self.replica_lag_time_max_ms == 0 {
-            return fail(
-                "zookeeper_session_timeout_ms must be at least 1000, replica_lag_time_max_ms positive",
-            );
+        in_range(
+            "zookeeper_session_timeout_ms",
+            self.zookeeper_session_timeout_ms,
+            ZOOKEEPER_SESSION_TIMEOUT_MS_MIN,
+            ZOOKEEPER_SESSION_TIMEOUT_MS_MAX,
+        )?;
+        if self.replica_lag_time_max_ms == 0 {
+            return fail("replica_lag_time_max_ms must be positive");
         }
         if self.min_insync_replicas == 0 {
             return fail("min_insync_replicas must be at least 1");
         }
         Ok(())
     }
+}
+
+/// Refuses a setting outside `min..=max`, naming it and the range.
+fn in_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), BrokerError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(BrokerError::Config(format!(
+        "{name} is {value}; it must be {min} to {max}"
+    )))
 }
 
 #[cfg(test)]
@@ -312,6 +370,66 @@ mod tests {
         assert!(
             BrokerConfig::from_file(&path).is_err(),
             "unknown keys are refused"
+        );
+    }
+
+    #[test]
+    fn durations_out_of_range_are_refused_by_name() {
+        let cases = [
+            ("idempotency_window_ms", 0),
+            ("idempotency_window_ms", u64::MAX),
+            ("idempotency_window_ms", IDEMPOTENCY_WINDOW_MS_MAX + 1),
+            ("flush_interval_ms", 0),
+            ("flush_interval_ms", u64::MAX),
+            ("maintenance_interval_ms", 0),
+            ("maintenance_interval_ms", PERIOD_MS_MAX + 1),
+            ("zookeeper_session_timeout_ms", 999),
+            ("zookeeper_session_timeout_ms", u64::MAX),
+            ("replica_lag_time_max_ms", 0),
+            ("token_ttl_secs", u64::MAX),
+        ];
+        for (name, value) in cases {
+            let mut config = BrokerConfig::default();
+            match name {
+                "idempotency_window_ms" => config.idempotency_window_ms = value,
+                "flush_interval_ms" => config.flush_interval_ms = value,
+                "maintenance_interval_ms" => config.maintenance_interval_ms = value,
+                "zookeeper_session_timeout_ms" => config.zookeeper_session_timeout_ms = value,
+                "replica_lag_time_max_ms" => config.replica_lag_time_max_ms = value,
+                _ => config.token_ttl_secs = value,
+            }
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(name), "{name} = {value}: {error}");
+        }
+        let longest = BrokerConfig {
+            idempotency_window_ms: IDEMPOTENCY_WINDOW_MS_MAX,
+            maintenance_interval_ms: PERIOD_MS_MAX,
+            ..BrokerConfig::default()
+        };
+        assert!(longest.validate().is_ok());
+    }
+
+    #[test]
+    fn the_maintenance_interval_has_a_flag() {
+        let args = ServeArgs {
+            maintenance_interval_ms: Some(250),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            BrokerConfig::load(&args).unwrap().maintenance_interval_ms,
+            250
+        );
+        let args = ServeArgs {
+            idempotency_window_ms: Some(0),
+            ..ServeArgs::default()
+        };
+        let error = BrokerConfig::load(&args).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "invalid configuration: idempotency_window_ms is 0; it must be 1 to \
+                 {IDEMPOTENCY_WINDOW_MS_MAX}"
+            )
         );
     }
 }

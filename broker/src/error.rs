@@ -248,6 +248,13 @@ pub enum BrokerError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A path that must be a directory (the data directory) is something else,
+    /// such as a regular file.
+    #[error("{path} is not a directory")]
+    NotADirectory {
+        /// The path.
+        path: std::path::PathBuf,
+    },
 }
 
 impl BrokerError {

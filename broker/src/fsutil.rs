@@ -36,9 +36,18 @@ pub fn sync_dir(dir: &Path) -> Result<(), BrokerError> {
         .map_err(|e| BrokerError::io(dir, e))
 }
 
-/// Creates a directory and its parents.
+/// Creates a directory and its parents. A path that exists as something else than
+/// a directory is reported as such (the system says only "File exists").
 pub fn create_dir_all(dir: &Path) -> Result<(), BrokerError> {
-    std::fs::create_dir_all(dir).map_err(|e| BrokerError::io(dir, e))
+    std::fs::create_dir_all(dir).map_err(|e| {
+        if dir.exists() && !dir.is_dir() {
+            BrokerError::NotADirectory {
+                path: dir.to_owned(),
+            }
+        } else {
+            BrokerError::io(dir, e)
+        }
+    })
 }
 
 /// The file that marks a directory whose creation has not finished.
@@ -153,5 +162,28 @@ pub fn empty_trash(trash: &Path) -> Result<(), BrokerError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(BrokerError::io(trash, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_where_a_directory_belongs_is_named_as_such() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("data");
+        std::fs::write(&file, "")?;
+        let error = create_dir_all(&file)
+            .err()
+            .ok_or("a file became a directory")?;
+        assert_eq!(
+            error.to_string(),
+            format!("{} is not a directory", file.display())
+        );
+        create_dir_all(&dir.path().join("a/b"))?;
+        create_dir_all(&dir.path().join("a/b"))?;
+        Ok(())
     }
 }

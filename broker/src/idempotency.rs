@@ -137,10 +137,11 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl IdempotencyWindow {
-    /// A window that remembers keys for `window_ms`.
+    /// A window that remembers keys for `window_ms` (the configuration bounds it;
+    /// a longer one counts as the longest an `i64` holds, never as a negative).
     pub fn new(window_ms: u64) -> IdempotencyWindow {
         IdempotencyWindow {
-            window_ms: window_ms as i64,
+            window_ms: i64::try_from(window_ms).unwrap_or(i64::MAX),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -525,5 +526,23 @@ mod tests {
         window.remember_at("old", Arc::new(vec![(0, Offset(1))]), now_ms(), None);
         let old = window.run(Some(key("old", 9)), serve).await.unwrap();
         assert_eq!(*old, vec![(0, Offset(1))]);
+    }
+
+    #[tokio::test]
+    async fn a_window_too_long_for_an_i64_still_remembers_keys() {
+        let window = IdempotencyWindow::new(u64::MAX);
+        assert_eq!(window.window_ms(), i64::MAX);
+        let first = window
+            .run(Some(key("k", 1)), |_| async { Ok(vec![(0, Offset(3))]) })
+            .await
+            .unwrap();
+        let again = window
+            .run(Some(key("k", 1)), |_| async { Ok(vec![(0, Offset(4))]) })
+            .await
+            .unwrap();
+        assert_eq!(
+            first, again,
+            "the second request is answered from the window"
+        );
     }
 }

@@ -47,7 +47,28 @@ pub struct Broker {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Held for the life of the broker: the data directory's lock, so two brokers
     /// never share one (the logs themselves are opened without a lock of their own).
-    _lock: std::fs::File,
+    _lock: DataDirLock,
+}
+
+/// The exclusive lock of a data directory (`<data>/.lock`), released when dropped.
+#[derive(Debug)]
+pub struct DataDirLock {
+    /// The locked directory.
+    dir: PathBuf,
+    /// The open lock file; its `flock` is the lock.
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Creates the directory when missing and takes its lock; refuses one that
+    /// another broker holds.
+    pub fn take(data: &Path) -> Result<DataDirLock, BrokerError> {
+        fsutil::create_dir_all(data)?;
+        Ok(DataDirLock {
+            dir: data.to_owned(),
+            _file: lock_data_dir(data)?,
+        })
+    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -59,18 +80,29 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Broker {
-    /// Opens the data directory: users, every topic and every queue.
+    /// Opens the data directory: takes its lock, then opens users, every topic and
+    /// every queue.
     pub fn open(config: BrokerConfig) -> Result<(Broker, Bootstrap), BrokerError> {
+        let lock = DataDirLock::take(&config.data_dir)?;
+        Self::open_locked(config, lock)
+    }
+
+    /// Opens the data directory whose lock the caller took: `broker serve` takes
+    /// it, and binds its ports, before anything here can create the first admin.
+    pub fn open_locked(
+        config: BrokerConfig,
+        lock: DataDirLock,
+    ) -> Result<(Broker, Bootstrap), BrokerError> {
         let data = config.data_dir.clone();
-        fsutil::create_dir_all(&data)?;
-        let lock = lock_data_dir(&data)?;
+        if lock.dir != data {
+            return Err(BrokerError::Config(format!(
+                "the lock taken is of {}, not of the data directory {}",
+                lock.dir.display(),
+                data.display()
+            )));
+        }
         fsutil::empty_trash(&data.join("trash"))?;
-        let auth_config = crate::auth::AuthConfig {
-            token_ttl_secs: config.token_ttl_secs,
-            jwt_secret: config.jwt_secret.clone(),
-            admin_password: config.admin_password.clone(),
-        };
-        let (auth, bootstrap) = Auth::open(&data, &auth_config)?;
+        let (auth, bootstrap) = Auth::open(&data, &config.auth_config())?;
         let receipt_key = auth.receipt_key();
         let broker = Broker {
             auth,

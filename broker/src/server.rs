@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::registry::Broker;
+use crate::registry::{Broker, DataDirLock};
 
 /// How long the cluster's tasks (gRPC server, membership) get to stop on shutdown.
 const BACKGROUND_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -18,27 +18,42 @@ const BACKGROUND_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 const OPEN_FILES_WANTED: u64 = 1 << 20;
 
 /// Runs the broker on an already bound listener until `shutdown` completes, then
-/// closes storage cleanly. Tests bind port 0 and pass the listener in.
+/// closes storage cleanly. Tests bind port 0 and pass the listener in. A node of a
+/// cluster binds its gRPC port and connects to ZooKeeper here.
 pub async fn run(
     listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BrokerError> {
+    let local = local_addr(&listener)?;
+    let link = match &broker.config.zookeeper {
+        Some(hosts) => Some(ClusterLink::connect(&broker.config, hosts, local).await?),
+        None => None,
+    };
+    run_linked(listener, link, broker, shutdown).await
+}
+
+/// [`run`] with the cluster's port already bound and ZooKeeper connected (when the
+/// node is in a cluster).
+async fn run_linked(
+    listener: TcpListener,
+    link: Option<ClusterLink>,
     broker: Arc<Broker>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BrokerError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let maintenance = tokio::spawn(Arc::clone(&broker).run_maintenance(stop_rx.clone()));
     let flusher = tokio::spawn(Arc::clone(&broker).run_flusher(stop_rx.clone()));
-    let local = listener
-        .local_addr()
-        .map_err(|e| BrokerError::io("listener", e))?;
+    let local = local_addr(&listener)?;
     let mut background = Vec::new();
-    let app = match &broker.config.zookeeper {
+    let app = match link {
         // The address clients reach, as bound (the configured port may be 0).
         None => crate::http::router_with(
             Arc::clone(&broker),
             crate::http::ClusterView::standalone(local),
         ),
-        Some(hosts) => {
-            let (app, tasks) = join_cluster(&broker, hosts, local, stop_rx.clone()).await?;
+        Some(link) => {
+            let (app, tasks) = join_cluster(&broker, link, local, stop_rx.clone());
             background = tasks;
             app
         }
@@ -80,35 +95,88 @@ pub async fn run(
     Ok(())
 }
 
-/// Joins the cluster behind ZooKeeper at `hosts`: connects, serves gRPC
-/// (replication and forwarding) and runs the node's membership loop until `stop`.
-/// Returns the REST router, with the cluster's routing, and the background tasks.
-async fn join_cluster(
-    broker: &Arc<Broker>,
-    hosts: &str,
-    rest: std::net::SocketAddr,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(axum::Router, Vec<tokio::task::JoinHandle<()>>), BrokerError> {
-    use crate::cluster::{forward, node, replication_service, zk};
-    let config = &broker.config;
-    let node_id = config
-        .node_id
-        .ok_or_else(|| BrokerError::Config("a node in a cluster needs a node_id".into()))?;
-    let grpc_listen = config.grpc_listen.unwrap_or_else(|| {
-        let mut addr = rest;
-        addr.set_port(rest.port().wrapping_add(1000));
-        addr
-    });
-    let grpc = TcpListener::bind(grpc_listen)
-        .await
-        .map_err(|e| BrokerError::io(format!("gRPC listen address {grpc_listen}"), e))?;
-    let grpc_local = grpc
+/// The address a listener is bound to.
+fn local_addr(listener: &TcpListener) -> Result<std::net::SocketAddr, BrokerError> {
+    listener
         .local_addr()
-        .map_err(|e| BrokerError::io("gRPC listener", e))?;
-    let session_timeout = std::time::Duration::from_millis(config.zookeeper_session_timeout_ms);
-    let coord = zk::ZkCoordination::connect(hosts, &config.zookeeper_chroot, session_timeout)
+        .map_err(|e| BrokerError::io("listener", e))
+}
+
+/// What a node of a cluster binds and connects to before it opens storage: its
+/// gRPC listener and its ZooKeeper session.
+struct ClusterLink {
+    /// ZooKeeper's `host:port[,...]`, for logs.
+    hosts: String,
+    /// The node's id, required in a cluster.
+    node_id: u32,
+    /// Replication and forwarding from the other nodes.
+    grpc: TcpListener,
+    /// The address `grpc` is bound to.
+    grpc_local: std::net::SocketAddr,
+    /// The connected ZooKeeper session.
+    coord: Arc<crate::cluster::zk::ZkCoordination>,
+}
+
+impl ClusterLink {
+    /// Binds the gRPC listen address (by default the REST port `rest` plus 1000)
+    /// and connects to ZooKeeper at `hosts`.
+    async fn connect(
+        config: &BrokerConfig,
+        hosts: &str,
+        rest: std::net::SocketAddr,
+    ) -> Result<ClusterLink, BrokerError> {
+        let node_id = config
+            .node_id
+            .ok_or_else(|| BrokerError::Config("a node in a cluster needs a node_id".into()))?;
+        let grpc_listen = config.grpc_listen.unwrap_or_else(|| {
+            let mut addr = rest;
+            addr.set_port(rest.port().wrapping_add(1000));
+            addr
+        });
+        let grpc = TcpListener::bind(grpc_listen)
+            .await
+            .map_err(|e| BrokerError::io(format!("gRPC listen address {grpc_listen}"), e))?;
+        let grpc_local = local_addr(&grpc)?;
+        let session_timeout = session_timeout(config);
+        let coord = crate::cluster::zk::ZkCoordination::connect(
+            hosts,
+            &config.zookeeper_chroot,
+            session_timeout,
+        )
         .await
         .map_err(|e| BrokerError::Config(format!("cannot join the cluster at {hosts}: {e}")))?;
+        Ok(ClusterLink {
+            hosts: hosts.to_owned(),
+            node_id,
+            grpc,
+            grpc_local,
+            coord,
+        })
+    }
+}
+
+fn session_timeout(config: &BrokerConfig) -> std::time::Duration {
+    std::time::Duration::from_millis(config.zookeeper_session_timeout_ms)
+}
+
+/// Joins the cluster over `link`: serves gRPC (replication and forwarding) and
+/// runs the node's membership loop until `stop`. Returns the REST router, with
+/// the cluster's routing, and the background tasks.
+fn join_cluster(
+    broker: &Arc<Broker>,
+    link: ClusterLink,
+    rest: std::net::SocketAddr,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (axum::Router, Vec<tokio::task::JoinHandle<()>>) {
+    use crate::cluster::{forward, node, replication_service};
+    let config = &broker.config;
+    let ClusterLink {
+        hosts,
+        node_id,
+        grpc,
+        grpc_local,
+        coord,
+    } = link;
     let node_config = node::NodeConfig {
         node_id,
         rest_addr: config
@@ -121,9 +189,9 @@ async fn join_cluster(
             .unwrap_or_else(|| grpc_local.to_string()),
         leader: crate::replication::LeaderConfig {
             replica_lag_time_max_ms: config.replica_lag_time_max_ms,
-            min_insync_replicas: config.min_insync_replicas as usize,
+            min_insync_replicas: usize::try_from(config.min_insync_replicas).unwrap_or(usize::MAX),
         },
-        session_timeout,
+        session_timeout: session_timeout(config),
     };
     let node = Arc::new(node::ClusterNode::new(
         node_config,
@@ -150,28 +218,39 @@ async fn join_cluster(
             tracing::error!(%error, "the gRPC server stopped");
         }
     });
-    tracing::info!(node = node_id, grpc = %grpc_local, zookeeper = hosts, "joining the cluster");
+    tracing::info!(node = node_id, grpc = %grpc_local, zookeeper = %hosts, "joining the cluster");
     let node_task = tokio::spawn(node.run(stop));
-    Ok((app, vec![grpc_task, node_task]))
+    (app, vec![grpc_task, node_task])
 }
 
-/// `broker serve`: opens the data directory, prints the first admin password if it
-/// made one, binds the listen address and serves until SIGINT or SIGTERM.
+/// `broker serve`: takes the data directory's lock, binds the listen address (and,
+/// in a cluster, the gRPC address and the ZooKeeper session), then opens storage,
+/// prints the first admin password if it made one, and serves until SIGINT or
+/// SIGTERM. What can fail comes before the first admin is made: its password is
+/// shown only once, by a start that goes on to serve.
 pub async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     raise_open_files_limit();
+    let data_dir = config.data_dir.clone();
+    let lock = tokio::task::spawn_blocking(move || DataDirLock::take(&data_dir)).await??;
     let listen = config.listen;
-    let (broker, bootstrap) = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let local = listener.local_addr()?;
+    let link = match &config.zookeeper {
+        Some(hosts) => Some(ClusterLink::connect(&config, hosts, local).await?),
+        None => None,
+    };
+    let (broker, bootstrap) =
+        tokio::task::spawn_blocking(move || Broker::open_locked(config, lock)).await??;
     if let Some(password) = bootstrap.created_admin_password {
         println!(
             "Created user `admin` with password: {password}\n\
              It is shown only this once; change it with `broker user passwd admin`."
         );
     }
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    println!("broker listening on http://{}", listener.local_addr()?);
-    run(listener, Arc::new(broker), shutdown_signal()).await?;
+    println!("broker listening on http://{local}");
+    run_linked(listener, link, Arc::new(broker), shutdown_signal()).await?;
     Ok(())
 }
 

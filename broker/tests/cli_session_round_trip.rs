@@ -1,9 +1,11 @@
 //! One operator and one user session against a real `broker serve`: a user
 //! added to the running broker's data directory can log in within a second;
-//! the token is saved with mode 0600; topic create, produce from stdin, consume
-//! with commit (resuming at the committed offsets) and bench all work through the
-//! saved login; errors read as
-//! sentences; and removing the user locks its token out.
+//! an operator can promote and demote it, but not demote the last admin; the
+//! token is saved with mode 0600; topic create, produce from stdin, consume
+//! with commit (resuming at the committed offsets), messages given as arguments
+//! (`queue send jobs 'resize img-1'`) and bench all work through the saved login;
+//! errors read as sentences, also for a produce with nothing to send to a missing
+//! topic; and removing the user locks its token out.
 
 mod cli_support;
 
@@ -24,18 +26,27 @@ fn cli_operator_and_user_commands_work_against_a_running_broker() -> TestResult 
         .run(&["user", "add", "alice"], "alice-password\n")?
         .ok()?;
     assert!(added.stdout.contains("Added user \"alice\""), "{added:?}");
-    for action in ["admin", "produce", "consume"] {
-        let args = [
-            "acl", "grant", "alice", "--topic", "cli.*", "--action", action,
-        ];
-        sandbox.run(&args, "")?.ok()?;
+    for kind in ["--topic", "--queue"] {
+        for action in ["admin", "produce", "consume"] {
+            let args = ["acl", "grant", "alice", kind, "cli.*", "--action", action];
+            sandbox.run(&args, "")?.ok()?;
+        }
     }
     let acl = sandbox.run(&["acl", "list", "alice"], "")?.ok()?;
     assert_eq!(
         acl.stdout.lines().filter(|l| l.contains("cli.*")).count(),
-        3,
+        6,
         "{acl:?}"
     );
+
+    let promoted = sandbox.run(&["user", "promote", "alice"], "")?.ok()?;
+    assert_eq!(promoted.stdout, "\"alice\" is an admin user.\n");
+    let listed = sandbox.run(&["acl", "list", "alice"], "")?.ok()?;
+    assert!(listed.stdout.contains("everything (admin)"), "{listed:?}");
+    sandbox.run(&["user", "demote", "alice"], "")?.ok()?;
+    let last = sandbox.run(&["user", "demote", "admin"], "")?;
+    assert_eq!(last.status.code(), Some(1));
+    assert!(last.stderr.contains("last admin"), "{last:?}");
 
     let login = eventually(RELOAD_WITHIN, || {
         Ok(sandbox
@@ -134,6 +145,23 @@ fn cli_operator_and_user_commands_work_against_a_running_broker() -> TestResult 
         missing.stderr,
         "error: topic \"cli.nope\" does not exist (404 not_found)\n"
     );
+    let nothing_to_nowhere = sandbox.run(&["produce", "cli.nope"], "")?;
+    assert_eq!(nothing_to_nowhere.status.code(), Some(1));
+    assert_eq!(nothing_to_nowhere.stderr, missing.stderr);
+
+    let argued = sandbox
+        .run(&["produce", "cli.orders", "fourth", "fifth"], "ignored\n")?
+        .ok()?;
+    assert_eq!(argued.stdout, "Sent 2 messages to topic \"cli.orders\".\n");
+    sandbox.run(&["queue", "create", "cli.jobs"], "")?.ok()?;
+    let sent = sandbox
+        .run(&["queue", "send", "cli.jobs", "resize img-1"], "")?
+        .ok()?;
+    assert_eq!(sent.stdout, "Sent 1 message to queue \"cli.jobs\".\n");
+    let received = sandbox
+        .run(&["queue", "receive", "cli.jobs", "--ack"], "")?
+        .ok()?;
+    assert_eq!(received.stdout, "resize img-1\n");
 
     let bench = sandbox
         .run(

@@ -45,7 +45,8 @@ impl Default for AuthConfig {
 }
 
 impl AuthConfig {
-    /// Checks each setting's range.
+    /// Checks each setting's range (`admin_password` is checked only when used:
+    /// see [`AuthConfig::checked_admin_password`]).
     pub fn validate(&self) -> Result<(), BrokerError> {
         if !(1..=TOKEN_TTL_SECS_MAX).contains(&self.token_ttl_secs) {
             return Err(BrokerError::Config(format!(
@@ -62,11 +63,23 @@ impl AuthConfig {
                 secret.len()
             )));
         }
-        if let Some(admin_password) = &self.admin_password {
-            password::validate(admin_password)
-                .map_err(|e| BrokerError::Config(format!("admin_password: {}", e.message)))?;
-        }
         Ok(())
+    }
+
+    /// The configured password for the first admin, checked. Only a start that
+    /// creates the first admin asks: once users exist the setting is ignored,
+    /// whatever its value (an empty `BROKER_ADMIN_PASSWORD` included).
+    pub fn checked_admin_password(&self) -> Result<Option<&str>, BrokerError> {
+        let Some(admin_password) = &self.admin_password else {
+            return Ok(None);
+        };
+        password::validate(admin_password).map_err(|e| {
+            BrokerError::Config(format!(
+                "admin_password (BROKER_ADMIN_PASSWORD), the password of the first admin: {}",
+                e.message
+            ))
+        })?;
+        Ok(Some(admin_password))
     }
 }
 
@@ -113,10 +126,6 @@ mod tests {
                 jwt_secret: Some("short".to_owned()),
                 ..AuthConfig::default()
             },
-            AuthConfig {
-                admin_password: Some(String::new()),
-                ..AuthConfig::default()
-            },
         ];
         for config in bad {
             assert!(
@@ -124,6 +133,21 @@ mod tests {
                 "{config:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_admin_password_is_checked_only_when_used() {
+        let empty = AuthConfig {
+            admin_password: Some(String::new()),
+            ..AuthConfig::default()
+        };
+        assert!(empty.validate().is_ok());
+        let error = empty.checked_admin_password().unwrap_err().to_string();
+        assert!(error.contains("BROKER_ADMIN_PASSWORD"), "{error}");
+        assert_eq!(
+            AuthConfig::default().checked_admin_password().unwrap(),
+            None
+        );
     }
 
     #[test]

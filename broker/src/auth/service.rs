@@ -452,8 +452,8 @@ fn bootstrap_admin(
     file_exists: bool,
 ) -> Result<(UserTable, Bootstrap), BrokerError> {
     let crypto = |e: CryptoError| BrokerError::io(path, e.into());
-    let (password, bootstrap) = match &config.admin_password {
-        Some(password) => (password.clone(), Bootstrap::default()),
+    let (password, bootstrap) = match config.checked_admin_password()? {
+        Some(password) => (password.to_owned(), Bootstrap::default()),
         None => {
             let password = password::generate().map_err(crypto)?;
             let bootstrap = Bootstrap {

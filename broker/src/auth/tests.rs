@@ -87,6 +87,25 @@ fn first_start_without_a_password_generates_one_and_reports_it_once() -> TestRes
 }
 
 #[test]
+fn an_empty_admin_password_is_ignored_once_users_exist() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let empty = AuthConfig {
+        admin_password: Some(String::new()),
+        ..AuthConfig::default()
+    };
+    let refused = Auth::open(dir.path(), &empty)
+        .err()
+        .ok_or("an empty password made admin")?;
+    assert!(matches!(refused, BrokerError::Config(_)), "{refused}");
+    assert!(!dir.path().join(USERS_FILE_NAME).exists());
+    drop(open(dir.path()));
+    let (auth, bootstrap) = Auth::open(dir.path(), &empty)?;
+    assert_eq!(bootstrap.created_admin_password, None);
+    auth.issue_token("admin", ADMIN_PASSWORD)?;
+    Ok(())
+}
+
+#[test]
 fn a_users_file_with_no_users_is_bootstrapped_again() -> TestResult {
     let dir = tempfile::tempdir()?;
     fs::write(

@@ -3,7 +3,7 @@
 
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 
-use super::data_dir::{self, DataDirArgs, Missing};
+use super::data_dir::{self, DataDirArgs};
 use super::output;
 use crate::auth::{Action, Grant, ResourceKind};
 
@@ -86,7 +86,7 @@ impl GrantArgs {
 
 /// Runs an acl subcommand.
 pub fn run(args: AclArgs) -> anyhow::Result<()> {
-    let auth = data_dir::open(&args.data, Missing::Refuse)?;
+    let auth = data_dir::open(&args.data)?;
     match args.command {
         AclCommand::Grant(grant_args) => {
             let grant = grant_args.grant()?;

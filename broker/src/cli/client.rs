@@ -30,9 +30,16 @@ pub struct ConnectArgs {
     pub url: Option<String>,
 }
 
-/// The URL without trailing slashes, checked to be `http://host[:port]`.
+/// The URL without trailing slashes, checked to be `http://host[:port]`. A
+/// `host:port` without a scheme is refused with the URL it likely means.
 pub fn normalize_url(url: &str) -> anyhow::Result<String> {
     let trimmed = url.trim().trim_end_matches('/');
+    if trimmed.is_empty() {
+        anyhow::bail!("the broker's URL is empty: give one like {DEFAULT_URL}");
+    }
+    if !trimmed.contains("://") {
+        anyhow::bail!("{url:?} has no scheme: did you mean http://{trimmed}?");
+    }
     let parsed = reqwest::Url::parse(trimmed)
         .with_context(|| format!("{url:?} is not a URL like {DEFAULT_URL}"))?;
     match parsed.scheme() {
@@ -290,7 +297,12 @@ mod tests {
                 .to_string()
                 .contains("plain HTTP")
         );
-        assert!(normalize_url("h:8080").is_err());
+        assert_eq!(
+            normalize_url("localhost:19101").unwrap_err().to_string(),
+            "\"localhost:19101\" has no scheme: did you mean http://localhost:19101?"
+        );
+        assert!(normalize_url("127.0.0.1:8080").is_err());
+        assert!(normalize_url(" ").is_err());
         assert!(normalize_url("ftp://h").is_err());
         Ok(())
     }

@@ -15,6 +15,9 @@
 //! A token is kept per broker URL and sent only to that URL, so `--url` pointing
 //! elsewhere never leaks it. `current_url` is the URL of the last login: client
 //! commands use it when neither `--url` nor `BROKER_URL` is given.
+//!
+//! `broker login` and `broker logout` change the file under a lock
+//! ([`Credentials::update`]), so two of them at once each keep the other's login.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -22,6 +25,7 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -37,6 +41,17 @@ const CREDENTIALS_VERSION: u32 = 1;
 
 /// The largest credentials file read; a few hundred logins fit.
 const CREDENTIALS_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// The lock file beside the credentials file: whoever holds its `flock` may
+/// read, change and write the credentials.
+const LOCK_FILE_NAME: &str = ".credentials.lock";
+
+/// How long a change waits for another to release the lock; a change holds it
+/// for one read and one write.
+const LOCK_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// How often a waiting change tries the lock again.
+const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The saved logins.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,14 +140,7 @@ impl Credentials {
                 Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
             };
         }
-        let dir = path
-            .parent()
-            .context("the credentials path has no directory")?;
-        DirBuilder::new()
-            .recursive(true)
-            .mode(CREDENTIALS_DIR_MODE)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = make_dir(path)?;
         let mut bytes = serde_json::to_vec_pretty(&Credentials {
             version: CREDENTIALS_VERSION,
             ..self.clone()
@@ -157,6 +165,41 @@ impl Credentials {
         Ok(())
     }
 
+    /// Reads the file, applies `edit` and writes the result back, holding the
+    /// lock beside the file throughout, so that a concurrent change is neither
+    /// lost nor undone. Returns what `edit` returned.
+    pub fn update<T>(path: &Path, edit: impl FnOnce(&mut Credentials) -> T) -> anyhow::Result<T> {
+        let lock_path = make_dir(path)?.join(LOCK_FILE_NAME);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(CREDENTIALS_FILE_MODE)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        let deadline = Instant::now() + LOCK_WAIT_MAX;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_RETRY_INTERVAL);
+                }
+                Err(fs::TryLockError::WouldBlock) => anyhow::bail!(
+                    "{} stayed locked by another `broker login` or `logout` for {} s",
+                    lock_path.display(),
+                    LOCK_WAIT_MAX.as_secs()
+                ),
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
+                }
+            }
+        }
+        let mut credentials = Credentials::load(path)?;
+        let outcome = edit(&mut credentials);
+        credentials.save(path)?;
+        Ok(outcome)
+    }
+
     /// Records a login to `url` and makes it the current one.
     pub fn insert(&mut self, url: &str, login: Login) {
         self.logins.insert(url.to_owned(), login);
@@ -171,6 +214,20 @@ impl Credentials {
         }
         removed
     }
+}
+
+/// Makes the directory of the credentials file at `path` (mode 0700) when it is
+/// missing; returns it.
+fn make_dir(path: &Path) -> anyhow::Result<&Path> {
+    let dir = path
+        .parent()
+        .context("the credentials path has no directory")?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(CREDENTIALS_DIR_MODE)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// Warns when the file can be read by others than its owner.
@@ -278,6 +335,28 @@ mod tests {
         assert_eq!(credentials.current_url, None);
         credentials.save(&path)?;
         assert!(!path.exists());
+        Ok(())
+    }
+
+    #[test]
+    fn concurrent_updates_keep_every_login() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("broker").join("credentials.json");
+        let updates: Vec<_> = (0..8)
+            .map(|n| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    Credentials::update(&path, |c| c.insert(&format!("http://h:{n}"), login("a")))
+                })
+            })
+            .collect();
+        for update in updates {
+            update.join().map_err(|_| "an update panicked")??;
+        }
+        assert_eq!(Credentials::load(&path)?.logins.len(), 8);
+        let removed = Credentials::update(&path, |c| c.remove("http://h:3"))?;
+        assert!(removed);
+        assert_eq!(Credentials::load(&path)?.logins.len(), 7);
         Ok(())
     }
 

@@ -136,9 +136,17 @@ impl TransportError {
     }
 }
 
+/// A command's failure as one sentence: the error and its causes, as `{:#}`
+/// shows them, without a cause that an outer error already quotes (an I/O error
+/// naming its file quotes the operating system's error, which is also its
+/// cause).
+pub fn sentence(error: &anyhow::Error) -> String {
+    chain(error.as_ref())
+}
+
 /// An error with its causes, `outer: inner: innermost` (a cause already quoted
 /// by its parent is not repeated).
-fn chain(error: &dyn std::error::Error) -> String {
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     // Chains are a few links long; the bound only guards against a cycle.
@@ -185,6 +193,16 @@ mod tests {
         );
         let long = ApiFailure::from_answer(500, "x".repeat(10_000).as_bytes());
         assert!(long.message.len() < QUOTED_BODY_CHARS_MAX + 100);
+    }
+
+    #[test]
+    fn a_cause_quoted_by_its_error_is_not_repeated() {
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let shown = missing.to_string();
+        let error = anyhow::Error::from(crate::error::BrokerError::io("/x.toml", missing));
+        assert_eq!(sentence(&error), format!("/x.toml: {shown}"));
+        let error = error.context("cannot start");
+        assert_eq!(sentence(&error), format!("cannot start: /x.toml: {shown}"));
     }
 
     #[test]

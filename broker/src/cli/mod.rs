@@ -21,6 +21,7 @@ mod sub;
 mod topic;
 mod user;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -42,7 +43,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker (defaults: 127.0.0.1:8080, ./data, standalone).
-    Serve(ServeArgs),
+    #[command(after_help = SERVE_ENVIRONMENT_HELP)]
+    Serve(Box<ServeArgs>),
     /// Manage users in the data directory (works while the broker runs).
     User(user::UserArgs),
     /// Manage users' rights in the data directory.
@@ -53,7 +55,8 @@ pub enum Command {
     Logout(login::LogoutArgs),
     /// Create, list, describe and delete topics.
     Topic(topic::TopicArgs),
-    /// Send each line of stdin to a topic as a message.
+    /// Send messages to a topic: the arguments after it, or else each line of
+    /// stdin.
     Produce(produce::ProduceArgs),
     /// Print a topic's messages through a subscription.
     Consume(consume::ConsumeArgs),
@@ -65,6 +68,20 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// The settings of `broker serve` that have no flag, shown after its flags.
+const SERVE_ENVIRONMENT_HELP: &str = "\
+Settings without a flag:
+  BROKER_ADMIN_PASSWORD  The password of the user `admin` that a start with no users
+                         creates; ignored once users exist. Also the config key
+                         `admin_password`. Never a flag: flags show in `ps`.
+                         [default: random, printed once]
+  BROKER_LOG             What the broker logs on stderr, as a tracing filter
+                         (`warn`, `debug`, `broker=debug,info`); read by every
+                         command before any config file. [default: info]
+
+Each flag above also reads the environment variable shown and the config key of
+its name with `_` (`--flush-interval-ms`: `flush_interval_ms`).";
+
 /// The entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -72,20 +89,41 @@ pub fn main() -> ExitCode {
     // The server logs its progress; the other commands speak for themselves
     // and log only warnings.
     init_tracing(if serving { "info" } else { "warn" });
-    let unauthorized_hint = !matches!(cli.command, Command::Login(_) | Command::Serve(_));
+    let env_token = std::env::var("BROKER_TOKEN").is_ok_and(|token| !token.is_empty());
+    let refused_hint = unauthorized_hint(&cli.command, env_token);
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error::sentence(&error));
             let refused = error
                 .downcast_ref::<ApiFailure>()
                 .is_some_and(ApiFailure::is_unauthorized);
-            if refused && unauthorized_hint {
-                eprintln!("hint: log in again with `broker login`");
+            if refused && let Some(hint) = refused_hint {
+                eprintln!("hint: {hint}");
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What to advise when the broker refuses a command's token (401), by where the
+/// token came from: `BROKER_TOKEN` (`env_token`) wins over the saved login, so a
+/// new `broker login` would not help then.
+fn unauthorized_hint(command: &Command, env_token: bool) -> Option<&'static str> {
+    match command {
+        Command::Serve(_)
+        | Command::User(_)
+        | Command::Acl(_)
+        | Command::Login(_)
+        | Command::Logout(_) => None,
+        // A run with --user logs in for itself: a 401 is about that password.
+        Command::Bench(args) if args.user.is_some() => None,
+        _ if env_token => Some(
+            "the broker refused the token in BROKER_TOKEN: set a valid one, or unset \
+             BROKER_TOKEN to use the saved login of `broker login`",
+        ),
+        _ => Some("log in again with `broker login`"),
     }
 }
 
@@ -146,9 +184,11 @@ fn return_large_allocations() {
 fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BROKER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colours only for a person at a terminal, not in files or the journal.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

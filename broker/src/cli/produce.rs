@@ -1,8 +1,10 @@
-//! `broker produce TOPIC`: each line of stdin is a message, sent in batches (see
-//! [`super::lines`]) one request at a time, so messages keep their order. Each
+//! `broker produce TOPIC [MESSAGE...]`: each argument after the topic, or else
+//! each line of stdin, is a message, sent in batches (see [`super::lines`]) one
+//! request at a time, so messages keep their order. Each
 //! batch carries an `Idempotency-Key`, so a batch whose answer was lost (a
 //! timeout, a broken connection, a 503) is sent again without duplicating it.
 
+use std::io::BufRead;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -32,6 +34,8 @@ pub struct ProduceArgs {
     pub connect: ConnectArgs,
     /// The topic.
     pub topic: String,
+    /// Messages to send, one per argument [default: each line of stdin].
+    pub messages: Vec<String>,
     /// The routing key of every message (same key, same partition, in order).
     #[arg(long)]
     pub key: Option<String>,
@@ -75,6 +79,9 @@ impl AcksArg {
 pub struct Destination {
     /// `/v1/topics/{t}/messages` or `/v1/queues/{q}/messages`.
     pub path: String,
+    /// `/v1/topics/{t}` or `/v1/queues/{q}`: looked up when there was nothing to
+    /// send, so that a missing one is still an error.
+    pub resource: String,
     /// `topic "t"` or `queue "q"`, for messages.
     pub what: String,
     /// Key and headers of every message.
@@ -89,6 +96,7 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let api = Api::connect(&args.connect, true)?;
     let destination = Destination {
         path: format!("/v1/topics/{topic}/messages"),
+        resource: format!("/v1/topics/{topic}"),
         what: format!("topic {topic:?}"),
         template: template(args.key, args.headers),
         extra: args
@@ -102,7 +110,25 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         linger: Duration::from_millis(args.linger_ms),
         ..BatchLimits::default()
     };
-    client::run(send_stdin(&api, &destination, limits))
+    let input = input(args.messages)?;
+    client::run(send_lines(&api, &destination, limits, input))
+}
+
+/// Where the messages come from: the arguments, one message each, or else the
+/// lines of stdin. An argument is one line, as a message from stdin is.
+pub fn input(messages: Vec<String>) -> anyhow::Result<Box<dyn BufRead + Send>> {
+    if messages.is_empty() {
+        return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
+    }
+    if let Some(index) = messages.iter().position(|m| m.contains(['\n', '\r'])) {
+        anyhow::bail!(
+            "message {} holds a line break: each message is one line, as on stdin",
+            index + 1
+        );
+    }
+    let mut bytes = messages.join("\n").into_bytes();
+    bytes.push(b'\n');
+    Ok(Box::new(std::io::Cursor::new(bytes)))
 }
 
 /// The message template of `--key` and `--header` flags.
@@ -114,15 +140,16 @@ pub fn template(key: Option<String>, headers: Vec<(String, String)>) -> MessageT
     MessageTemplate { key, headers }
 }
 
-/// Sends stdin's lines to `destination` and prints how many went; on a failure,
-/// says how many went before it.
-pub async fn send_stdin(
+/// Sends the lines of `input` to `destination` and prints how many went; on a
+/// failure, says how many went before it. With nothing to send, checks that the
+/// destination exists, so that a wrong name is told even then.
+pub async fn send_lines(
     api: &Api,
     destination: &Destination,
     limits: BatchLimits,
+    input: Box<dyn BufRead + Send>,
 ) -> anyhow::Result<()> {
-    let stdin = std::io::BufReader::new(std::io::stdin());
-    let mut batcher = LineBatcher::spawn(stdin, limits);
+    let mut batcher = LineBatcher::spawn(input, limits);
     let run_id = run_id()?;
     let mut sent: u64 = 0;
     for sequence in 0u64.. {
@@ -137,6 +164,9 @@ pub async fn send_stdin(
             return Err(note_sent(error, sent, destination));
         }
         sent += batch.len() as u64;
+    }
+    if sent == 0 {
+        api.get(&destination.resource).await?;
     }
     let noun = if sent == 1 { "message" } else { "messages" };
     output::line(format!("Sent {sent} {noun} to {}.", destination.what))?;
@@ -223,6 +253,23 @@ mod tests {
             secs: 1,
         });
         assert!(worth_resending(&timeout));
+    }
+
+    #[test]
+    fn arguments_are_messages_of_one_line_each() -> anyhow::Result<()> {
+        let mut lines = Vec::new();
+        for line in input(vec!["resize img-1".to_owned(), String::new()])?.lines() {
+            lines.push(line?);
+        }
+        assert_eq!(lines, ["resize img-1", ""]);
+        let error = input(vec!["a".to_owned(), "b\nc".to_owned()])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some("message 2 holds a line break: each message is one line, as on stdin")
+        );
+        Ok(())
     }
 
     #[test]

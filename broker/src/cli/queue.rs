@@ -13,12 +13,10 @@ use super::consume::value_bytes;
 use super::lines::{self, BatchLimits};
 use super::output;
 use super::produce::{self, Destination};
+use crate::http::WAIT_MS_MAX;
 
 /// The most messages one receive asks for.
 const RECEIVE_MAX: u64 = 1000;
-
-/// The longest wait for a message the broker is asked for.
-const WAIT_MS_MAX: u64 = 60_000;
 
 /// `broker queue ...`.
 #[derive(Debug, Args)]
@@ -55,10 +53,12 @@ pub enum QueueCommand {
         /// The queue.
         name: String,
     },
-    /// Send each line of stdin as a message.
+    /// Send messages: the arguments after the queue, or else each line of stdin.
     Send {
         /// The queue.
         name: String,
+        /// Messages to send, one per argument [default: each line of stdin].
+        messages: Vec<String>,
         /// The routing key of every message.
         #[arg(long)]
         key: Option<String>,
@@ -151,7 +151,7 @@ pub struct ReceiveArgs {
     /// Receive at most this many.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=RECEIVE_MAX))]
     pub max: u64,
-    /// Wait up to this long for a message, in ms.
+    /// Wait up to this long for a message, in ms (the broker waits at most 30000).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=WAIT_MS_MAX))]
     pub wait_ms: u64,
     /// The lease of these messages, in ms [default: the queue's].
@@ -199,15 +199,22 @@ async fn run_async(api: &Api, command: QueueCommand) -> anyhow::Result<()> {
                 .await?;
             output::line(format!("Deleted queue {name:?}."))?;
         }
-        QueueCommand::Send { name, key, headers } => {
+        QueueCommand::Send {
+            name,
+            messages,
+            key,
+            headers,
+        } => {
             let name = client::name("queue", &name)?;
             let destination = Destination {
                 path: format!("/v1/queues/{name}/messages"),
+                resource: format!("/v1/queues/{name}"),
                 what: format!("queue {name:?}"),
                 template: produce::template(key, headers),
                 extra: Vec::new(),
             };
-            produce::send_stdin(api, &destination, BatchLimits::default()).await?;
+            let input = produce::input(messages)?;
+            produce::send_lines(api, &destination, BatchLimits::default(), input).await?;
         }
         QueueCommand::Receive(receive_args) => receive(api, &receive_args).await?,
         QueueCommand::Ack { name, receipts } => {

@@ -21,7 +21,7 @@ fn user_commands_take_the_data_dir_anywhere() -> Result<(), clap::Error> {
     let Command::User(user) = parse(&["user", "add", "bob", "--admin", "--data-dir", "/d"])? else {
         panic!("not a user command");
     };
-    assert_eq!(user.data.data_dir, PathBuf::from("/d"));
+    assert_eq!(user.data.data_dir, Some(PathBuf::from("/d")));
     assert!(matches!(
         user.command,
         user::UserCommand::Add { ref name, admin: true } if name == "bob"
@@ -29,7 +29,11 @@ fn user_commands_take_the_data_dir_anywhere() -> Result<(), clap::Error> {
     let Command::User(user) = parse(&["user", "--data-dir", "/e", "list"])? else {
         panic!("not a user command");
     };
-    assert_eq!(user.data.data_dir, PathBuf::from("/e"));
+    assert_eq!(user.data.data_dir, Some(PathBuf::from("/e")));
+    let Command::Acl(acl) = parse(&["acl", "list", "--config", "/etc/broker.toml"])? else {
+        panic!("not an acl command");
+    };
+    assert_eq!(acl.data.config, Some(PathBuf::from("/etc/broker.toml")));
     assert!(refused(&["user", "add"]), "a name is required");
     assert!(
         refused(&["user", "add", "bob", "--password", "x"]),
@@ -112,6 +116,11 @@ fn client_commands_take_url_and_their_flags() -> anyhow::Result<()> {
         "5"
     ]));
     assert!(parse(&["queue", "ack", "jobs", "r1", "r2"]).is_ok());
+    assert!(parse(&["queue", "receive", "jobs", "--wait-ms", "30000"]).is_ok());
+    assert!(
+        refused(&["queue", "receive", "jobs", "--wait-ms", "30001"]),
+        "the broker waits at most 30000 ms"
+    );
     assert!(refused(&["queue", "ack", "jobs"]), "receipts are required");
     Ok(())
 }
@@ -214,4 +223,65 @@ fn serve_still_parses() {
         parse(&["serve", "--listen", "127.0.0.1:0"]),
         Ok(Command::Serve(_))
     ));
+}
+
+#[test]
+fn every_serve_setting_has_a_flag_an_env_var_and_a_config_key() -> anyhow::Result<()> {
+    let mut cli = <Cli as clap::CommandFactory>::command();
+    cli.build();
+    let serve = cli
+        .find_subcommand_mut("serve")
+        .ok_or_else(|| anyhow::anyhow!("no serve"))?;
+    let mut flags = std::collections::BTreeSet::new();
+    for arg in serve.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches!(id, "help" | "version") {
+            continue;
+        }
+        assert!(
+            arg.get_env().is_some(),
+            "--{id} reads no environment variable"
+        );
+        flags.insert(id.to_owned());
+    }
+    flags.remove("config");
+    let config = serde_json::to_value(BrokerConfig::default())?;
+    let mut keys: std::collections::BTreeSet<String> = config
+        .as_object()
+        .ok_or_else(|| anyhow::anyhow!("not an object"))?
+        .keys()
+        .cloned()
+        .collect();
+    assert!(
+        keys.remove("admin_password"),
+        "no flag on purpose: flags show in ps"
+    );
+    assert_eq!(flags, keys);
+    let help = serve.render_long_help().to_string();
+    for env in [
+        "BROKER_ADMIN_PASSWORD",
+        "BROKER_LOG",
+        "BROKER_MAINTENANCE_INTERVAL_MS",
+    ] {
+        assert!(help.contains(env), "serve --help does not mention {env}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_refused_token_from_the_environment_is_not_cured_by_a_login() -> anyhow::Result<()> {
+    let topic_list = parse(&["topic", "list"])?;
+    let hint = unauthorized_hint(&topic_list, true).unwrap_or_default();
+    assert!(
+        hint.contains("BROKER_TOKEN") && !hint.contains("log in again"),
+        "{hint}"
+    );
+    assert_eq!(
+        unauthorized_hint(&topic_list, false),
+        Some("log in again with `broker login`")
+    );
+    assert_eq!(unauthorized_hint(&parse(&["login"])?, true), None);
+    let bench_as = parse(&["bench", "--count", "1", "--user", "dan"])?;
+    assert_eq!(unauthorized_hint(&bench_as, false), None);
+    Ok(())
 }

@@ -1,8 +1,9 @@
-//! `broker user add|list|remove|passwd`: users, changed in the data directory.
+//! `broker user add|list|remove|passwd|promote|demote`: users, changed in the
+//! data directory.
 
 use clap::{Args, Subcommand};
 
-use super::data_dir::{self, DataDirArgs, Missing};
+use super::data_dir::{self, DataDirArgs};
 use super::output;
 use super::password::{self, Purpose};
 
@@ -44,6 +45,17 @@ pub enum UserCommand {
         /// The login name.
         name: String,
     },
+    /// Make a user an admin: every right, and user management.
+    Promote {
+        /// The login name.
+        name: String,
+    },
+    /// Make an admin an ordinary user again, keeping their grants; the last
+    /// admin cannot be demoted.
+    Demote {
+        /// The login name.
+        name: String,
+    },
 }
 
 /// Runs a user subcommand.
@@ -51,7 +63,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
     match args.command {
         UserCommand::Add { name, admin } => {
             crate::names::validate("user", &name).map_err(|e| anyhow::anyhow!(e.message))?;
-            let auth = data_dir::open(&args.data, Missing::Create)?;
+            let auth = data_dir::open(&args.data)?;
             let password = password::read(&format!("Password for {name}: "), Purpose::New)?;
             auth.add_user(&name, &password, admin)
                 .map_err(|e| anyhow::anyhow!(e.message))?;
@@ -64,7 +76,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
             }
         }
         UserCommand::List { json } => {
-            let auth = data_dir::open(&args.data, Missing::Refuse)?;
+            let auth = data_dir::open(&args.data)?;
             let users = auth.users();
             if json {
                 output::json(&serde_json::json!({ "users": users }))?;
@@ -87,13 +99,13 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
             output::text(&output::render_table(&rows))?;
         }
         UserCommand::Remove { name } => {
-            let auth = data_dir::open(&args.data, Missing::Refuse)?;
+            let auth = data_dir::open(&args.data)?;
             auth.remove_user(&name)
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             output::line(format!("Removed user {name:?}; its tokens no longer work."))?;
         }
         UserCommand::Passwd { name } => {
-            let auth = data_dir::open(&args.data, Missing::Refuse)?;
+            let auth = data_dir::open(&args.data)?;
             if auth.user(&name).is_none() {
                 anyhow::bail!("no user {name:?}");
             }
@@ -102,6 +114,20 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             output::line(format!(
                 "Changed the password of {name:?}; its earlier tokens no longer work."
+            ))?;
+        }
+        UserCommand::Promote { name } => {
+            let auth = data_dir::open(&args.data)?;
+            auth.set_admin(&name, true)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            output::line(format!("{name:?} is an admin user."))?;
+        }
+        UserCommand::Demote { name } => {
+            let auth = data_dir::open(&args.data)?;
+            auth.set_admin(&name, false)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            output::line(format!(
+                "{name:?} is no longer an admin user; its grants stay."
             ))?;
         }
     }

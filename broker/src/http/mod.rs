@@ -42,13 +42,12 @@ pub mod route;
 mod subscriptions;
 mod topics;
 
-pub use subscriptions::WAIT_MS_MAX;
-
 #[cfg(test)]
 mod tests;
 
 pub use cluster::ClusterView;
 pub use metrics::Metrics;
+pub use subscriptions::WAIT_MS_MAX;
 
 /// What every handler gets.
 #[derive(Clone, Debug)]

@@ -107,17 +107,25 @@ impl Sandbox {
 
     /// Starts `broker serve` on a free port and waits until it listens.
     pub fn start_server(&mut self) -> Result<(), Box<dyn std::error::Error>> {
-        let mut child = self
-            .command(&["serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        self.start_server_with(|_| {}).map(drop)
+    }
+
+    /// [`Sandbox::start_server`] with the command changed by `configure` (which
+    /// may redirect stderr; stdout is read here); returns the lines the server
+    /// printed before the one saying where it listens.
+    pub fn start_server_with(
+        &mut self,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let mut command = self.command(&["serve", "--listen", "127.0.0.1:0"]);
+        command.stdin(Stdio::null()).stderr(Stdio::inherit());
+        configure(&mut command);
+        let mut child = command.stdout(Stdio::piped()).spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         self.server = Some(child);
-        let url = listening_url(stdout)?;
+        let (url, before) = listening_url(stdout)?;
         self.url = Some(url);
-        Ok(())
+        Ok(before)
     }
 
     /// Runs `broker ARGS` with `stdin`, within [`COMMAND_TIMEOUT`].
@@ -126,8 +134,10 @@ impl Sandbox {
     }
 }
 
-impl Drop for Sandbox {
-    fn drop(&mut self) {
+impl Sandbox {
+    /// Stops the server as an operator does (SIGTERM), waiting up to 10 s for
+    /// it to exit before killing it.
+    pub fn stop_server(&mut self) {
         if let Some(mut server) = self.server.take() {
             // SIGTERM: the broker shuts down cleanly, as an operator stops it.
             let pid = server.id() as libc::pid_t;
@@ -148,17 +158,31 @@ impl Drop for Sandbox {
     }
 }
 
-/// Reads the server's stdout until it says where it listens; keeps draining it
-/// afterwards so the server never blocks on a full pipe.
-fn listening_url(stdout: ChildStdout) -> Result<String, Box<dyn std::error::Error>> {
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop_server();
+    }
+}
+
+/// Reads the server's stdout until it says where it listens, and the lines
+/// before; keeps draining it afterwards so the server never blocks on a full
+/// pipe.
+fn listening_url(stdout: ChildStdout) -> Result<(String, Vec<String>), Box<dyn std::error::Error>> {
     let (sender, receiver) = mpsc::channel();
     thread::spawn(move || {
+        let mut before = Vec::new();
         let mut sent = false;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if !sent && let Some(url) = line.strip_prefix("broker listening on ") {
-                let _ = sender.send(url.trim().to_owned());
-                sent = true;
+            if sent {
+                continue;
+            }
+            match line.strip_prefix("broker listening on ") {
+                Some(url) => {
+                    let _ = sender.send((url.trim().to_owned(), std::mem::take(&mut before)));
+                    sent = true;
+                }
+                None => before.push(line),
             }
         }
     });

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use self::report::{PhaseReport, Progress};
-use self::worker::{ConsumeGoal, ConsumeJob, Counters, SendJob, Totals};
+use self::worker::{ConsumeGoal, ConsumeJob, Counters, SendJob, Totals, Worked};
 use self::workload::{Bodies, Budget, parse_duration};
 use super::client::{self, Api, ConnectArgs};
 use super::consume::{StartArg, create_subscription, is_conflict};
@@ -56,7 +56,8 @@ pub struct BenchArgs {
         requires = "user"
     )]
     pub password: Option<String>,
-    /// The topic to use; created when missing.
+    /// The topic to use; created when missing (which needs the admin right on
+    /// it; an existing topic needs only produce or consume).
     #[arg(long, default_value = "bench")]
     pub topic: String,
     /// Partitions of the topic when it is created.
@@ -112,6 +113,17 @@ pub enum Mode {
     Both,
     /// Post produce bodies to the no-op endpoint: the HTTP baseline.
     Noop,
+}
+
+/// What a run measured, and the failure that ended it early, if any.
+#[derive(Debug)]
+struct Measured {
+    /// The phases run, each with what it measured (up to the failure).
+    phases: Vec<PhaseReport>,
+    /// With `--compare-noop`: each complete round's throughput ratio.
+    round_ratios: Vec<f64>,
+    /// What ended the run early: an unreachable broker, a refused request.
+    failure: Option<anyhow::Error>,
 }
 
 /// The settings of a run, shared by its phases.
@@ -185,31 +197,44 @@ impl Run {
         if !self.args.json {
             eprintln!("{}", self.describe(partitions));
         }
+        let measured = match self.args.mode {
+            Mode::Produce if self.args.compare_noop => self.compare_rounds().await?,
+            Mode::Produce => self.send_phase("produce").await?.into(),
+            Mode::Noop => self.send_phase("noop").await?.into(),
+            Mode::Consume => self.consume_only().await?.into(),
+            Mode::Both => self.produce_and_consume().await?,
+        };
+        self.print(partitions, &measured)?;
+        if let Some(failure) = measured.failure {
+            return Err(
+                failure.context("the run did not finish (the results printed cover it until then)")
+            );
+        }
+        let errors: u64 = measured.phases.iter().map(|p| p.totals.errors).sum();
+        if errors > 0 {
+            anyhow::bail!("{errors} requests failed during the run");
+        }
+        Ok(())
+    }
+
+    /// Prints the results, as text or as one JSON object (which names the
+    /// failure that ended the run early, if any, under `error`).
+    fn print(&self, partitions: Option<u64>, measured: &Measured) -> anyhow::Result<()> {
         let mut results = serde_json::Map::new();
         let mut text = String::new();
-        let mut phases = Vec::new();
-        let mut round_ratios = Vec::new();
-        match self.args.mode {
-            Mode::Produce if self.args.compare_noop => {
-                let (produce, noop, ratios) = self.compare_rounds().await?;
-                phases.extend([produce, noop]);
-                round_ratios = ratios;
-            }
-            Mode::Produce => phases.push(self.send_phase("produce").await?),
-            Mode::Noop => phases.push(self.send_phase("noop").await?),
-            Mode::Consume => phases.push(self.consume_only().await?),
-            Mode::Both => phases.extend(self.produce_and_consume().await?),
-        }
-        for phase in &phases {
+        for phase in &measured.phases {
             results.insert(phase.phase.to_owned(), phase.to_json());
             text.push_str(&phase.to_text());
         }
-        if let [produce, noop] = phases.as_slice()
+        if let [produce, noop] = measured.phases.as_slice()
             && noop.phase == "noop"
         {
-            let (json, sentence) = report::comparison(produce, noop, &round_ratios);
+            let (json, sentence) = report::comparison(produce, noop, &measured.round_ratios);
             results.insert("produce_vs_noop".to_owned(), json);
             text.push_str(&sentence);
+        }
+        if let Some(failure) = &measured.failure {
+            results.insert("error".to_owned(), super::error::sentence(failure).into());
         }
         if self.args.json {
             let mut object = self.settings_json(partitions);
@@ -220,25 +245,28 @@ impl Run {
         } else {
             super::output::text(&text)?;
         }
-        let errors: u64 = phases.iter().map(|p| p.totals.errors).sum();
-        if errors > 0 {
-            anyhow::bail!("{errors} requests failed during the run");
-        }
         Ok(())
     }
 
-    /// Creates the topic unless it exists; its partition count.
+    /// The topic's partition count. The topic is created only when it does not
+    /// exist: creating needs the admin right, and a user who may only produce
+    /// and consume can bench a topic that exists.
     async fn ensure_topic(&self) -> anyhow::Result<u64> {
-        let body = json!({ "name": self.args.topic, "partitions": self.args.partitions });
-        match self.api.post("/v1/topics", &body).await {
-            Ok(_) => {}
-            Err(error) if is_conflict(&error) => {}
+        let path = format!("/v1/topics/{}", self.args.topic);
+        let topic = match self.api.get(&path).await {
+            Ok(topic) => topic,
+            Err(error) if has_status(&error, 404) => {
+                let body = json!({ "name": self.args.topic, "partitions": self.args.partitions });
+                match self.api.post("/v1/topics", &body).await {
+                    Ok(_) => {}
+                    // Created meanwhile by another run.
+                    Err(error) if is_conflict(&error) => {}
+                    Err(error) => return Err(error),
+                }
+                self.api.get(&path).await?
+            }
             Err(error) => return Err(error),
-        }
-        let topic = self
-            .api
-            .get(&format!("/v1/topics/{}", self.args.topic))
-            .await?;
+        };
         Ok(super::topic::partition_count(&topic).unwrap_or(u64::from(self.args.partitions)))
     }
 
@@ -317,23 +345,38 @@ impl Run {
     }
 
     /// `--rounds` rounds of produce then the no-op baseline: each mode's phases
-    /// merged, and each round's throughput ratio.
-    async fn compare_rounds(&self) -> anyhow::Result<(PhaseReport, PhaseReport, Vec<f64>)> {
-        let mut produce = self.send_phase("produce").await?;
-        let mut noop = self.send_phase("noop").await?;
-        let mut ratios = vec![report::throughput_ratio(&produce, &noop)];
-        for _ in 1..self.args.rounds {
-            let more_produce = self.send_phase("produce").await?;
-            let more_noop = self.send_phase("noop").await?;
-            ratios.push(report::throughput_ratio(&more_produce, &more_noop));
-            produce.merge(more_produce)?;
-            noop.merge(more_noop)?;
+    /// merged, and each round's throughput ratio. A failure ends the rounds;
+    /// what they measured until then is kept.
+    async fn compare_rounds(&self) -> anyhow::Result<Measured> {
+        let mut produce: Option<PhaseReport> = None;
+        let mut noop: Option<PhaseReport> = None;
+        let mut round_ratios = Vec::new();
+        let mut failure = None;
+        for _ in 0..self.args.rounds {
+            let (round_produce, stopped) = self.send_phase("produce").await?;
+            add_phase(&mut produce, round_produce.clone())?;
+            if stopped.is_some() {
+                failure = stopped;
+                break;
+            }
+            let (round_noop, stopped) = self.send_phase("noop").await?;
+            add_phase(&mut noop, round_noop.clone())?;
+            if stopped.is_some() {
+                failure = stopped;
+                break;
+            }
+            round_ratios.push(report::throughput_ratio(&round_produce, &round_noop));
         }
-        Ok((produce, noop, ratios))
+        Ok(Measured {
+            phases: produce.into_iter().chain(noop).collect(),
+            round_ratios,
+            failure,
+        })
     }
 
-    /// Produces (or posts to the no-op endpoint) with every connection.
-    async fn send_phase(&self, phase: &'static str) -> anyhow::Result<PhaseReport> {
+    /// Produces (or posts to the no-op endpoint) with every connection; what
+    /// was measured, and the failure that ended the phase early.
+    async fn send_phase(&self, phase: &'static str) -> anyhow::Result<PhaseOutcome> {
         let job = Arc::new(self.send_job(phase));
         let progress = Progress::start(
             phase,
@@ -344,18 +387,22 @@ impl Run {
         let started = Instant::now();
         let result = self.run_senders(&job).await;
         progress.finish();
-        Ok(PhaseReport {
+        let worked = result?;
+        let report = PhaseReport {
             phase,
-            totals: result?,
+            totals: worked.totals,
             elapsed: started.elapsed(),
             durability: job.durability.get().cloned(),
-        })
+        };
+        Ok((report, worked.failure))
     }
 
-    async fn run_senders(&self, job: &Arc<SendJob>) -> anyhow::Result<Totals> {
-        let workers: Vec<_> = (0..self.args.connections)
-            .map(|_| tokio::spawn(worker::send(Arc::clone(job))))
-            .collect();
+    async fn run_senders(&self, job: &Arc<SendJob>) -> anyhow::Result<Worked> {
+        let mut workers = Vec::new();
+        for _ in 0..self.args.connections {
+            let totals = Totals::new()?;
+            workers.push(tokio::spawn(worker::send(Arc::clone(job), totals)));
+        }
         merge(workers).await
     }
 
@@ -390,16 +437,19 @@ impl Run {
         }
     }
 
-    async fn run_consumers(&self, job: &Arc<ConsumeJob>) -> anyhow::Result<Totals> {
-        let workers: Vec<_> = (0..self.args.connections)
-            .map(|_| tokio::spawn(worker::consume(Arc::clone(job))))
-            .collect();
+    async fn run_consumers(&self, job: &Arc<ConsumeJob>) -> anyhow::Result<Worked> {
+        let mut workers = Vec::new();
+        for _ in 0..self.args.connections {
+            let totals = Totals::new()?;
+            workers.push(tokio::spawn(worker::consume(Arc::clone(job), totals)));
+        }
         merge(workers).await
     }
 
     /// Consumes what the topic holds, from its start, until `--count`, the
-    /// duration, or the end.
-    async fn consume_only(&self) -> anyhow::Result<PhaseReport> {
+    /// duration, or the end. Running out of messages before `--count` is a
+    /// failure: the count asked for was not measured.
+    async fn consume_only(&self) -> anyhow::Result<PhaseOutcome> {
         let sub = self.subscription(StartArg::Earliest).await?;
         let goal = ConsumeGoal {
             target: AtomicU64::new(self.args.count.unwrap_or(u64::MAX)),
@@ -419,25 +469,40 @@ impl Run {
         let result = self.run_consumers(&job).await;
         progress.finish();
         self.delete_subscription(&sub).await;
-        let totals = result?;
+        let Worked {
+            totals,
+            mut failure,
+        } = result?;
+        let timed_out = self.args.duration.is_some_and(|d| started.elapsed() >= d);
+        if let Some(count) = self.args.count
+            && failure.is_none()
+            && !timed_out
+            && totals.messages < count
+        {
+            failure = Some(anyhow::anyhow!(
+                "consumed {} of the {count} messages asked for: topic {:?} holds no more \
+                 (produce to it first, or use --mode both)",
+                totals.messages,
+                self.args.topic
+            ));
+        } else if totals.messages == 0 && failure.is_none() && !self.args.json {
+            eprintln!(
+                "note: topic {:?} had nothing to consume; try --mode both",
+                self.args.topic
+            );
+        }
         let report = PhaseReport {
             phase: "consume",
             elapsed: consumed_for(&totals, started),
             totals,
             durability: None,
         };
-        if report.totals.messages == 0 && !self.args.json {
-            eprintln!(
-                "note: topic {:?} had nothing to consume; try --mode both",
-                self.args.topic
-            );
-        }
-        Ok(report)
+        Ok((report, failure))
     }
 
     /// Producers and consumers at once; consumers read from the producers' first
     /// message and stop once they have read everything produced.
-    async fn produce_and_consume(&self) -> anyhow::Result<Vec<PhaseReport>> {
+    async fn produce_and_consume(&self) -> anyhow::Result<Measured> {
         let sub = self.subscription(StartArg::Latest).await?;
         let send = Arc::new(self.send_job("produce"));
         let goal = ConsumeGoal {
@@ -462,49 +527,66 @@ impl Run {
         );
         let started = Instant::now();
         let producing = async {
-            let totals = self.run_senders(&send).await;
-            let produced = totals.as_ref().map_or(0, |t| t.messages);
+            let worked = self.run_senders(&send).await;
+            let stopped = match &worked {
+                Ok(worked) => worked.failure.is_some(),
+                Err(_) => true,
+            };
+            let produced = worked.as_ref().map_or(0, |w| w.totals.messages);
             consume.goal.target.store(produced, Ordering::Relaxed);
             consume.goal.producers_done.store(true, Ordering::Relaxed);
-            if totals.is_err() {
+            if stopped {
                 consume.goal.budget.stop();
             }
-            (totals, started.elapsed())
+            (worked, started.elapsed())
         };
         let consuming = async {
-            let totals = self.run_consumers(&consume).await;
-            let elapsed = totals
+            let worked = self.run_consumers(&consume).await;
+            let elapsed = worked
                 .as_ref()
-                .map_or_else(|_| started.elapsed(), |t| consumed_for(t, started));
-            (totals, elapsed)
+                .map_or_else(|_| started.elapsed(), |w| consumed_for(&w.totals, started));
+            (worked, elapsed)
         };
         let ((produced, produce_elapsed), (consumed, consume_elapsed)) =
             tokio::join!(producing, consuming);
         progress.finish();
         self.delete_subscription(&sub).await;
-        Ok(vec![
-            PhaseReport {
-                phase: "produce",
-                totals: produced?,
-                elapsed: produce_elapsed,
-                durability: send.durability.get().cloned(),
-            },
-            PhaseReport {
-                phase: "consume",
-                totals: consumed?,
-                elapsed: consume_elapsed,
-                durability: None,
-            },
-        ])
+        let (produced, consumed) = (produced?, consumed?);
+        Ok(Measured {
+            phases: vec![
+                PhaseReport {
+                    phase: "produce",
+                    totals: produced.totals,
+                    elapsed: produce_elapsed,
+                    durability: send.durability.get().cloned(),
+                },
+                PhaseReport {
+                    phase: "consume",
+                    totals: consumed.totals,
+                    elapsed: consume_elapsed,
+                    durability: None,
+                },
+            ],
+            round_ratios: Vec::new(),
+            failure: produced.failure.or(consumed.failure),
+        })
     }
 
     /// Removes the run's subscription; a failure is only reported.
     async fn delete_subscription(&self, sub: &str) {
         let path = format!("/v1/topics/{}/subscriptions/{sub}", self.args.topic);
         if let Err(error) = self.api.delete(&path).await {
-            eprintln!("warning: could not delete the bench subscription {sub:?}: {error:#}");
+            let error = super::error::sentence(&error);
+            eprintln!("warning: could not delete the bench subscription {sub:?}: {error}");
         }
     }
+}
+
+/// Whether the broker answered `error` with this status.
+fn has_status(error: &anyhow::Error, status: u16) -> bool {
+    error
+        .downcast_ref::<super::error::ApiFailure>()
+        .is_some_and(|failure| failure.status == status)
 }
 
 /// How long consumers took: until their last message, not counting the empty
@@ -515,25 +597,83 @@ fn consumed_for(totals: &Totals, started: Instant) -> Duration {
         .map_or_else(|| started.elapsed(), |last| last.duration_since(started))
 }
 
-/// Waits for every worker and merges their totals; the first failure wins.
-async fn merge(
-    workers: Vec<tokio::task::JoinHandle<anyhow::Result<Totals>>>,
-) -> anyhow::Result<Totals> {
-    let mut totals = Totals::new()?;
-    let mut first_error = None;
+/// A phase's report, and the failure that ended it early, if any.
+type PhaseOutcome = (PhaseReport, Option<anyhow::Error>);
+
+impl From<PhaseOutcome> for Measured {
+    fn from((report, failure): PhaseOutcome) -> Measured {
+        Measured {
+            phases: vec![report],
+            round_ratios: Vec::new(),
+            failure,
+        }
+    }
+}
+
+/// Adds a round's phase to the phases of its mode so far.
+fn add_phase(total: &mut Option<PhaseReport>, round: PhaseReport) -> anyhow::Result<()> {
+    match total {
+        Some(total) => total.merge(round),
+        None => {
+            *total = Some(round);
+            Ok(())
+        }
+    }
+}
+
+/// Waits for every worker and merges what they measured; the first failure is
+/// kept with the totals.
+async fn merge(workers: Vec<tokio::task::JoinHandle<Worked>>) -> anyhow::Result<Worked> {
+    let mut merged = Worked {
+        totals: Totals::new()?,
+        failure: None,
+    };
     for worker in workers {
         match worker.await {
-            Ok(Ok(one)) => totals.merge(&one)?,
-            Ok(Err(error)) => {
-                first_error.get_or_insert(error);
+            Ok(one) => {
+                merged.totals.merge(&one.totals)?;
+                if let Some(failure) = one.failure {
+                    merged.failure.get_or_insert(failure);
+                }
             }
             Err(join) => {
-                first_error.get_or_insert(anyhow::anyhow!("a bench worker failed: {join}"));
+                merged
+                    .failure
+                    .get_or_insert(anyhow::anyhow!("a bench worker failed: {join}"));
             }
         }
     }
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(totals),
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worked(messages: u64, failure: Option<&str>) -> anyhow::Result<Worked> {
+        let mut totals = Totals::new()?;
+        totals.messages = messages;
+        totals.requests = 1;
+        Ok(Worked {
+            totals,
+            failure: failure.map(|f| anyhow::anyhow!(f.to_owned())),
+        })
+    }
+
+    #[tokio::test]
+    async fn what_workers_measured_before_a_failure_is_kept() -> anyhow::Result<()> {
+        let (a, b) = (
+            worked(100, None)?,
+            worked(50, Some("the broker went away"))?,
+        );
+        let workers = vec![
+            tokio::spawn(async move { a }),
+            tokio::spawn(async move { b }),
+        ];
+        let merged = merge(workers).await?;
+        assert_eq!((merged.totals.messages, merged.totals.requests), (150, 2));
+        let failure = merged.failure.map(|f| f.to_string());
+        assert_eq!(failure.as_deref(), Some("the broker went away"));
+        Ok(())
     }
 }

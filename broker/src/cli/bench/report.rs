@@ -76,6 +76,9 @@ impl PhaseReport {
                 "mean": round3(if latency.is_empty() { 0.0 } else { latency.mean() }),
             },
         });
+        if self.phase == "consume" {
+            report["empty_pulls"] = self.totals.empty_pulls.into();
+        }
         if let Some(durability) = &self.durability {
             report["durability"] = durability.clone();
         }
@@ -90,9 +93,26 @@ impl PhaseReport {
             None if self.phase == "produce" => "; durability: not stated by the broker".to_owned(),
             None => String::new(),
         };
+        let empty_pulls = match self.totals.empty_pulls {
+            0 => String::new(),
+            1 => ", 1 empty pull".to_owned(),
+            n => format!(", {n} empty pulls"),
+        };
+        let latency = if self.totals.latency_us.is_empty() {
+            "none measured".to_owned()
+        } else {
+            format!(
+                "p50 {}  p99 {}  p99.9 {}  max {}",
+                millis(self.quantile_us(0.5)),
+                millis(self.quantile_us(0.99)),
+                millis(self.quantile_us(0.999)),
+                millis(self.totals.latency_us.max()),
+            )
+        };
         format!(
-            "{:<8} {} messages in {:.2} s: {:.0} msg/s, {:.2} MB/s ({} requests, {} errors){durability}\n\
-             {:<8} request latency: p50 {}  p99 {}  p99.9 {}  max {}\n",
+            "{:<8} {} messages in {:.2} s: {:.0} msg/s, {:.2} MB/s ({} requests{empty_pulls}, \
+             {} errors){durability}\n\
+             {:<8} request latency: {latency}\n",
             format!("{}:", self.phase),
             self.totals.messages,
             self.elapsed.as_secs_f64(),
@@ -101,10 +121,6 @@ impl PhaseReport {
             self.totals.requests,
             self.totals.errors,
             "",
-            millis(self.quantile_us(0.5)),
-            millis(self.quantile_us(0.99)),
-            millis(self.quantile_us(0.999)),
-            millis(self.totals.latency_us.max()),
         )
     }
 }
@@ -285,6 +301,25 @@ mod tests {
         assert!(text.contains("5000 msg/s, 0.50 MB/s"), "{text}");
         assert!(text.contains("p50 1.50 ms"), "{text}");
         assert!(text.contains("durability: not stated"), "{text}");
+    }
+
+    #[test]
+    fn empty_pulls_are_counted_apart_from_timed_requests() {
+        let mut totals = Totals::new().unwrap();
+        totals.empty_pulls = 8;
+        let consume = PhaseReport {
+            phase: "consume",
+            totals,
+            elapsed: Duration::from_secs(1),
+            durability: None,
+        };
+        let text = consume.to_text();
+        assert!(
+            text.contains("(0 requests, 8 empty pulls, 0 errors)"),
+            "{text}"
+        );
+        assert!(text.contains("request latency: none measured"), "{text}");
+        assert_eq!(consume.to_json()["empty_pulls"], 8);
     }
 
     #[test]

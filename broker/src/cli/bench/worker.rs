@@ -56,8 +56,12 @@ pub struct Totals {
     pub messages: u64,
     /// Message value bytes acknowledged or received.
     pub value_bytes: u64,
-    /// Requests answered with success.
+    /// Requests answered with success (for consumers: pulls that returned
+    /// messages); each one's latency is in `latency_us`.
     pub requests: u64,
+    /// Consumer pulls that waited out their long poll and returned nothing:
+    /// idleness, not service, so they are counted apart and not timed.
+    pub empty_pulls: u64,
     /// Requests that failed.
     pub errors: u64,
     /// When the last message arrived (consumers): a phase's end, not counting
@@ -73,6 +77,7 @@ impl Totals {
             messages: 0,
             value_bytes: 0,
             requests: 0,
+            empty_pulls: 0,
             errors: 0,
             last_message_at: None,
         })
@@ -84,6 +89,7 @@ impl Totals {
         self.messages += other.messages;
         self.value_bytes += other.value_bytes;
         self.requests += other.requests;
+        self.empty_pulls += other.empty_pulls;
         self.errors += other.errors;
         self.last_message_at = self.last_message_at.max(other.last_message_at);
         Ok(())
@@ -94,6 +100,16 @@ impl Totals {
         self.latency_us
             .saturating_record(us.clamp(1, LATENCY_US_MAX));
     }
+}
+
+/// What one worker measured, and the failure that ended its run early, if any:
+/// what was measured before a failure is reported with it.
+#[derive(Debug)]
+pub struct Worked {
+    /// The counts and latencies.
+    pub totals: Totals,
+    /// The failure that stopped the worker (and, through the budget, the others).
+    pub failure: Option<anyhow::Error>,
 }
 
 /// A client that keeps exactly one connection to the broker.
@@ -131,20 +147,28 @@ pub struct SendJob {
     pub durability: OnceLock<Value>,
 }
 
-/// Sends requests until the budget is spent.
-pub async fn send(job: Arc<SendJob>) -> anyhow::Result<Totals> {
+/// Sends requests until the budget is spent or a failure ends the run, adding to
+/// `totals`.
+pub async fn send(job: Arc<SendJob>, mut totals: Totals) -> Worked {
+    let failure = send_into(&job, &mut totals).await.err();
+    if failure.is_some() {
+        job.budget.stop();
+    }
+    Worked { totals, failure }
+}
+
+async fn send_into(job: &SendJob, totals: &mut Totals) -> anyhow::Result<()> {
     let client = one_connection_client()?;
-    let mut totals = Totals::new()?;
     let mut checked = !job.is_produce;
     while let Some(index) = job.budget.take() {
         let (body, messages) = job.bodies.get(index, job.budget.requests_total);
         let started = Instant::now();
-        let answer = post(&client, &job, body).await;
+        let answer = post(&client, job, body).await;
         match answer {
             Ok(bytes) => {
                 totals.record_latency(started);
                 if !checked {
-                    check_produce_answer(&job, &bytes, messages)?;
+                    check_produce_answer(job, &bytes, messages)?;
                     checked = true;
                 }
                 totals.messages += messages;
@@ -153,10 +177,10 @@ pub async fn send(job: Arc<SendJob>) -> anyhow::Result<Totals> {
                 job.counters.messages.fetch_add(messages, Ordering::Relaxed);
                 job.counters.requests.fetch_add(1, Ordering::Relaxed);
             }
-            Err(error) => failed(&job.budget, &job.counters, &mut totals, error)?,
+            Err(error) => failed(&job.budget, &job.counters, totals, error)?,
         }
     }
-    Ok(totals)
+    Ok(())
 }
 
 /// One POST, the whole answer read.
@@ -301,36 +325,45 @@ struct PulledMessage<'a> {
     value: Cow<'a, str>,
 }
 
-/// Pulls until the goal is reached.
-pub async fn consume(job: Arc<ConsumeJob>) -> anyhow::Result<Totals> {
+/// Pulls until the goal is reached or a failure ends the run, adding to
+/// `totals`.
+pub async fn consume(job: Arc<ConsumeJob>, mut totals: Totals) -> Worked {
+    let failure = consume_into(&job, &mut totals).await.err();
+    if failure.is_some() {
+        job.goal.budget.stop();
+    }
+    Worked { totals, failure }
+}
+
+async fn consume_into(job: &ConsumeJob, totals: &mut Totals) -> anyhow::Result<()> {
     let client = one_connection_client()?;
-    let mut totals = Totals::new()?;
     while !job.goal.is_over() {
         let Some(want) = job.goal.reserve(job.pull_max) else {
             break;
         };
         let started = Instant::now();
-        let bytes = match pull(&client, &job, want).await {
+        let bytes = match pull(&client, job, want).await {
             Ok(bytes) => bytes,
             Err(error) => {
                 job.goal.release(want);
-                failed(&job.goal.budget, &job.counters, &mut totals, error)?;
+                failed(&job.goal.budget, &job.counters, totals, error)?;
                 continue;
             }
         };
         let pulled: Pulled<'_> = serde_json::from_slice(&bytes)?;
         let count = pulled.messages.len() as u64;
         job.goal.release(want.saturating_sub(count));
-        totals.requests += 1;
-        job.counters.requests.fetch_add(1, Ordering::Relaxed);
         if count == 0 {
             // An empty answer waited out the long poll: its time is idleness,
-            // not service, and stays out of the latencies.
+            // not service, and stays out of the requests and latencies.
+            totals.empty_pulls += 1;
             if job.goal.producers_done.load(Ordering::Relaxed) {
                 break;
             }
             continue;
         }
+        totals.requests += 1;
+        job.counters.requests.fetch_add(1, Ordering::Relaxed);
         totals.record_latency(started);
         totals.last_message_at = Some(Instant::now());
         totals.messages += count;
@@ -341,7 +374,7 @@ pub async fn consume(job: Arc<ConsumeJob>) -> anyhow::Result<Totals> {
             .sum::<u64>();
         job.counters.messages.fetch_add(count, Ordering::Relaxed);
     }
-    Ok(totals)
+    Ok(())
 }
 
 /// One pull of at most `max` messages.
