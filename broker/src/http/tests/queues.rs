@@ -17,6 +17,19 @@ async fn receive(app: &TestApp, queue: &str, body: Value) -> Vec<Value> {
         .clone()
 }
 
+/// A broker with queue `jobs` (50 ms leases, two deliveries) and its dead-letter
+/// queue `jobs.dlq`.
+async fn quick_jobs_with_a_dead_letter_queue() -> TestApp {
+    let app = TestApp::start().await;
+    app.create_queue("jobs.dlq", json!({})).await;
+    app.create_queue(
+        "jobs",
+        json!({"visibility_timeout_ms": 50, "max_deliveries": 2, "dead_letter_queue": "jobs.dlq"}),
+    )
+    .await;
+    app
+}
+
 fn receipts(messages: &[Value]) -> Vec<Value> {
     messages.iter().map(|m| m["receipt"].clone()).collect()
 }
@@ -282,13 +295,7 @@ async fn nacked_and_expired_messages_come_back_with_a_higher_delivery_count() {
 
 #[tokio::test]
 async fn exhausted_messages_are_dead_lettered_and_redriven_back() {
-    let app = TestApp::start().await;
-    app.create_queue("jobs.dlq", json!({})).await;
-    app.create_queue(
-        "jobs",
-        json!({"visibility_timeout_ms": 50, "max_deliveries": 2, "dead_letter_queue": "jobs.dlq"}),
-    )
-    .await;
+    let app = quick_jobs_with_a_dead_letter_queue().await;
     app.send(
         req(Method::POST, "/v1/queues/jobs/messages")
             .token(&app.token)
@@ -431,13 +438,7 @@ async fn a_damaged_message_does_not_fail_the_deliveries_of_other_partitions() {
 
 #[tokio::test]
 async fn a_damaged_message_holds_back_no_other_and_is_dropped_once_exhausted() {
-    let app = TestApp::start().await;
-    app.create_queue("jobs.dlq", json!({})).await;
-    app.create_queue(
-        "jobs",
-        json!({"visibility_timeout_ms": 50, "max_deliveries": 2, "dead_letter_queue": "jobs.dlq"}),
-    )
-    .await;
+    let app = quick_jobs_with_a_dead_letter_queue().await;
     for value in ["before", "damaged", "after"] {
         app.send_to_queue("jobs", &[value]).await;
     }
