@@ -304,8 +304,8 @@ impl Subscription {
         }
     }
 
-    /// Commits the offsets of `next` that differ from the committed ones, so that an
-    /// idle reader's long polls write nothing.
+    /// Commits the offsets of `next` that differ from the committed ones (an idle
+    /// reader's long polls write nothing).
     fn commit_changed(&self, next: &[Offset]) -> Result<(), ApiError> {
         for (i, offset) in next.iter().enumerate() {
             let name = cursor_name(i);
@@ -314,15 +314,6 @@ impl Subscription {
                     .commit(&name, *offset)
                     .map_err(ApiError::internal)?;
             }
-        }
-        Ok(())
-    }
-
-    fn commit_positions(&self, next: &[Offset]) -> Result<(), ApiError> {
-        for (i, offset) in next.iter().enumerate() {
-            self.cursors
-                .commit(&cursor_name(i), *offset)
-                .map_err(ApiError::internal)?;
         }
         Ok(())
     }
@@ -445,7 +436,7 @@ impl Subscription {
                     .map_or(p.start(), |o| Offset(*o).clamp(p.start(), p.end()))
             })
             .collect();
-        self.commit_positions(&next)?;
+        self.commit_changed(&next)?;
         self.cursors.flush().map_err(ApiError::internal)?;
         positions.next = next;
         Ok(())

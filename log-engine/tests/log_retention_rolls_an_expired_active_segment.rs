@@ -236,17 +236,30 @@ fn start_and_end_survive_a_reopen_after_everything_expired() -> TestResult {
 
 /// The directory as a roll for retention leaves it when the process dies before the
 /// deletion: the old segments, and an empty segment at the log end.
+/// The file of the segment at `base` with `extension`.
+fn segment_file(dir: &Path, base: u64, extension: &str) -> std::path::PathBuf {
+    dir.join(format!("{base:020}.{extension}"))
+}
+
+/// A log of three expired records, fsynced and closed as a crash would leave it
+/// right after a retention pass rolled the new empty segment at offset 3, before it
+/// deleted anything.
+fn rolled_before_a_crash(dir: &Path, clock: &Arc<ManualClock>) -> TestResult {
+    {
+        let log = open(dir, clock)?;
+        append(&log, 3, T0)?;
+        log.flush()?;
+    }
+    std::fs::File::create(segment_file(dir, 3, "log"))?;
+    Ok(())
+}
+
 #[test]
 fn a_crash_before_the_deletion_reopens_with_the_old_segments_and_the_next_pass_deletes_them()
 -> TestResult {
     let dir = tempfile::tempdir()?;
     let clock = Arc::new(ManualClock::new(T0));
-    {
-        let log = open(dir.path(), &clock)?;
-        append(&log, 3, T0)?;
-        log.flush()?;
-    }
-    std::fs::File::create(dir.path().join(format!("{:020}.log", 3)))?;
+    rolled_before_a_crash(dir.path(), &clock)?;
     let log = open(dir.path(), &clock)?;
     assert_eq!(log.segment_count(), 2);
     assert_eq!(log.log_start_offset(), Offset(0));
@@ -281,17 +294,12 @@ fn a_crash_before_the_deletion_reopens_with_the_old_segments_and_the_next_pass_d
 fn a_crash_during_the_deletion_reopens_at_the_end() -> TestResult {
     let dir = tempfile::tempdir()?;
     let clock = Arc::new(ManualClock::new(T0));
-    {
-        let log = open(dir.path(), &clock)?;
-        append(&log, 3, T0)?;
-        log.flush()?;
-    }
-    std::fs::File::create(dir.path().join(format!("{:020}.log", 3)))?;
-    std::fs::remove_file(dir.path().join(format!("{:020}.log", 0)))?;
+    rolled_before_a_crash(dir.path(), &clock)?;
+    std::fs::remove_file(segment_file(dir.path(), 0, "log"))?;
     let log = open(dir.path(), &clock)?;
     assert_eq!(log.log_start_offset(), Offset(3));
     assert_eq!(log.log_end_offset(), Offset(3));
-    assert!(!dir.path().join(format!("{:020}.index", 0)).exists());
+    assert!(!segment_file(dir.path(), 0, "index").exists());
     assert_eq!(
         log.append_records(&[Record::new("x", T0)])?.base_offset,
         Offset(3)
