@@ -14,6 +14,17 @@ use crate::registry::{Broker, DataDirLock};
 /// How long the cluster's tasks (gRPC server, membership) get to stop on shutdown.
 const BACKGROUND_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a client may take to send a request's headers, counted from the
+/// connection's start or, on a kept-alive connection, from the previous answer:
+/// an idle connection is closed after this long too.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a shutdown waits for the connections of requests under way.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The pause after an `accept` that failed for want of resources.
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Open files a broker may need: several per partition and subscription.
 const OPEN_FILES_WANTED: u64 = 1 << 20;
 
@@ -64,16 +75,7 @@ async fn run_linked(
         shutdown.await;
         stopping.begin_shutdown();
     };
-    // Answers go out at once, not held back waiting for the peer's acknowledgement.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| BrokerError::io("http server", e))?;
+    serve_http(listener, app, shutdown, HttpLimits::DEFAULT).await;
     let _ = stop_tx.send(true);
     let _ = maintenance.await;
     let _ = flusher.await;
@@ -93,6 +95,91 @@ async fn run_linked(
         .map_err(|e| BrokerError::Config(format!("shutdown task failed: {e}")))??;
     tracing::info!("storage closed cleanly");
     Ok(())
+}
+
+/// The time limits of the HTTP server.
+#[derive(Debug, Clone, Copy)]
+struct HttpLimits {
+    /// How long a client may take to send a request's headers.
+    header_read_timeout: std::time::Duration,
+    /// How long a shutdown waits for the connections of requests under way.
+    shutdown_grace: std::time::Duration,
+}
+
+impl HttpLimits {
+    const DEFAULT: HttpLimits = HttpLimits {
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+}
+
+/// Serves `app` on `listener` until `shutdown` completes; then stops accepting,
+/// lets the requests under way finish (for at most `shutdown_grace`) and returns.
+/// A client has `header_read_timeout` to send a request's headers (waiting for the
+/// next request on a kept-alive connection counts too), so connections that send
+/// nothing, or send a byte at a time, are closed rather than kept until the
+/// descriptors run out; the body's own deadline is [`crate::http::BODY_READ_TIMEOUT`].
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: HttpLimits,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    accept_failed(&error).await;
+                    continue;
+                }
+            },
+        };
+        // Answers go out at once, not held back waiting for the peer's
+        // acknowledgement.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace = ?limits.shutdown_grace,
+            "connections still open when the shutdown's grace ran out (requests not sent in full); closing them"
+        );
+    }
+}
+
+/// After a failed `accept`: a connection that failed before it was taken is
+/// skipped; anything else (out of descriptors, say) is logged and the loop pauses a
+/// moment instead of spinning on the error.
+async fn accept_failed(error: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
 }
 
 /// The address a listener is bound to.
@@ -316,4 +403,96 @@ fn raise_open_files_limit() {
         }
     }
     tracing::debug!(limit = limit.rlim_cur, "open files limit");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    const QUICK: HttpLimits = HttpLimits {
+        header_read_timeout: Duration::from_millis(300),
+        shutdown_grace: Duration::from_millis(300),
+    };
+
+    /// A server of one route on a loopback port; dropping the sender shuts it down.
+    async fn start() -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route("/ok", axum::routing::get(|| async { "ok" }))
+            .route("/echo", axum::routing::post(|body: String| async { body }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_http(
+            listener,
+            app,
+            async move {
+                let _ = stopped.await;
+            },
+            QUICK,
+        ));
+        (addr, stop, server)
+    }
+
+    async fn get_ok(addr: std::net::SocketAddr) -> String {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    /// Reads until the server closes the connection; how long that took.
+    async fn until_closed(tcp: &mut TcpStream) -> Duration {
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return started.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("the server kept the connection open for 10 s"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_finish_its_headers_is_disconnected() {
+        let (addr, _stop, _server) = start().await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut half = TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"GET /ok HTTP/1.1\r\nhost:").await.unwrap();
+        assert!(
+            get_ok(addr).await.ends_with("ok"),
+            "others are served meanwhile"
+        );
+        assert!(until_closed(&mut half).await < Duration::from_secs(5));
+        assert!(until_closed(&mut silent).await < Duration::from_secs(5));
+        assert!(get_ok(addr).await.ends_with("ok"));
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_does_not_wait_for_a_request_that_is_never_sent_in_full() {
+        let (addr, stop, server) = start().await;
+        let mut half = TcpStream::connect(addr).await.unwrap();
+        // Its handler waits for the rest of the body.
+        half.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(stop);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops within its grace")
+            .unwrap();
+    }
 }

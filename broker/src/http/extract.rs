@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::fmt;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use serde::de::{DeserializeOwned, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -121,9 +122,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         if !json_content_type(req.headers()) {
             return Err(not_json());
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(bytes_rejection)?;
+        let bytes = read_body(req, state).await?;
         parse(&bytes).map(Json)
     }
 }
@@ -257,10 +256,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         if !json_content_type(req.headers()) {
             return Err(not_json());
         }
-        Bytes::from_request(req, state)
-            .await
-            .map(JsonBody)
-            .map_err(bytes_rejection)
+        read_body(req, state).await.map(JsonBody)
     }
 }
 
@@ -274,9 +270,7 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for JsonOrEmp
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let is_json = json_content_type(req.headers());
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(bytes_rejection)?;
+        let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonOrEmpty(T::default()));
         }
@@ -317,6 +311,26 @@ fn too_large() -> ApiError {
         ErrorCode::PayloadTooLarge,
         "the request body is larger than the limit",
     )
+}
+
+/// How long a request's whole body may take to arrive once its headers have:
+/// a client that sends a body more slowly than this (or stops half-way) holds a
+/// connection and a request task only this long.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads the whole body within [`BODY_READ_TIMEOUT`]: 408 when it does not
+/// arrive in time, 413 when it is over the limit, 400 when it cannot be read.
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state)).await {
+        Ok(read) => read.map_err(bytes_rejection),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }
 
 /// A failure to read the body: 413 when it is over the limit, else 400.

@@ -46,6 +46,7 @@ mod topics;
 mod tests;
 
 pub use cluster::ClusterView;
+pub use extract::BODY_READ_TIMEOUT;
 pub use metrics::Metrics;
 pub use subscriptions::WAIT_MS_MAX;
 

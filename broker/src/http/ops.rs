@@ -1,9 +1,7 @@
 //! Operations: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, and the
 //! `POST /v1/bench/noop` baseline of `broker bench`.
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -11,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::body::json;
-use super::extract::{Caller, bytes_rejection};
+use super::extract::{Caller, read_body};
 use crate::error::{ApiError, ErrorBody};
 
 /// The answer of the health and readiness checks.
@@ -123,10 +121,7 @@ pub async fn openapi() -> Response {
         (status = 401, description = "No valid token", body = ErrorBody),
     )
 )]
-pub async fn bench_noop(
-    _caller: Caller,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let _ = body.map_err(bytes_rejection)?;
+pub async fn bench_noop(_caller: Caller, request: Request) -> Result<Response, ApiError> {
+    read_body(request, &()).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({})))
 }

@@ -285,7 +285,7 @@ fn verify_receipts(app: &AppState, receipts: &[String]) -> Result<Vec<Receipt>, 
         (status = 201, description = "Created", body = QueueDescription),
         (status = 400, description = "Malformed request or invalid settings", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "No admin right on the name", body = ErrorBody),
+        (status = 403, description = "No admin right on the name, or no produce right on its dead-letter queue", body = ErrorBody),
         (status = 409, description = "A queue of that name exists", body = ErrorBody),
     )
 )]
@@ -312,6 +312,10 @@ pub async fn create_queue(
     // The values first (400), the right then (403), as for topics.
     spec.validate(u32::MAX)?;
     caller.require(&app.broker, Action::Admin, Resource::Queue(&spec.name))?;
+    // Dead letters are sends into that queue on the creator's behalf.
+    if let Some(dlq) = &spec.dead_letter_queue {
+        caller.require(&app.broker, Action::Produce, Resource::Queue(dlq))?;
+    }
     if let Some(node) = app.cluster.node() {
         let name = spec.name.clone();
         let (partitions, rf) = (spec.partitions, spec.replication_factor);
@@ -632,8 +636,14 @@ pub async fn redrive(
         .map_or(usize::MAX, |m| m.try_into().unwrap_or(usize::MAX));
     let queue = lookup(&app, &caller, &name, Action::Admin)?;
     let broker = Arc::clone(&app.broker);
+    // A letter goes back only to a queue the caller may send to; the others stay.
     let moved = queue
-        .redrive(max, move |origin| broker.find_queue(origin))
+        .redrive(max, move |origin| {
+            let allowed = broker
+                .auth
+                .can(&caller.0, Action::Produce, Resource::Queue(origin));
+            allowed.then(|| broker.find_queue(origin)).flatten()
+        })
         .await?;
     Ok(json(StatusCode::OK, &RedriveResponse { moved }))
 }

@@ -1006,7 +1006,7 @@ impl Queue {
         for lost in damaged {
             tracing::warn!(queue = self.name(), partition = partition.id, offset = %lost.offset, error = %lost.error.message, "a damaged dead letter stays where it is: it cannot be redriven");
         }
-        let key_prefix = redrive_key_prefix(self.name(), partition.id);
+        let key_prefix = redrive_key_prefix(self.name(), self.spec.incarnation, partition.id);
         let mut done = Vec::new();
         let mut failure = None;
         for (offset, origin, message) in found {
@@ -1274,9 +1274,15 @@ fn to_new_message(record: &RecordRef<'_>) -> NewMessage<'static> {
 }
 
 /// The idempotency key prefix of messages redriven from `partition` of queue
-/// `dlq`: a hash of the name keeps keys short whatever the name's length.
-fn redrive_key_prefix(dlq: &str, partition: u32) -> String {
-    let digest = Sha256::digest(dlq.as_bytes());
+/// `dlq`: a hash of the name keeps keys short whatever the name's length. The
+/// incarnation is in it because a queue made again under the same name reuses the
+/// offsets of the one before: their letters must not share keys in the origin's
+/// idempotency window (a redrive would be taken for a retry and send nothing).
+fn redrive_key_prefix(dlq: &str, incarnation: u64, partition: u32) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(dlq.as_bytes());
+    hasher.update(incarnation.to_be_bytes());
+    let digest = hasher.finalize();
     let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     format!("mom-redrive:{hash}:{partition}")
 }
@@ -1657,6 +1663,44 @@ mod tests {
             back[0].message.partition, p,
             "the key routes it where it was"
         );
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_queue_made_again_under_its_name_redrives_its_own_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = QueueSpec {
+            max_deliveries: 1,
+            dead_letter_queue: Some("jobs-dlq".into()),
+            ..spec("jobs")
+        };
+        let (jobs, clock) = clocked(create(dir.path(), jobs));
+        let jobs = Arc::new(jobs);
+        let resolve = |name: &str| (name == "jobs").then(|| Arc::clone(&jobs));
+        for (incarnation, value) in [(1, "first"), (2, "second")] {
+            // Each incarnation starts at offset 0 again, as a deleted and
+            // recreated queue does.
+            let generation = dir.path().join(format!("generation-{incarnation}"));
+            let dlq = Arc::new(create(
+                &generation,
+                QueueSpec {
+                    incarnation,
+                    ..spec("jobs-dlq")
+                },
+            ));
+            jobs.send(&[msg(value)], None).await.unwrap();
+            for _ in 0..2 {
+                jobs.receive(1, Duration::ZERO, None, &KEY, Some(Arc::clone(&dlq)))
+                    .await
+                    .unwrap();
+                clock.advance(2_000);
+            }
+            assert_eq!(dlq.stats().depth, 1, "{value} dead-lettered");
+            assert_eq!(dlq.redrive(10, resolve).await.unwrap(), 1);
+            let back = receive(&jobs, 10).await;
+            let values: Vec<&[u8]> = back.iter().map(|d| d.message.value.as_slice()).collect();
+            assert_eq!(values, [value.as_bytes()], "{value} is back in its queue");
+            jobs.ack(&receipts(&back)).await.unwrap();
+        }
     }
 
     #[tokio::test]

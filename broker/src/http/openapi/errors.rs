@@ -3,7 +3,8 @@
 //! lists its success and client-error (4xx) answers; the statuses that come from
 //! elsewhere are added to every operation here, by the rules the server follows:
 //!
-//! - 413 `payload_too_large` wherever there is a request body;
+//! - 413 `payload_too_large` and 408 `request_timeout` wherever there is a request
+//!   body;
 //! - 503 `unavailable` wherever the cluster routing can refuse a request
 //!   ([`route::needs_the_cluster`]), and `not_leader` too wherever it forwards one to
 //!   a leader ([`route::addressed_log`]);
@@ -19,7 +20,8 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Response, ResponseBui
 
 use super::super::route;
 use crate::error::ErrorCode::{
-    self, Internal, NotEnoughReplicas, NotLeader, PayloadTooLarge, Timeout, Unavailable,
+    self, Internal, NotEnoughReplicas, NotLeader, PayloadTooLarge, RequestTimeout, Timeout,
+    Unavailable,
 };
 
 /// A change to the cluster's metadata (ZooKeeper), waited for until it is applied.
@@ -86,6 +88,7 @@ fn meaning(code: ErrorCode) -> &'static str {
         ErrorCode::MethodNotAllowed => {
             "the path exists, the method does not (the `Allow` header lists the methods)"
         }
+        RequestTimeout => "the request's body did not arrive in full within 60 s of its headers",
         ErrorCode::AlreadyExists => "a topic, queue or subscription of that name exists",
         PayloadTooLarge => {
             "the body is larger than the broker's `max_body_bytes`, or its messages \
@@ -136,7 +139,7 @@ fn response_of(codes: &[ErrorCode]) -> Response {
 fn codes_of(method: &Method, path: &str, operation: &Operation) -> Vec<ErrorCode> {
     let mut codes = Vec::new();
     if operation.request_body.is_some() {
-        codes.push(PayloadTooLarge);
+        codes.extend([RequestTimeout, PayloadTooLarge]);
     }
     if route::needs_the_cluster(path) {
         codes.push(Unavailable);

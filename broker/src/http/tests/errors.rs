@@ -1,6 +1,8 @@
 //! Errors the router and extractors produce: unknown routes, wrong methods, oversized
 //! bodies, invalid names in paths, missing rights, wrong content types.
 
+use std::time::Duration;
+
 use axum::http::{Method, StatusCode, header};
 use serde_json::json;
 
@@ -461,4 +463,107 @@ async fn bad_values_are_400_before_missing_rights_are_403() {
             .await
             .expect_error(StatusCode::FORBIDDEN, "forbidden");
     }
+}
+
+#[tokio::test]
+async fn dead_letters_are_sends_a_creator_or_redriver_needs_the_right_for() {
+    let app = TestApp::start().await;
+    app.create_queue("victim", json!({})).await;
+    app.create_queue("jobs.dlq", json!({})).await;
+    let bob = app
+        .user_with(
+            "bob",
+            &[
+                Grant::new(ResourceKind::Queue, "jobs*", Action::Admin),
+                Grant::new(ResourceKind::Queue, "jobs*", Action::Produce),
+                Grant::new(ResourceKind::Queue, "jobs*", Action::Consume),
+            ],
+        )
+        .await;
+    let create = |name: &str, dlq: &str| {
+        req(Method::POST, "/v1/queues").token(&bob).json(&json!({
+            "name": name, "visibility_timeout_ms": 50, "max_deliveries": 1,
+            "dead_letter_queue": dlq,
+        }))
+    };
+    let refused = app
+        .send(create("jobs", "victim"))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    assert!(refused.contains("produce"), "{refused}");
+    app.get("/v1/queues/jobs")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    app.send(create("jobs", "jobs.dlq"))
+        .await
+        .expect(StatusCode::CREATED);
+
+    // A letter from `victim` in bob's dead-letter queue stays on his redrive.
+    app.create_queue(
+        "victim.work",
+        json!({"visibility_timeout_ms": 50, "max_deliveries": 1, "dead_letter_queue": "jobs.dlq"}),
+    )
+    .await;
+    app.send_to_queue("victim.work", &["theirs"]).await;
+    app.send_to_queue("jobs", &["his"]).await;
+    for queue in ["victim.work", "jobs"] {
+        for _ in 0..2 {
+            app.post(&format!("/v1/queues/{queue}/receive"), json!({}))
+                .await
+                .expect(StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(80)).await;
+        }
+    }
+    let dlq = app.get("/v1/queues/jobs.dlq").await.expect(StatusCode::OK);
+    assert_eq!(dlq["depth"], 2);
+    let moved = app
+        .send(req(Method::POST, "/v1/queues/jobs.dlq/redrive").token(&bob))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(moved, json!({"moved": 1}));
+    let dlq = app.get("/v1/queues/jobs.dlq").await.expect(StatusCode::OK);
+    assert_eq!(dlq["depth"], 1, "the letter of victim.work stays");
+    let back = app.get("/v1/queues/jobs").await.expect(StatusCode::OK);
+    assert_eq!(back["depth"], 1, "his own letter went back");
+    let moved = app
+        .post("/v1/queues/jobs.dlq/redrive", json!({}))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(moved, json!({"moved": 1}), "an admin user moves the rest");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_arriving_is_a_408_once_its_deadline_passes() {
+    use axum::body::{Body, Bytes};
+    use futures_util::StreamExt as _;
+    use tower::ServiceExt as _;
+
+    let app = TestApp::start().await;
+    app.create_topic("orders", json!({})).await;
+    let first = Bytes::from_static(br#"{"messages":[{"value":"x"}"#);
+    let stalled = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+        .chain(futures_util::stream::pending());
+    let request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/v1/topics/orders/messages")
+        .header(header::AUTHORIZATION, format!("Bearer {}", app.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stalled))
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    let waited = started.elapsed();
+    assert!(waited >= crate::http::BODY_READ_TIMEOUT, "{waited:?}");
+    assert!(waited < crate::http::BODY_READ_TIMEOUT * 2, "{waited:?}");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout");
+    let topic = app.get("/v1/topics/orders").await.expect(StatusCode::OK);
+    assert_eq!(
+        topic["partitions"][0]["log_end_offset"], 0,
+        "nothing stored"
+    );
 }
