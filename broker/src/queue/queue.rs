@@ -45,7 +45,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -76,6 +76,10 @@ pub const RECEIPTS_MAX: usize = 10_000;
 /// The most messages one receive pass dead-letters, on top of what it delivers, so
 /// that a backlog of exhausted messages cannot make one request unbounded.
 pub const DEAD_LETTERS_PER_PASS_MAX: usize = 256;
+/// After a dead-letter append failed (the dead-letter queue is gone, led by
+/// another node, or its storage failed), exhausted messages wait this long before
+/// the next try: they stay in the queue, undelivered, meanwhile.
+pub const DEAD_LETTER_RETRY_MS: i64 = 1_000;
 /// Messages a redrive claims and moves at a time.
 const REDRIVE_CHUNK: usize = 256;
 /// The reserved headers a delivery shows: where a dead letter came from.
@@ -163,6 +167,10 @@ pub struct Queue {
     next_keyless: AtomicU64,
     /// The partition the next receive starts with.
     next_receive: AtomicUsize,
+    /// No dead letter is tried before this time (ms), set by a failed one. Without
+    /// it every waiting receive would try again as soon as the failed try released
+    /// its messages, in a loop.
+    dead_letter_retry_ms: AtomicI64,
     idempotency: IdempotencyWindow,
     /// Woken when a message may have become deliverable by something other than an
     /// append or the passing of time: a nack, a released claim, an ack that freed
@@ -303,6 +311,7 @@ impl Queue {
             cells,
             next_keyless: AtomicU64::new(0),
             next_receive: AtomicUsize::new(0),
+            dead_letter_retry_ms: AtomicI64::new(0),
             idempotency: IdempotencyWindow::new(idempotency_window_ms),
             changed: Notify::new(),
             clock: Arc::new(SystemClock),
@@ -532,7 +541,16 @@ impl Queue {
         // Declared before any lock is taken, so an early return drops the locks first
         // and then releases the claims.
         let mut doomed: Vec<(ClaimGuard<'_>, BTreeMap<Offset, u32>)> = Vec::new();
-        let mut dead_left = DEAD_LETTERS_PER_PASS_MAX;
+        let retry_ms = self.dead_letter_retry_ms.load(Ordering::Relaxed);
+        let dead_paused = dead_letter.is_some() && now < retry_ms;
+        if dead_paused {
+            pass.wake_ms = Some(retry_ms);
+        }
+        let mut dead_left = if dead_paused {
+            0
+        } else {
+            DEAD_LETTERS_PER_PASS_MAX
+        };
         let mut durable: Vec<(usize, Arc<Log>)> = Vec::new();
         let deadline_ms = now + vt_ms as i64;
         for index in (0..count).map(|step| (first + step) % count) {
@@ -616,7 +634,8 @@ impl Queue {
     }
 
     /// Moves the claimed messages of one partition to `dlq`; returns how many moved.
-    /// A failure is logged and leaves the messages where they were, to be tried again.
+    /// A failure is logged and leaves the messages where they were, to be tried again
+    /// after [`DEAD_LETTER_RETRY_MS`].
     async fn dead_letter(
         &self,
         claim: &ClaimGuard<'_>,
@@ -627,7 +646,9 @@ impl Queue {
         match self.try_dead_letter(claim, so_far, dlq, now).await {
             Ok(moved) => moved,
             Err(error) => {
-                tracing::warn!(queue = %self.name(), dlq = %dlq.name(), %error, "dead-lettering failed; will retry");
+                self.dead_letter_retry_ms
+                    .store(now + DEAD_LETTER_RETRY_MS, Ordering::Relaxed);
+                tracing::warn!(queue = %self.name(), dlq = %dlq.name(), %error, "dead-lettering failed; trying again in {DEAD_LETTER_RETRY_MS} ms");
                 0
             }
         }
@@ -1701,6 +1722,42 @@ mod tests {
             assert_eq!(values, [value.as_bytes()], "{value} is back in its queue");
             jobs.ack(&receipts(&back)).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_dead_letter_exhausted_messages_wait_before_the_next_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = QueueSpec {
+            max_deliveries: 1,
+            dead_letter_queue: Some("jobs-dlq".into()),
+            ..spec("jobs")
+        };
+        let (jobs, clock) = clocked(create(dir.path(), jobs));
+        let closed = Arc::new(create(&dir.path().join("gone"), spec("jobs-dlq")));
+        closed.close().unwrap();
+        let dlq = Arc::new(create(dir.path(), spec("jobs-dlq")));
+        jobs.send(&[msg("a")], None).await.unwrap();
+        let receive_with = |dlq: &Arc<Queue>, wait_ms| {
+            jobs.receive(
+                1,
+                Duration::from_millis(wait_ms),
+                None,
+                &KEY,
+                Some(Arc::clone(dlq)),
+            )
+        };
+        assert_eq!(receive_with(&dlq, 0).await.unwrap().len(), 1);
+        clock.advance(2_000);
+        // The dead-letter queue refuses the append: the message stays, undelivered.
+        assert!(receive_with(&closed, 50).await.unwrap().is_empty());
+        assert_eq!(jobs.stats().depth, 1);
+        // No try before the pause is over, whatever the dead-letter queue.
+        assert!(receive_with(&dlq, 50).await.unwrap().is_empty());
+        assert_eq!(dlq.stats().depth, 0);
+        clock.advance(DEAD_LETTER_RETRY_MS);
+        assert!(receive_with(&dlq, 0).await.unwrap().is_empty());
+        assert_eq!(dlq.stats().depth, 1, "moved once the pause is over");
+        assert_eq!(jobs.stats().dead_lettered, 1);
     }
 
     #[tokio::test]
