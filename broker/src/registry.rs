@@ -184,8 +184,9 @@ impl Broker {
         let _admin = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
         let name = spec.name.clone();
         let (settings, window) = (self.log_settings(), self.config.idempotency_window_ms);
-        self.topics.create(&name, &self.trash(), |dir| {
-            Topic::create(dir, spec, settings, window)
+        let trash = self.trash();
+        self.topics.create(&name, &trash, |dir| {
+            Topic::create(dir, spec, settings, window, &trash)
         })
     }
 
@@ -637,6 +638,7 @@ mod tests {
         let config = config(dir.path());
         let (broker, _) = Broker::open(config).unwrap();
         let topic = broker.create_topic(topic_spec("t", 1)).unwrap();
+        let sub = topic.subscribe("s", StartAt::Earliest, true).unwrap();
         let queue = broker.create_queue(QueueSpec::new("q")).unwrap();
         // Requests that looked the names up before the deletes.
         broker.delete_topic("t").unwrap();
@@ -649,10 +651,18 @@ mod tests {
             .produce(&message, crate::topic::Acks::Leader, None)
             .await;
         let subscribed = topic.subscribe("s", StartAt::Earliest, false);
+        let unsubscribed = topic.unsubscribe("s", &broker.trash_dir());
+        let committed = sub.commit(&[(0, log_engine::Offset(0))]);
+        let sought = sub.seek(crate::subscription::SeekTo::Latest).await;
+        let pulled = sub.pull(10, std::time::Duration::ZERO).await;
         let sent = queue.send(&message, None).await;
         for (what, code) in [
             ("produce", produced.err().map(|e| e.code)),
             ("subscribe", subscribed.err().map(|e| e.code)),
+            ("unsubscribe", unsubscribed.err().map(|e| e.code)),
+            ("commit", committed.err().map(|e| e.code)),
+            ("seek", sought.err().map(|e| e.code)),
+            ("pull", pulled.err().map(|e| e.code)),
             ("send", sent.err().map(|e| e.code)),
         ] {
             assert_eq!(code, Some(crate::error::ErrorCode::NotFound), "{what}");
@@ -690,6 +700,88 @@ mod tests {
             ("receive", received.err().map(|e| e.code)),
         ] {
             assert_eq!(code, Some(crate::error::ErrorCode::NotFound), "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_that_race_a_subscription_delete_are_404_not_500() {
+        use crate::subscription::{SeekTo, StartAt};
+        use log_engine::Offset;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _) = Broker::open(config(dir.path())).unwrap();
+        let topic = broker.create_topic(topic_spec("t", 2)).unwrap();
+        let sub = topic.subscribe("s", StartAt::Earliest, true).unwrap();
+        // Requests that looked the subscription up before the delete, the first
+        // ones finding it created again.
+        topic.unsubscribe("s", &broker.trash_dir()).unwrap();
+        let again = topic.subscribe("s", StartAt::Earliest, false).unwrap();
+        topic.unsubscribe("s", &broker.trash_dir()).unwrap();
+        let committed = sub.commit(&[(0, Offset(0))]);
+        let sought = sub.seek(SeekTo::Earliest).await;
+        let pulled = sub.pull(10, std::time::Duration::ZERO).await;
+        let restored = sub.restore(&[0, 0]).await;
+        let deleted = topic.unsubscribe("s", &broker.trash_dir());
+        let committed_again = again.commit(&[(1, Offset(0))]);
+        for (what, code) in [
+            ("commit", committed.err().map(|e| e.code)),
+            ("seek", sought.err().map(|e| e.code)),
+            ("pull", pulled.err().map(|e| e.code)),
+            ("restore", restored.err().map(|e| e.code)),
+            ("delete", deleted.err().map(|e| e.code)),
+            (
+                "commit to the second",
+                committed_again.err().map(|e| e.code),
+            ),
+        ] {
+            assert_eq!(code, Some(crate::error::ErrorCode::NotFound), "{what}");
+        }
+        let subs = dir.path().join("topics/t/subscriptions");
+        let left: Vec<_> = std::fs::read_dir(&subs).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_waiting_when_its_subscription_is_deleted_ends_with_404() {
+        use crate::message::NewMessage;
+        use crate::subscription::StartAt;
+        use std::time::{Duration, Instant};
+
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _) = Broker::open(config(dir.path())).unwrap();
+        let topic = broker.create_topic(topic_spec("t", 2)).unwrap();
+        let wait = Duration::from_secs(20);
+        for auto_commit in [false, true] {
+            let sub = topic.subscribe("s", StartAt::Latest, auto_commit).unwrap();
+            let started = Instant::now();
+            let pull = tokio::spawn(async move { sub.pull(10, wait).await });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Deleted, created again and given a message while the pull waits: the
+            // pull ends at the delete and takes nothing from the new subscription.
+            topic.unsubscribe("s", &broker.trash_dir()).unwrap();
+            let again = topic.subscribe("s", StartAt::Latest, false).unwrap();
+            let message = [NewMessage {
+                value: b"new".as_slice().into(),
+                ..NewMessage::default()
+            }];
+            topic
+                .produce(&message, crate::topic::Acks::Leader, None)
+                .await
+                .unwrap();
+            let pulled = pull.await.unwrap().map(|m| m.len());
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "auto_commit {auto_commit}: {:?}",
+                started.elapsed()
+            );
+            assert_eq!(
+                pulled.err().map(|e| e.code),
+                Some(crate::error::ErrorCode::NotFound),
+                "auto_commit {auto_commit}"
+            );
+            let fresh = again.pull(10, Duration::ZERO).await.unwrap();
+            assert_eq!(fresh.len(), 1, "auto_commit {auto_commit}");
+            topic.unsubscribe("s", &broker.trash_dir()).unwrap();
         }
     }
 

@@ -2,7 +2,7 @@
 //! sees every message; it pulls at its own pace and commits what it processed.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use futures_util::future::select_all;
@@ -95,6 +95,13 @@ pub struct Subscription {
     partitions: Vec<Arc<Partition>>,
     cursors: CursorStore,
     positions: tokio::sync::Mutex<Positions>,
+    /// Whether the subscription is open. Whatever writes to `cursors` or hands out
+    /// messages holds a read guard of it throughout and [`Subscription::close`] takes
+    /// it for writing: a request that raced a delete either finished before the
+    /// close or finds the subscription gone, never a closed cursor store.
+    open: RwLock<bool>,
+    /// Becomes true when the subscription closes, so that parked pulls end at once.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 fn cursor_name(partition: usize) -> String {
@@ -191,7 +198,23 @@ impl Subscription {
             partitions,
             cursors,
             positions: tokio::sync::Mutex::new(Positions { next, first: 0 }),
+            open: RwLock::new(true),
+            closed: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Holds the subscription open for the caller's writes and reads: a 404 when it
+    /// was closed (deleted, alone or with its topic) since the request found it.
+    fn hold_open(&self) -> Result<RwLockReadGuard<'_, bool>, ApiError> {
+        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
+        if *open {
+            Ok(open)
+        } else {
+            Err(ApiError::not_found(format!(
+                "subscription {:?} was deleted while the request ran",
+                self.name
+            )))
+        }
     }
 
     /// The subscription's directory.
@@ -219,9 +242,11 @@ impl Subscription {
     ) -> Result<usize, ApiError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut first = true;
+        let mut closed = self.closed.subscribe();
         loop {
             let snapshot = {
                 let mut positions = self.positions.lock().await;
+                let _open = self.hold_open()?;
                 if self.auto_commit && std::mem::take(&mut first) {
                     // A reader coming back for more has handled what the pulls
                     // before returned: commit up to there, as Kafka's auto-commit
@@ -240,13 +265,18 @@ impl Subscription {
                 .iter()
                 .zip(snapshot)
                 .map(|(p, next)| Box::pin(p.log.wait_for(next, p.read_bound())));
-            if tokio::time::timeout_at(deadline, select_all(waits))
-                .await
-                .is_err()
-            {
+            // A wait ends when a message arrives, when the subscription closes (the
+            // next round then answers 404) or when the topic is deleted.
+            let woken = async {
+                tokio::select! {
+                    _ = select_all(waits) => {}
+                    _ = closed.wait_for(|closed| *closed) => {}
+                }
+            };
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
                 return Ok(0);
             }
-            // A wait also ends when the topic is deleted (its logs closed).
+            // The topic's delete closes its logs.
             if self.partitions.iter().any(|p| p.log.is_closed()) {
                 return Err(ApiError::not_found(
                     "the topic was deleted while the pull waited",
@@ -329,6 +359,7 @@ impl Subscription {
                 )));
             }
         }
+        let _open = self.hold_open()?;
         for (partition, offset) in offsets {
             self.cursors
                 .commit(&cursor_name(*partition as usize), *offset)
@@ -406,6 +437,7 @@ impl Subscription {
         {
             self.partition(id)?;
         }
+        let _open = self.hold_open()?;
         for (i, offset) in moved {
             self.cursors
                 .commit(&cursor_name(i), offset)
@@ -436,14 +468,20 @@ impl Subscription {
                     .map_or(p.start(), |o| Offset(*o).clamp(p.start(), p.end()))
             })
             .collect();
+        let _open = self.hold_open()?;
         self.commit_changed(&next)?;
         self.cursors.flush().map_err(ApiError::internal)?;
         positions.next = next;
         Ok(())
     }
 
-    /// Flushes and closes the cursor store.
+    /// Closes the subscription: waits for the requests writing to it, flushes and
+    /// closes the cursor store, and ends parked pulls. Every request that comes to
+    /// it afterwards is a 404. Closing twice does nothing.
     pub fn close(&self) -> Result<(), BrokerError> {
+        let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
+        *open = false;
+        self.closed.send_replace(true);
         self.cursors.close()?;
         Ok(())
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -88,26 +88,37 @@ pub struct Topic {
     dir: PathBuf,
     partitions: Vec<Arc<Partition>>,
     subscriptions: RwLock<BTreeMap<String, Arc<Subscription>>>,
+    /// Serialises the creates and deletes of subscriptions, and the topic's close:
+    /// each runs from its first look at the map to its last file operation alone,
+    /// so two of them never work on one subscription directory at once (as the
+    /// broker's admin lock does for topics and queues). The map's own lock is held
+    /// only briefly, so lookups do not wait for a create's fsyncs.
+    lifecycle: Mutex<()>,
+    /// Where a failed subscription create moves what it made: the broker's trash.
+    trash: PathBuf,
     /// Spreads messages without a key over the partitions.
     next_keyless: AtomicU64,
     idempotency: IdempotencyWindow,
-    /// Set (under the subscriptions lock) when the topic is closed: it takes no new
-    /// subscription, whose directory a delete would be removing.
+    /// Set (under the lifecycle lock) when the topic is closed: it takes no new
+    /// subscription, whose directory a delete would be removing, and deletes none
+    /// (the topic's delete removes them all).
     closed: AtomicBool,
 }
 
 impl Topic {
-    /// Creates the topic's directory and partitions.
+    /// Creates the topic's directory and partitions; `trash` is where deletes move
+    /// directories before removing them.
     pub fn create(
         dir: &Path,
         spec: TopicSpec,
         defaults: LogSettings,
         idempotency_window_ms: u64,
+        trash: &Path,
     ) -> Result<Topic, BrokerError> {
         fsutil::begin_create(dir)?;
         let json =
             serde_json::to_vec_pretty(&spec).map_err(|e| BrokerError::Config(e.to_string()))?;
-        let topic = Self::open_partitions(dir, spec, defaults, idempotency_window_ms)?;
+        let topic = Self::open_partitions(dir, spec, defaults, idempotency_window_ms, trash)?;
         fsutil::write_atomic(&dir.join("topic.json"), &json, 0o644)?;
         fsutil::finish_create(dir)?;
         Ok(topic)
@@ -128,7 +139,7 @@ impl Topic {
                 reason: "missing".into(),
             })?;
         fsutil::check_partition_dirs(dir, spec.partitions, defaults.clustered)?;
-        let topic = Self::open_partitions(dir, spec, defaults, idempotency_window_ms)?;
+        let topic = Self::open_partitions(dir, spec, defaults, idempotency_window_ms, trash)?;
         let subs_dir = dir.join("subscriptions");
         if subs_dir.exists() {
             let entries =
@@ -153,6 +164,7 @@ impl Topic {
         spec: TopicSpec,
         defaults: LogSettings,
         idempotency_window_ms: u64,
+        trash: &Path,
     ) -> Result<Topic, BrokerError> {
         let settings = LogSettings {
             retention_ms: spec.retention_ms,
@@ -168,6 +180,8 @@ impl Topic {
             dir: dir.to_path_buf(),
             partitions,
             subscriptions: RwLock::new(BTreeMap::new()),
+            lifecycle: Mutex::new(()),
+            trash: trash.to_path_buf(),
             next_keyless: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             idempotency: IdempotencyWindow::new(idempotency_window_ms),
@@ -254,7 +268,27 @@ impl Topic {
         self.subscriptions.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Creates a subscription.
+    /// Takes the lifecycle lock (see the field).
+    fn lifecycle(&self) -> MutexGuard<'_, ()> {
+        self.lifecycle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deleted(&self) -> ApiError {
+        ApiError::not_found(format!(
+            "topic {:?} was deleted while the request ran",
+            self.name()
+        ))
+    }
+
+    fn no_subscription(&self, name: &str) -> ApiError {
+        ApiError::not_found(format!(
+            "topic {:?} has no subscription {name:?}",
+            self.name()
+        ))
+    }
+
+    /// Creates a subscription. Its directory is complete on disk (it survives a
+    /// restart) before it is seen; a create that fails leaves no directory behind.
     pub fn subscribe(
         &self,
         name: &str,
@@ -262,39 +296,41 @@ impl Topic {
         auto_commit: bool,
     ) -> Result<Arc<Subscription>, ApiError> {
         names::validate("subscription", name)?;
-        let mut subs = self.subscriptions_mut();
+        let _turn = self.lifecycle();
         if self.closed.load(Ordering::Acquire) {
-            return Err(ApiError::not_found(format!(
-                "topic {:?} was deleted while the request ran",
-                self.name()
-            )));
+            return Err(self.deleted());
         }
-        if subs.contains_key(name) {
+        if self.subscriptions_read().contains_key(name) {
             return Err(ApiError::already_exists(format!(
                 "subscription {name:?} already exists on topic {:?}",
                 self.name()
             )));
         }
         let dir = self.dir.join("subscriptions").join(name);
-        let sub = Arc::new(Subscription::create(
-            &dir,
-            name,
-            start,
-            auto_commit,
-            self.partitions.clone(),
-        )?);
-        subs.insert(name.to_owned(), Arc::clone(&sub));
+        let partitions = self.partitions.clone();
+        let sub =
+            Subscription::create(&dir, name, start, auto_commit, partitions).map_err(|error| {
+                if let Err(cleanup) = fsutil::remove_dir_via_trash(&dir, &self.trash) {
+                    tracing::warn!(
+                        error = %cleanup,
+                        dir = %dir.display(),
+                        "removing what a failed subscription create made failed"
+                    );
+                }
+                ApiError::from(error)
+            })?;
+        let sub = Arc::new(sub);
+        self.subscriptions_mut()
+            .insert(name.to_owned(), Arc::clone(&sub));
         Ok(sub)
     }
 
     /// A subscription by name.
     pub fn subscription(&self, name: &str) -> Result<Arc<Subscription>, ApiError> {
-        self.subscriptions_read().get(name).cloned().ok_or_else(|| {
-            ApiError::not_found(format!(
-                "topic {:?} has no subscription {name:?}",
-                self.name()
-            ))
-        })
+        self.subscriptions_read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.no_subscription(name))
     }
 
     /// All subscriptions, by name.
@@ -324,22 +360,29 @@ impl Topic {
         sub.restore(committed).await
     }
 
-    /// Deletes a subscription and its files.
+    /// Deletes a subscription and its files: closes it (requests that still hold
+    /// it answer 404 from then on), then removes its directory. A 404 when the topic
+    /// was deleted meanwhile: its delete removes the subscription with it.
     pub fn unsubscribe(&self, name: &str, trash: &Path) -> Result<(), ApiError> {
-        let sub = self.subscriptions_mut().remove(name).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "topic {:?} has no subscription {name:?}",
-                self.name()
-            ))
-        })?;
-        sub.close().map_err(ApiError::internal)?;
-        fsutil::remove_dir_via_trash(sub.dir(), trash).map_err(ApiError::internal)
+        let _turn = self.lifecycle();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.deleted());
+        }
+        let sub = self
+            .subscriptions_mut()
+            .remove(name)
+            .ok_or_else(|| self.no_subscription(name))?;
+        if let Err(error) = sub.close() {
+            tracing::warn!(%error, subscription = name, "closing a deleted subscription failed");
+        }
+        fsutil::remove_dir_via_trash(sub.dir(), trash).map_err(ApiError::from)
     }
 
-    /// Marks the topic closed; a subscribe running now either finished before (its
-    /// directory goes with the topic's) or sees the mark.
+    /// Marks the topic closed; a subscribe or unsubscribe running now either
+    /// finished before (a subscription's directory goes with the topic's) or sees
+    /// the mark.
     fn mark_closed(&self) {
-        let _subs = self.subscriptions_mut();
+        let _turn = self.lifecycle();
         self.closed.store(true, Ordering::Release);
     }
 

@@ -5,6 +5,7 @@ mod auth;
 mod errors;
 mod ops;
 mod queues;
+mod subscription_races;
 mod subscriptions;
 mod support;
 mod topics;

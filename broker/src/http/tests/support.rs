@@ -41,6 +41,26 @@ impl TestApp {
     /// A broker with the test settings changed by `edit`.
     pub async fn start_with(edit: impl FnOnce(&mut BrokerConfig)) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
+        Self::open_in(dir, edit).await
+    }
+
+    /// The same broker after a clean stop and a start on its data directory, with
+    /// the test settings (not those an `edit` of [`TestApp::start_with`] changed).
+    /// Every request to the old one must have ended.
+    pub async fn restart(self) -> TestApp {
+        let TestApp {
+            dir,
+            broker,
+            router,
+            ..
+        } = self;
+        drop(router);
+        broker.close().unwrap();
+        drop(broker);
+        Self::open_in(dir, |_| {}).await
+    }
+
+    async fn open_in(dir: tempfile::TempDir, edit: impl FnOnce(&mut BrokerConfig)) -> TestApp {
         let mut config = BrokerConfig {
             data_dir: dir.path().join("data"),
             admin_password: Some(ADMIN_PASSWORD.into()),
