@@ -651,7 +651,7 @@ mod tests {
             .produce(&message, crate::topic::Acks::Leader, None)
             .await;
         let subscribed = topic.subscribe("s", StartAt::Earliest, false);
-        let unsubscribed = topic.unsubscribe("s", &broker.trash_dir());
+        let unsubscribed = topic.unsubscribe("s");
         let committed = sub.commit(&[(0, log_engine::Offset(0))]);
         let sought = sub.seek(crate::subscription::SeekTo::Latest).await;
         let pulled = sub.pull(10, std::time::Duration::ZERO).await;
@@ -714,14 +714,14 @@ mod tests {
         let sub = topic.subscribe("s", StartAt::Earliest, true).unwrap();
         // Requests that looked the subscription up before the delete, the first
         // ones finding it created again.
-        topic.unsubscribe("s", &broker.trash_dir()).unwrap();
+        topic.unsubscribe("s").unwrap();
         let again = topic.subscribe("s", StartAt::Earliest, false).unwrap();
-        topic.unsubscribe("s", &broker.trash_dir()).unwrap();
+        topic.unsubscribe("s").unwrap();
         let committed = sub.commit(&[(0, Offset(0))]);
         let sought = sub.seek(SeekTo::Earliest).await;
         let pulled = sub.pull(10, std::time::Duration::ZERO).await;
         let restored = sub.restore(&[0, 0]).await;
-        let deleted = topic.unsubscribe("s", &broker.trash_dir());
+        let deleted = topic.unsubscribe("s");
         let committed_again = again.commit(&[(1, Offset(0))]);
         for (what, code) in [
             ("commit", committed.err().map(|e| e.code)),
@@ -742,6 +742,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pull_returns_at_most_its_byte_limit() {
+        use crate::message::NewMessage;
+        use crate::subscription::{PULL_BYTES_MAX, StartAt};
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _) = Broker::open(config(dir.path())).unwrap();
+        let topic = broker.create_topic(topic_spec("t", 2)).unwrap();
+        let sub = topic.subscribe("s", StartAt::Earliest, false).unwrap();
+        // Five messages of a third of the limit each, over two partitions.
+        let size = PULL_BYTES_MAX / 3;
+        for i in 0..5u8 {
+            let message = [NewMessage {
+                key: Some(format!("k{i}").into()),
+                value: vec![i; size].into(),
+                ..NewMessage::default()
+            }];
+            topic
+                .produce(&message, crate::topic::Acks::Leader, None)
+                .await
+                .unwrap();
+        }
+        let mut counts = Vec::new();
+        loop {
+            let pulled = sub.pull(100, Duration::ZERO).await.unwrap();
+            if pulled.is_empty() {
+                break;
+            }
+            let bytes: usize = pulled
+                .iter()
+                .map(|m| m.value.len() + m.key.as_ref().map_or(0, |k| k.len()))
+                .sum();
+            assert!(bytes <= PULL_BYTES_MAX, "{bytes}");
+            counts.push(pulled.len());
+        }
+        assert_eq!(counts, [2, 2, 1]);
+    }
+
+    #[tokio::test]
     async fn a_long_poll_waiting_when_its_subscription_is_deleted_ends_with_404() {
         use crate::message::NewMessage;
         use crate::subscription::StartAt;
@@ -758,7 +797,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             // Deleted, created again and given a message while the pull waits: the
             // pull ends at the delete and takes nothing from the new subscription.
-            topic.unsubscribe("s", &broker.trash_dir()).unwrap();
+            topic.unsubscribe("s").unwrap();
             let again = topic.subscribe("s", StartAt::Latest, false).unwrap();
             let message = [NewMessage {
                 value: b"new".as_slice().into(),
@@ -781,7 +820,7 @@ mod tests {
             );
             let fresh = again.pull(10, Duration::ZERO).await.unwrap();
             assert_eq!(fresh.len(), 1, "auto_commit {auto_commit}");
-            topic.unsubscribe("s", &broker.trash_dir()).unwrap();
+            topic.unsubscribe("s").unwrap();
         }
     }
 

@@ -104,6 +104,12 @@ pub struct Subscription {
     closed: tokio::sync::watch::Sender<bool>,
 }
 
+/// The most message bytes (keys and values) one pull returns, so that a pull's
+/// answer, and the broker's memory for it, stays bounded whatever `max` and the
+/// messages' sizes (Kafka's `fetch.max.bytes` plays this part). A pull always
+/// returns at least one message when one is there, however large.
+pub const PULL_BYTES_MAX: usize = 16 << 20;
+
 fn cursor_name(partition: usize) -> String {
     format!("p{partition}")
 }
@@ -295,6 +301,7 @@ impl Subscription {
     ) -> Result<usize, ApiError> {
         let count = self.partitions.len();
         let mut taken = 0;
+        let mut bytes_left = PULL_BYTES_MAX;
         // A partition that cannot be read (damaged data) does not hold back the
         // others: its error is the answer only when nothing else was read.
         let mut failure = None;
@@ -316,14 +323,19 @@ impl Subscription {
                 );
                 *next = partition.start();
             }
-            match read_partition(partition, next, max - taken, sink) {
+            let budget = Budget {
+                messages: max - taken,
+                bytes_left: &mut bytes_left,
+                first: taken == 0,
+            };
+            match read_partition(partition, next, budget, sink) {
                 Ok(n) => taken += n,
                 Err(Partial { taken: n, error }) => {
                     taken += n;
                     failure.get_or_insert(error);
                 }
             }
-            if taken >= max {
+            if taken >= max || bytes_left == 0 {
                 break;
             }
         }
@@ -501,12 +513,23 @@ struct Partial {
     error: ApiError,
 }
 
+/// What a pull may still take from the partitions it has not read yet.
+struct Budget<'a> {
+    /// Messages.
+    messages: usize,
+    /// Bytes of keys and values; set to zero when the next message did not fit.
+    bytes_left: &'a mut usize,
+    /// Nothing was taken yet: the first message is taken whatever its size.
+    first: bool,
+}
+
 fn read_partition<S: PullSink>(
     partition: &Partition,
     next: &mut Offset,
-    max: usize,
+    budget: Budget<'_>,
     sink: &mut S,
 ) -> Result<usize, Partial> {
+    let max = budget.messages;
     let mut taken = 0;
     let bound = partition.read_bound();
     let failed = |taken, error: ApiError| Partial { taken, error };
@@ -527,6 +550,12 @@ fn read_partition<S: PullSink>(
             if taken >= max {
                 break;
             }
+            let size = record.key.map_or(0, <[u8]>::len) + record.value.len();
+            if size > *budget.bytes_left && !(budget.first && taken == 0) {
+                *budget.bytes_left = 0;
+                return Ok(taken);
+            }
+            *budget.bytes_left = budget.bytes_left.saturating_sub(size);
             sink.take(partition.id, &record);
             *next = Offset(record.offset.0 + 1);
             taken += 1;

@@ -346,13 +346,12 @@ impl Topic {
         name: &str,
         auto_commit: bool,
         committed: &[u64],
-        trash: &Path,
     ) -> Result<(), ApiError> {
         let existing = self.subscriptions_read().get(name).cloned();
         let sub = match existing {
             Some(sub) if sub.auto_commit == auto_commit => sub,
             Some(_) => {
-                self.unsubscribe(name, trash)?;
+                self.unsubscribe(name)?;
                 self.subscribe(name, StartAt::Earliest, auto_commit)?
             }
             None => self.subscribe(name, StartAt::Earliest, auto_commit)?,
@@ -363,7 +362,7 @@ impl Topic {
     /// Deletes a subscription and its files: closes it (requests that still hold
     /// it answer 404 from then on), then removes its directory. A 404 when the topic
     /// was deleted meanwhile: its delete removes the subscription with it.
-    pub fn unsubscribe(&self, name: &str, trash: &Path) -> Result<(), ApiError> {
+    pub fn unsubscribe(&self, name: &str) -> Result<(), ApiError> {
         let _turn = self.lifecycle();
         if self.closed.load(Ordering::Acquire) {
             return Err(self.deleted());
@@ -375,7 +374,7 @@ impl Topic {
         if let Err(error) = sub.close() {
             tracing::warn!(%error, subscription = name, "closing a deleted subscription failed");
         }
-        fsutil::remove_dir_via_trash(sub.dir(), trash).map_err(ApiError::from)
+        fsutil::remove_dir_via_trash(sub.dir(), &self.trash).map_err(ApiError::from)
     }
 
     /// Marks the topic closed; a subscribe or unsubscribe running now either

@@ -415,7 +415,6 @@ impl ClusterNode {
             Err(CoordError::NoNode(_)) => Vec::new(),
             Err(e) => return Err(coord_error(e)),
         };
-        let trash = self.broker.trash_dir();
         for name in &names {
             let path = layout::subscription_path(topic, name);
             let Some((data, _)) = self.coord.get(&path, false).await.map_err(coord_error)? else {
@@ -429,12 +428,12 @@ impl ClusterNode {
                 }
             };
             local
-                .restore_subscription(name, record.auto_commit, &record.committed, &trash)
+                .restore_subscription(name, record.auto_commit, &record.committed)
                 .await?;
         }
         for sub in local.subscriptions() {
             if !names.contains(&sub.name) {
-                local.unsubscribe(&sub.name, &trash)?;
+                local.unsubscribe(&sub.name)?;
             }
         }
         Ok(())

@@ -271,10 +271,9 @@ pub async fn create_subscription(
     if let Some(node) = app.cluster.node()
         && let Err(error) = node.put_subscription(topic.name(), &sub).await
     {
-        let trash = app.broker.trash_dir();
         let undo = Arc::clone(&topic);
         let name = sub.name.clone();
-        blocking(move || undo.unsubscribe(&name, &trash)).await?;
+        blocking(move || undo.unsubscribe(&name)).await?;
         return Err(error);
     }
     Ok(body::json(StatusCode::CREATED, &description(&topic, &sub)))
@@ -370,8 +369,7 @@ pub async fn delete_subscription(
     if let Some(node) = app.cluster.node() {
         node.remove_subscription(topic.name(), &sub.name).await?;
     }
-    let trash = app.broker.trash_dir();
-    blocking(move || topic.unsubscribe(&sub.name, &trash)).await?;
+    blocking(move || topic.unsubscribe(&sub.name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
