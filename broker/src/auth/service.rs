@@ -53,6 +53,9 @@ pub struct Auth {
     /// A hash checked against when the user name is unknown, so that a login
     /// takes as long whether or not the name exists. Made on first need.
     decoy_hash: OnceLock<Option<String>>,
+    /// Counts the tables published, so that requests that wait (long polls) can
+    /// check their caller again when users or grants change.
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 /// What the user table reflects of the users file on disk.
@@ -92,6 +95,9 @@ impl fmt::Debug for Bootstrap {
 pub struct Principal {
     /// The user's name.
     pub name: String,
+    /// When the token was issued (Unix seconds), to check it again later against
+    /// the user's `tokens_not_before`.
+    pub issued_at: u64,
 }
 
 impl Auth {
@@ -128,6 +134,7 @@ impl Auth {
             fingerprint: secret.fingerprint(),
             receipt_key: secret.receipt_key(),
             decoy_hash: OnceLock::new(),
+            published: tokio::sync::watch::Sender::new(0),
         };
         tracing::info!(key = %auth.fingerprint, "auth ready");
         Ok((auth, bootstrap))
@@ -182,7 +189,47 @@ impl Auth {
                 "the token was issued before the user's password was last set; request a new one",
             ));
         }
-        Ok(Principal { name: claims.sub })
+        Ok(Principal {
+            name: claims.sub,
+            issued_at: claims.iat,
+        })
+    }
+
+    /// Checks again, against the current users and grants, what a request checked
+    /// when it came: that its token's user still exists, that the token is not
+    /// older than the user's last password change, and that the right is still
+    /// granted. For requests that wait (long polls), with [`Auth::changes`].
+    pub fn still_allowed(
+        &self,
+        who: &Principal,
+        action: Action,
+        resource: Resource<'_>,
+    ) -> Result<(), ApiError> {
+        let snapshot = self.snapshot();
+        let Some(user) = snapshot.get(&who.name) else {
+            return Err(ApiError::unauthorized(format!(
+                "user {:?} was removed while the request waited",
+                who.name
+            )));
+        };
+        if who.issued_at < user.tokens_not_before_unix_secs {
+            return Err(ApiError::unauthorized(
+                "the user's password was set while the request waited; request a new token",
+            ));
+        }
+        self.authorize(who, action, resource)
+    }
+
+    /// Changes each time the users or grants do (a change here, a reload of the
+    /// file, the cluster's copy).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Makes `table` the current one and tells the waiting requests.
+    fn publish(&self, table: UserTable) {
+        *self.users.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        self.published.send_modify(|n| *n += 1);
     }
 
     /// `Ok` when `who` may do `action` on `resource`, else a 403 naming the user,
@@ -328,7 +375,7 @@ impl Auth {
         // This process's own writes are reloaded once too (see `FileState`); they
         // are no news.
         let same = *self.snapshot() == table;
-        *self.users.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        self.publish(table);
         state.loaded = stamp;
         state.refused = None;
         if same {
@@ -377,7 +424,7 @@ impl Auth {
             return Ok(false);
         }
         store::save(&self.users_path, &next)?;
-        *self.users.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        self.publish(next);
         // As after any write of ours, the stamp is left for the next check.
         state.refused = None;
         Ok(true)
@@ -422,7 +469,7 @@ impl Auth {
         let mut next = UserTable::clone(&self.snapshot());
         let outcome = edit(&mut next)?;
         store::save(&self.users_path, &next)?;
-        *self.users.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        self.publish(next);
         Ok(outcome)
     }
 

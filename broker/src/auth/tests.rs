@@ -29,6 +29,7 @@ fn open(dir: &Path) -> Auth {
 fn principal(name: &str) -> Principal {
     Principal {
         name: name.to_owned(),
+        issued_at: 0,
     }
 }
 

@@ -458,6 +458,7 @@ mod tests {
     fn alice() -> Principal {
         Principal {
             name: "alice".to_owned(),
+            issued_at: 0,
         }
     }
 

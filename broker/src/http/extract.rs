@@ -73,6 +73,36 @@ impl Caller {
         broker.auth.authorize(&self.0, action, resource)
     }
 
+    /// Runs `work`, a request that may wait (a long poll), for as long as the caller
+    /// keeps the right to do it: when the users or grants change meanwhile and the
+    /// caller's user is gone, its password was set, or the right was revoked, the
+    /// work is dropped and the request answers 401 or 403, as a new request would.
+    pub async fn while_allowed<T>(
+        &self,
+        broker: &Broker,
+        action: Action,
+        resource: Resource<'_>,
+        work: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let mut changes = broker.auth.changes();
+        changes.mark_unchanged();
+        let revoked = async {
+            loop {
+                if changes.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                if let Err(error) = broker.auth.still_allowed(&self.0, action, resource) {
+                    return error;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            done = work => done,
+            error = revoked => Err(error),
+        }
+    }
+
     /// Checks that the caller has some right on `resource`, so may describe it (403
     /// when not). Asked before the resource is looked up, so that a caller cannot
     /// learn which names exist outside their rights.

@@ -523,12 +523,17 @@ pub async fn receive(
         .dead_letter_queue
         .as_deref()
         .and_then(|dlq| app.broker.find_queue(dlq));
-    let receive = queue.receive(
-        max,
-        Duration::from_millis(wait_ms),
-        req.visibility_timeout_ms,
-        &app.broker.receipt_key,
-        dead_letter,
+    let receive = caller.while_allowed(
+        &app.broker,
+        Action::Consume,
+        Resource::Queue(queue.name()),
+        queue.receive(
+            max,
+            Duration::from_millis(wait_ms),
+            req.visibility_timeout_ms,
+            &app.broker.receipt_key,
+            dead_letter,
+        ),
     );
     // A shutdown ends a parked receive at once. One cut short after it leased
     // messages leaves them leased: they are delivered again when the lease runs out.

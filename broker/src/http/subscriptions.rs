@@ -17,7 +17,7 @@ use super::metrics::Kind;
 use super::pull_json::PulledJson;
 use super::topics::lookup;
 use super::{AppState, blocking};
-use crate::auth::Action;
+use crate::auth::{Action, Resource};
 use crate::error::{ApiError, ErrorBody};
 use crate::names;
 use crate::subscription::{PartitionOffsets, SeekTo, StartAt, Subscription};
@@ -418,8 +418,14 @@ pub async fn pull(
     let mut answer = PulledJson::new(max as usize, VALUE_BYTES_GUESS);
     // A shutdown ends a parked poll at once (a pull that is cut short has taken
     // nothing: it moves positions only after its last wait).
+    let pulling = caller.while_allowed(
+        &app.broker,
+        Action::Consume,
+        Resource::Topic(topic.name()),
+        sub.pull_into(max as usize, Duration::from_millis(wait_ms), &mut answer),
+    );
     tokio::select! {
-        pulled = sub.pull_into(max as usize, Duration::from_millis(wait_ms), &mut answer) => {
+        pulled = pulling => {
             pulled?;
         }
         () = app.broker.shutting_down() => answer = PulledJson::new(0, 0),

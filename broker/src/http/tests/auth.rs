@@ -162,3 +162,89 @@ async fn authenticated_routes_need_a_token_and_public_ones_do_not() {
         assert_eq!(resp.status, StatusCode::OK, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_long_poll_ends_when_its_caller_loses_the_right_to_it() {
+    use crate::auth::{Action, Grant, ResourceKind};
+    use std::time::{Duration, Instant};
+
+    let app = TestApp::start().await;
+    app.create_queue("jobs", json!({})).await;
+    app.create_topic("orders", json!({})).await;
+    app.post("/v1/topics/orders/subscriptions", json!({"name": "s"}))
+        .await
+        .expect(StatusCode::CREATED);
+    let grants = [
+        Grant::new(ResourceKind::Queue, "jobs", Action::Consume),
+        Grant::new(ResourceKind::Topic, "orders", Action::Consume),
+    ];
+    let receive = |token: &str| {
+        req(Method::POST, "/v1/queues/jobs/receive")
+            .token(token)
+            .json(&json!({"wait_ms": 20000}))
+    };
+    let pull = |token: &str| {
+        req(
+            Method::GET,
+            "/v1/topics/orders/subscriptions/s/messages?wait_ms=20000",
+        )
+        .token(token)
+    };
+    for (round, (name, status)) in [
+        ("removed", StatusCode::UNAUTHORIZED),
+        ("revoked", StatusCode::FORBIDDEN),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let token = app.user_with(name, &grants).await;
+        let started = Instant::now();
+        let waiting = async {
+            let (received, pulled) =
+                tokio::join!(app.send(receive(&token)), app.send(pull(&token)));
+            (received.status, pulled.status)
+        };
+        let change = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let broker = std::sync::Arc::clone(&app.broker);
+            let grants = grants.clone();
+            let user = name.to_owned();
+            tokio::task::spawn_blocking(move || match round {
+                0 => broker.auth.remove_user(&user),
+                _ => grants
+                    .iter()
+                    .try_for_each(|g| broker.auth.revoke(&user, g).map(|_| ())),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            // Sent after the change: nobody may take them for the caller.
+            app.send_to_queue("jobs", &["after"]).await;
+            app.produce("orders", &["after"]).await;
+        };
+        let ((received, pulled), ()) = tokio::join!(waiting, change);
+        assert_eq!((received, pulled), (status, status), "{name}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{name}");
+        let jobs = app.get("/v1/queues/jobs").await.expect(StatusCode::OK);
+        assert_eq!(jobs["in_flight"], 0, "{name}: nothing leased to them");
+        let messages = app
+            .get("/v1/topics/orders/subscriptions/s/messages")
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(messages["messages"].as_array().unwrap().len(), 1, "{name}");
+        let got = app
+            .post("/v1/queues/jobs/receive", json!({}))
+            .await
+            .expect(StatusCode::OK);
+        let receipts: Vec<_> = got["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["receipt"].clone())
+            .collect();
+        assert_eq!(receipts.len(), 1, "{name}");
+        app.post("/v1/queues/jobs/ack", json!({"receipts": receipts}))
+            .await
+            .expect(StatusCode::OK);
+    }
+}
