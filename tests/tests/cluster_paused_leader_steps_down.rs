@@ -9,6 +9,10 @@
 //! wakes, while it still believes it leads. Such a write is acknowledged only if it
 //! is really kept: an acknowledged one is read back once, any other at most once.
 //!
+//! A commit sent straight to the frozen node, at offsets the new leader has and the
+//! frozen node's copy does not, is not called a bad request when the node wakes: it
+//! is a 503 to retry (or, once the node knows, forwarded and done).
+//!
 //! A write sent to another node while the leader is frozen, which that node
 //! forwards to the frozen leader, is answered by the new leader once one is
 //! elected (within `FORWARDED_ANSWER` of the freeze), not after the forward's own
@@ -86,6 +90,13 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
             let all = cluster.fresh_apis(&[1, 2, 3])?;
             let live = cluster.fresh_apis(&others)?;
 
+            let (status, answer) = first
+                .post(
+                    &format!("/v1/topics/{TOPIC}/subscriptions"),
+                    &json!({"name": "window"}),
+                )
+                .await?;
+            ensure!(status == 201, "creating a subscription: {status} {answer}");
             let mut acked = Vec::new();
             for n in 0..BATCHES_BEFORE {
                 BATCHES.produce(&all, "before", n, &mut acked).await?;
@@ -133,6 +144,23 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
             for n in 0..BATCHES_DURING {
                 BATCHES.produce(&live, "during", n, &mut acked).await?;
             }
+            // A commit at the new leader's ends, sent to the frozen node.
+            let ends: Vec<Value> = live[0]
+                .log_end_offsets(TOPIC)
+                .await?
+                .iter()
+                .enumerate()
+                .map(|(p, end)| json!({"partition": p, "offset": end}))
+                .collect();
+            let window_commit = {
+                let api = cluster.node(old).api().fresh()?;
+                let body = json!({"offsets": ends});
+                tokio::spawn(async move {
+                    let path = format!("/v1/topics/{TOPIC}/subscriptions/window/commit");
+                    api.call(reqwest::Method::POST, &path, Some(&body), &[])
+                        .await
+                })
+            };
             tokio::time::sleep_until((paused_at + PAUSE).into()).await;
             cluster.node(old).resume()?;
             let resumed_at = Instant::now();
@@ -178,6 +206,13 @@ async fn paused_leader_steps_down() -> anyhow::Result<()> {
                     .produce(&through_old, "after", n, &mut acked)
                     .await?;
             }
+
+            let (status, answer) = window_commit.await??;
+            println!("commit sent to the frozen node at the new ends {ends:?}: {status} {answer}");
+            ensure!(
+                status == 204 || status == 503,
+                "a commit sent to the frozen node: {status} {answer}"
+            );
 
             let mut window_outcomes = Vec::new();
             for task in window_tasks {

@@ -393,6 +393,30 @@ impl ClusterNode {
         ))
     }
 
+    /// Asks ZooKeeper, not this node's view, whether this node leads `partition`
+    /// of a log: a leader that was paused past its session does not know yet that
+    /// another node took over, and its copy of the log may be behind. A 503
+    /// `not_leader` when it does not lead (or the state cannot be read).
+    pub async fn confirm_leads(
+        &self,
+        kind: LogKind,
+        name: &str,
+        partition: u32,
+    ) -> Result<(), ApiError> {
+        let path = layout::partition_path(kind, name, partition);
+        let state = self.coord.get(&path, false).await.map_err(coord_error)?;
+        let leader = state
+            .and_then(|(data, _)| serde_json::from_slice::<PartitionState>(&data).ok())
+            .and_then(|state| state.leader);
+        if leader == Some(self.id()) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::NotLeader,
+            format!("this node no longer leads partition {partition} of {name:?}; retry"),
+        ))
+    }
+
     /// Removes a subscription from the cluster.
     pub async fn remove_subscription(&self, topic: &str, name: &str) -> Result<(), ApiError> {
         ignore_no_node(

@@ -18,7 +18,8 @@ use super::pull_json::PulledJson;
 use super::topics::lookup;
 use super::{AppState, blocking};
 use crate::auth::{Action, Resource};
-use crate::error::{ApiError, ErrorBody};
+use crate::cluster::layout::LogKind;
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::names;
 use crate::subscription::{PartitionOffsets, SeekTo, StartAt, Subscription};
 use crate::topic::Topic;
@@ -476,9 +477,27 @@ pub async fn commit(
         .map(|o| (o.partition, Offset(o.offset)))
         .collect();
     let committing = Arc::clone(&sub);
-    blocking(move || committing.commit(&offsets)).await?;
+    let partitions: Vec<u32> = offsets.iter().map(|(p, _)| *p).collect();
+    let committed = blocking(move || committing.commit(&offsets)).await;
     if let Some(node) = app.cluster.node() {
+        // An offset past this node's end may still be one the topic has: a leader
+        // paused past its session has not yet learnt that it was replaced, and its
+        // copy is behind. That is a 503 to retry, not a bad request.
+        if let Err(error) = &committed
+            && error.code == ErrorCode::BadRequest
+        {
+            for partition in partitions
+                .iter()
+                .filter(|p| (**p as usize) < topic.partitions().len())
+            {
+                node.confirm_leads(LogKind::Topic, topic.name(), *partition)
+                    .await?;
+            }
+        }
+        committed?;
         node.put_subscription(topic.name(), &sub).await?;
+    } else {
+        committed?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
