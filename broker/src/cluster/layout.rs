@@ -208,6 +208,42 @@ pub fn assign_replicas(
         .collect())
 }
 
+/// Places a log beside another whose replicas are `order` (its leader first): the
+/// same nodes in the same order as far as they are live and `replication_factor`
+/// goes, then other live nodes, so both logs have the same first choice of leader
+/// and, while their in-sync sets agree, elect the same one after a failover.
+pub fn assign_replicas_beside(
+    partitions: u32,
+    replication_factor: u32,
+    live: &[NodeId],
+    order: &[NodeId],
+) -> Result<Vec<Vec<NodeId>>, TooFewNodes> {
+    let mut rest = live.to_vec();
+    rest.sort_unstable();
+    rest.dedup();
+    let mut nodes: Vec<NodeId> = order.iter().copied().filter(|n| rest.contains(n)).collect();
+    rest.retain(|n| !nodes.contains(n));
+    nodes.extend(rest);
+    if replication_factor == 0 || replication_factor as usize > nodes.len() {
+        return Err(TooFewNodes {
+            wanted: replication_factor,
+            live: nodes.len(),
+        });
+    }
+    nodes.truncate(replication_factor as usize);
+    Ok(vec![nodes; partitions as usize])
+}
+
+/// `replicas` with `leader` moved to the front (when it is one of them).
+pub fn leader_first(replicas: &[NodeId], leader: Option<NodeId>) -> Vec<NodeId> {
+    let mut order = replicas.to_vec();
+    if let Some(at) = leader.and_then(|l| order.iter().position(|r| *r == l)) {
+        let leader = order.remove(at);
+        order.insert(0, leader);
+    }
+    order
+}
+
 /// The leader to elect for a partition whose leader is gone or not alive: the first
 /// replica, in assignment order, that is in the in-sync set and alive. `None` if
 /// there is none (the partition stays offline rather than lose acknowledged data).
@@ -230,6 +266,34 @@ mod tests {
         assert_eq!(next, vec![vec![3, 1]; 2]);
         let shifted = assign_replicas(1, 3, &[1, 2, 3], 1).unwrap();
         assert_eq!(shifted, vec![vec![2, 3, 1]]);
+    }
+
+    #[test]
+    fn a_log_placed_beside_another_has_its_nodes_in_its_order() {
+        let order = leader_first(&[2, 3, 1], Some(3));
+        assert_eq!(order, [3, 2, 1]);
+        assert_eq!(
+            assign_replicas_beside(2, 3, &[1, 2, 3], &order).unwrap(),
+            vec![vec![3, 2, 1]; 2]
+        );
+        assert_eq!(
+            assign_replicas_beside(1, 2, &[1, 2, 3], &order).unwrap(),
+            vec![vec![3, 2]]
+        );
+        // More replicas than the other log has, or one of its nodes gone: the live
+        // nodes after them.
+        assert_eq!(
+            assign_replicas_beside(1, 3, &[1, 2, 3, 4], &[3]).unwrap(),
+            vec![vec![3, 1, 2]]
+        );
+        assert_eq!(
+            assign_replicas_beside(1, 2, &[1, 2, 4], &[3, 2]).unwrap(),
+            vec![vec![2, 1]]
+        );
+        assert_eq!(
+            assign_replicas_beside(1, 4, &[1, 2, 3], &order),
+            Err(TooFewNodes { wanted: 4, live: 3 })
+        );
     }
 
     #[test]

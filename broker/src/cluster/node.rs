@@ -496,14 +496,31 @@ impl ClusterNode {
         partitions: u32,
         replication_factor: u32,
     ) -> Result<(), ApiError> {
-        let (live, start) = self.with_metadata(|meta| {
+        // A queue goes beside its dead-letter queue (same nodes, same order, so the
+        // same node leads both): dead letters are appended where that queue leads.
+        let beside = match kind {
+            LogKind::Queue => spec.get("dead_letter_queue").and_then(|v| v.as_str()),
+            LogKind::Topic => None,
+        };
+        let (live, start, order) = self.with_metadata(|meta| {
+            let order = beside.and_then(|dlq| {
+                let replicas = meta.replicas(LogKind::Queue, dlq, 0)?;
+                let leader = meta.partition(LogKind::Queue, dlq, 0)?.leader;
+                Some(layout::leader_first(replicas, leader))
+            });
             (
                 meta.brokers.keys().copied().collect::<Vec<_>>(),
                 meta.logs.len(),
+                order,
             )
         });
-        let replicas = layout::assign_replicas(partitions, replication_factor, &live, start)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let replicas = match order {
+            Some(order) => {
+                layout::assign_replicas_beside(partitions, replication_factor, &live, &order)
+            }
+            None => layout::assign_replicas(partitions, replication_factor, &live, start),
+        }
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let assignment = LogAssignment {
             kind,
             spec,
