@@ -177,22 +177,30 @@ impl Auth {
     /// last password change.
     pub fn verify(&self, bearer_token: &str) -> Result<Principal, ApiError> {
         let claims = self.keys.check(bearer_token)?;
+        let who = Principal {
+            name: claims.sub,
+            issued_at: claims.iat,
+        };
+        self.check_user(&who)?;
+        Ok(who)
+    }
+
+    /// That the token's user exists and the token is not older than the user's
+    /// last password change.
+    fn check_user(&self, who: &Principal) -> Result<(), ApiError> {
         let snapshot = self.snapshot();
-        let Some(user) = snapshot.get(&claims.sub) else {
+        let Some(user) = snapshot.get(&who.name) else {
             return Err(ApiError::unauthorized(format!(
                 "the token is for user {:?}, who no longer exists",
-                claims.sub
+                who.name
             )));
         };
-        if claims.iat < user.tokens_not_before_unix_secs {
+        if who.issued_at < user.tokens_not_before_unix_secs {
             return Err(ApiError::unauthorized(
                 "the token was issued before the user's password was last set; request a new one",
             ));
         }
-        Ok(Principal {
-            name: claims.sub,
-            issued_at: claims.iat,
-        })
+        Ok(())
     }
 
     /// Checks again, against the current users and grants, what a request checked
@@ -205,18 +213,7 @@ impl Auth {
         action: Action,
         resource: Resource<'_>,
     ) -> Result<(), ApiError> {
-        let snapshot = self.snapshot();
-        let Some(user) = snapshot.get(&who.name) else {
-            return Err(ApiError::unauthorized(format!(
-                "user {:?} was removed while the request waited",
-                who.name
-            )));
-        };
-        if who.issued_at < user.tokens_not_before_unix_secs {
-            return Err(ApiError::unauthorized(
-                "the user's password was set while the request waited; request a new token",
-            ));
-        }
+        self.check_user(who)?;
         self.authorize(who, action, resource)
     }
 

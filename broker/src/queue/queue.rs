@@ -1686,15 +1686,20 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_dead_letter_queue_made_again_under_its_name_redrives_its_own_letters() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Queue `jobs`: one delivery per message, dead letters to `jobs-dlq`.
+    fn jobs_with_one_delivery(dir: &Path) -> (Queue, Arc<ManualClock>) {
         let jobs = QueueSpec {
             max_deliveries: 1,
             dead_letter_queue: Some("jobs-dlq".into()),
             ..spec("jobs")
         };
-        let (jobs, clock) = clocked(create(dir.path(), jobs));
+        clocked(create(dir, jobs))
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_queue_made_again_under_its_name_redrives_its_own_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jobs, clock) = jobs_with_one_delivery(dir.path());
         let jobs = Arc::new(jobs);
         let resolve = |name: &str| (name == "jobs").then(|| Arc::clone(&jobs));
         for (incarnation, value) in [(1, "first"), (2, "second")] {
@@ -1727,12 +1732,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_failed_dead_letter_exhausted_messages_wait_before_the_next_try() {
         let dir = tempfile::tempdir().unwrap();
-        let jobs = QueueSpec {
-            max_deliveries: 1,
-            dead_letter_queue: Some("jobs-dlq".into()),
-            ..spec("jobs")
-        };
-        let (jobs, clock) = clocked(create(dir.path(), jobs));
+        let (jobs, clock) = jobs_with_one_delivery(dir.path());
         let closed = Arc::new(create(&dir.path().join("gone"), spec("jobs-dlq")));
         closed.close().unwrap();
         let dlq = Arc::new(create(dir.path(), spec("jobs-dlq")));
