@@ -5,7 +5,7 @@
 //!
 //! Three brokers and a real ZooKeeper; replication factor 3; the dead-letter queue
 //! is created first, as an operator would, which puts the queue's own round-robin
-//! turn on another node.
+//! turn on another node, and the queue right after through another node.
 
 use std::time::Duration;
 
@@ -62,12 +62,16 @@ async fn dead_letters_reach_their_queue() -> anyhow::Result<()> {
             let api = cluster.node(1).api().clone();
             api.create_queue(DLQ, json!({"replication_factor": 3}))
                 .await?;
-            api.create_queue(
-                QUEUE,
-                json!({"replication_factor": 3, "max_deliveries": 1,
+            // Right after, through another node, whose view may not have it yet.
+            cluster
+                .node(2)
+                .api()
+                .create_queue(
+                    QUEUE,
+                    json!({"replication_factor": 3, "max_deliveries": 1,
                        "visibility_timeout_ms": LEASE_MS, "dead_letter_queue": DLQ}),
-            )
-            .await?;
+                )
+                .await?;
             let leader = leader_of(&api, DLQ).await?;
             ensure!(
                 leader_of(&api, QUEUE).await? == leader,

@@ -502,16 +502,14 @@ impl ClusterNode {
             LogKind::Queue => spec.get("dead_letter_queue").and_then(|v| v.as_str()),
             LogKind::Topic => None,
         };
-        let (live, start, order) = self.with_metadata(|meta| {
-            let order = beside.and_then(|dlq| {
-                let replicas = meta.replicas(LogKind::Queue, dlq, 0)?;
-                let leader = meta.partition(LogKind::Queue, dlq, 0)?.leader;
-                Some(layout::leader_first(replicas, leader))
-            });
+        let order = match beside {
+            Some(dlq) => self.placement_of(LogKind::Queue, dlq).await,
+            None => None,
+        };
+        let (live, start) = self.with_metadata(|meta| {
             (
                 meta.brokers.keys().copied().collect::<Vec<_>>(),
                 meta.logs.len(),
-                order,
             )
         });
         let replicas = match order {
@@ -559,6 +557,30 @@ impl ClusterNode {
                 ),
             ))
         }
+    }
+
+    /// The nodes of a log's partition 0, its leader first, as ZooKeeper has them
+    /// (this node's view may not have a log created a moment ago on another node);
+    /// `None` when there is no such log or it cannot be read.
+    async fn placement_of(&self, kind: LogKind, name: &str) -> Option<Vec<NodeId>> {
+        let (data, _) = self
+            .coord
+            .get(&layout::log_path(kind, name), false)
+            .await
+            .ok()??;
+        let assignment: LogAssignment = serde_json::from_slice(&data).ok()?;
+        let replicas = assignment.replicas.first()?;
+        let leader = match self
+            .coord
+            .get(&layout::partition_path(kind, name, 0), false)
+            .await
+        {
+            Ok(Some((data, _))) => serde_json::from_slice::<PartitionState>(&data)
+                .ok()
+                .and_then(|state| state.leader),
+            _ => None,
+        };
+        Some(layout::leader_first(replicas, leader))
     }
 
     /// Deletes a topic or queue from the cluster and waits until this node's copy is
