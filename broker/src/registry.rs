@@ -499,6 +499,13 @@ mod tests {
         }
     }
 
+    /// Asserts that each named outcome is a 404 (`None`: it succeeded).
+    fn all_not_found(outcomes: &[(&str, Option<crate::error::ErrorCode>)]) {
+        for (what, code) in outcomes {
+            assert_eq!(*code, Some(crate::error::ErrorCode::NotFound), "{what}");
+        }
+    }
+
     fn topic_spec(name: &str, partitions: u32) -> TopicSpec {
         TopicSpec {
             name: name.into(),
@@ -656,7 +663,7 @@ mod tests {
         let sought = sub.seek(crate::subscription::SeekTo::Latest).await;
         let pulled = sub.pull(10, std::time::Duration::ZERO).await;
         let sent = queue.send(&message, None).await;
-        for (what, code) in [
+        all_not_found(&[
             ("produce", produced.err().map(|e| e.code)),
             ("subscribe", subscribed.err().map(|e| e.code)),
             ("unsubscribe", unsubscribed.err().map(|e| e.code)),
@@ -664,9 +671,7 @@ mod tests {
             ("seek", sought.err().map(|e| e.code)),
             ("pull", pulled.err().map(|e| e.code)),
             ("send", sent.err().map(|e| e.code)),
-        ] {
-            assert_eq!(code, Some(crate::error::ErrorCode::NotFound), "{what}");
-        }
+        ]);
     }
 
     #[tokio::test]
@@ -695,12 +700,10 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        for (what, code) in [
+        all_not_found(&[
             ("pull", pulled.err().map(|e| e.code)),
             ("receive", received.err().map(|e| e.code)),
-        ] {
-            assert_eq!(code, Some(crate::error::ErrorCode::NotFound), "{what}");
-        }
+        ]);
     }
 
     #[tokio::test]
@@ -723,7 +726,7 @@ mod tests {
         let restored = sub.restore(&[0, 0]).await;
         let deleted = topic.unsubscribe("s");
         let committed_again = again.commit(&[(1, Offset(0))]);
-        for (what, code) in [
+        all_not_found(&[
             ("commit", committed.err().map(|e| e.code)),
             ("seek", sought.err().map(|e| e.code)),
             ("pull", pulled.err().map(|e| e.code)),
@@ -733,9 +736,7 @@ mod tests {
                 "commit to the second",
                 committed_again.err().map(|e| e.code),
             ),
-        ] {
-            assert_eq!(code, Some(crate::error::ErrorCode::NotFound), "{what}");
-        }
+        ]);
         let subs = dir.path().join("topics/t/subscriptions");
         let left: Vec<_> = std::fs::read_dir(&subs).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
