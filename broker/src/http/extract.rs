@@ -77,6 +77,12 @@ impl Caller {
     /// keeps the right to do it: when the users or grants change meanwhile and the
     /// caller's user is gone, its password was set, or the right was revoked, the
     /// work is dropped and the request answers 401 or 403, as a new request would.
+    ///
+    /// A change is looked at before each step of the work, so nothing that arrives
+    /// after it (a message produced or sent once the right is gone) is handed to the
+    /// caller. Work dropped in the middle of a step is cut short as by a shutdown: a
+    /// pull has taken nothing, a receive's leases run out and its messages are
+    /// delivered again.
     pub async fn while_allowed<T>(
         &self,
         broker: &Broker,
@@ -86,6 +92,9 @@ impl Caller {
     ) -> Result<T, ApiError> {
         let mut changes = broker.auth.changes();
         changes.mark_unchanged();
+        // A change between the request's first check and the subscription above
+        // would otherwise go unseen.
+        broker.auth.still_allowed(&self.0, action, resource)?;
         let revoked = async {
             loop {
                 if changes.changed().await.is_err() {
@@ -98,8 +107,8 @@ impl Caller {
         };
         tokio::select! {
             biased;
-            done = work => done,
             error = revoked => Err(error),
+            done = work => done,
         }
     }
 

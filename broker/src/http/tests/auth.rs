@@ -248,3 +248,44 @@ async fn a_long_poll_ends_when_its_caller_loses_the_right_to_it() {
             .expect(StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn a_change_of_rights_wins_over_work_ready_at_the_same_moment() {
+    use crate::auth::{Action, Grant, Resource, ResourceKind};
+    use crate::error::ErrorCode;
+    use crate::http::extract::Caller;
+    use std::future::Future as _;
+    use std::task::Poll;
+
+    let app = TestApp::start().await;
+    let grant = Grant::new(ResourceKind::Queue, "jobs", Action::Consume);
+    let allowed = || (Action::Consume, Resource::Queue("jobs"));
+
+    // Revoked between the request's first check and its wait.
+    let token = app.user_with("early", std::slice::from_ref(&grant)).await;
+    let caller = Caller(app.broker.auth.verify(&token).unwrap());
+    app.broker.auth.revoke("early", &grant).unwrap();
+    let (action, resource) = allowed();
+    let ready = async { Ok::<_, crate::error::ApiError>("delivered") };
+    let answer = caller
+        .while_allowed(&app.broker, action, resource, ready)
+        .await;
+    assert_eq!(answer.unwrap_err().code, ErrorCode::Forbidden);
+
+    // Revoked while it waits, and its work made ready right after (a message sent
+    // once the right is gone), both before the request runs again.
+    let token = app.user_with("late", std::slice::from_ref(&grant)).await;
+    let caller = Caller(app.broker.auth.verify(&token).unwrap());
+    let (sent, arrives) = tokio::sync::oneshot::channel::<()>();
+    let (action, resource) = allowed();
+    let work = async {
+        arrives.await.ok();
+        Ok::<_, crate::error::ApiError>("delivered")
+    };
+    let mut waiting = std::pin::pin!(caller.while_allowed(&app.broker, action, resource, work));
+    let first = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx).is_pending()));
+    assert!(first.await, "the work waits for its message");
+    app.broker.auth.revoke("late", &grant).unwrap();
+    sent.send(()).unwrap();
+    assert_eq!(waiting.await.unwrap_err().code, ErrorCode::Forbidden);
+}
