@@ -71,6 +71,10 @@ use crate::partitioner::partition_for_key;
 pub const QUEUE_FILE: &str = "queue.json";
 /// The most messages one receive returns.
 pub const RECEIVE_MESSAGES_MAX: usize = 1000;
+/// The most bytes of keys and values one receive returns; the first message is
+/// returned whatever its size. Leased messages past it are given back at once, their
+/// delivery not counted.
+pub const RECEIVE_BYTES_MAX: usize = 16 << 20;
 /// The most receipts one ack or nack takes; bounds the journal batch it writes.
 pub const RECEIPTS_MAX: usize = 10_000;
 /// The most messages one receive pass dead-letters, on top of what it delivers, so
@@ -177,6 +181,29 @@ pub struct Queue {
     /// room under [`OUTSTANDING_MAX`].
     changed: Notify,
     clock: Arc<dyn Clock>,
+}
+
+/// Where one receive's reads go: the deliveries, within the receive's byte limit,
+/// and the leased messages past it, to be given back.
+struct Deliveries<'a> {
+    to: &'a mut Vec<Delivery>,
+    bytes_left: &'a mut usize,
+    /// (offset, delivery) of the leased messages that did not fit.
+    over: Vec<(Offset, u32)>,
+}
+
+impl Deliveries<'_> {
+    /// Whether a message of `size` bytes fits, counting it when it does. The first
+    /// fits whatever its size; once one does not, none after it does, so that a
+    /// partition's messages are not delivered out of order.
+    fn fits(&mut self, size: usize) -> bool {
+        if self.over.is_empty() && (self.to.is_empty() || size <= *self.bytes_left) {
+            *self.bytes_left = self.bytes_left.saturating_sub(size);
+            return true;
+        }
+        *self.bytes_left = 0;
+        false
+    }
 }
 
 /// What a receive pass found.
@@ -614,18 +641,25 @@ impl Queue {
         // readable copy to dead-letter). Its error is the answer only when nothing
         // else was delivered.
         let mut failure = None;
+        let mut bytes_left = RECEIVE_BYTES_MAX;
+        let mut over = Vec::new();
         for (index, offsets) in leased {
-            let read = self.read_deliveries(
-                index,
-                &offsets,
-                deadline_ms,
-                receipt_key,
-                &mut pass.deliveries,
-            );
+            let mut out = Deliveries {
+                to: &mut pass.deliveries,
+                bytes_left: &mut bytes_left,
+                over: Vec::new(),
+            };
+            let read = self.read_deliveries(index, &offsets, deadline_ms, receipt_key, &mut out);
+            if !out.over.is_empty() {
+                over.push((index, out.over));
+            }
             if let Err(error) = read {
                 tracing::warn!(queue = self.name(), partition = index, message = %error.message, "leased messages could not be read");
                 failure.get_or_insert(error);
             }
+        }
+        if !over.is_empty() {
+            self.give_back(over, now);
         }
         match failure {
             Some(error) if pass.deliveries.is_empty() => Err(error),
@@ -760,7 +794,7 @@ impl Queue {
         leased: &[(Offset, u32)],
         deadline_ms: TimestampMs,
         receipt_key: &[u8; 32],
-        out: &mut Vec<Delivery>,
+        out: &mut Deliveries<'_>,
     ) -> Result<(), ApiError> {
         let partition = self
             .partitions
@@ -770,6 +804,11 @@ impl Queue {
         let offsets: Vec<Offset> = delivery_of.keys().copied().collect();
         let damaged = read_records(partition, &offsets, |record| {
             let delivery = delivery_of.get(&record.offset).copied().unwrap_or(1);
+            let size = record.key.map_or(0, <[u8]>::len) + record.value.len();
+            if !out.fits(size) {
+                out.over.push((record.offset, delivery));
+                return Ok(());
+            }
             let receipt = Receipt {
                 queue: self.name().to_owned(),
                 incarnation: self.spec.incarnation,
@@ -787,7 +826,7 @@ impl Queue {
                     .filter(|(k, _)| k.starts_with(ORIGIN_HEADER_PREFIX))
                     .map(|(k, v)| (k.to_owned(), v.to_vec())),
             );
-            out.push(Delivery {
+            out.to.push(Delivery {
                 id: message_id(partition.id, record.offset),
                 receipt: receipt.sign(receipt_key)?,
                 message,
@@ -800,6 +839,30 @@ impl Queue {
             .into_iter()
             .next()
             .map_or(Ok(()), |lost| Err(lost.error))
+    }
+
+    /// Gives leased messages back, to be delivered at once by the next receive, their
+    /// delivery not counted: those one receive could not return within its byte
+    /// limit. A failure leaves them leased, delivered again when the lease runs out.
+    fn give_back(&self, over: Vec<(usize, Vec<(Offset, u32)>)>, now: TimestampMs) {
+        for (index, offsets) in over {
+            let events: Vec<Event> = offsets
+                .into_iter()
+                .map(|(offset, delivery)| Event::Nacked {
+                    offset,
+                    delivery: delivery.saturating_sub(1),
+                    available_ms: now,
+                })
+                .collect();
+            let recorded = self.partition(index).and_then(|(_, mut cell)| {
+                let Cell { state, journal, .. } = &mut *cell;
+                journal.record(state, &events, now).map_err(ApiError::from)
+            });
+            if let Err(error) = recorded {
+                tracing::warn!(queue = self.name(), partition = index, message = %error.message, "messages over a receive's byte limit stay leased until their lease runs out");
+            }
+        }
+        self.changed.notify_waiters();
     }
 
     /// Fsyncs the journals of done events (partition index, journal) when the
@@ -1458,6 +1521,44 @@ mod tests {
         let stats = queue.stats();
         assert_eq!((stats.depth, stats.in_flight), (0, 0));
         assert!(receive(&queue, 10).await.is_empty());
+        queue.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_receive_returns_at_most_its_byte_limit_and_gives_the_rest_back_uncounted() {
+        let dir = tempfile::tempdir().unwrap();
+        // One delivery each: a message given back counted as delivered would be dropped.
+        let queue = create(
+            dir.path(),
+            QueueSpec {
+                max_deliveries: 1,
+                ..spec("jobs")
+            },
+        );
+        let big = |i: u8| NewMessage {
+            value: vec![i; RECEIVE_BYTES_MAX / 3 + 1].into(),
+            ..NewMessage::default()
+        };
+        for i in 0..4 {
+            queue.send(&[big(i)], None).await.unwrap();
+        }
+        queue.send(&[msg("small")], None).await.unwrap();
+        let first = receive(&queue, 10).await;
+        let size = |d: &[Delivery]| d.iter().map(|d| d.message.value.len()).sum::<usize>();
+        assert_eq!(first.len(), 2, "two fit, a third would not");
+        assert!(size(&first) <= RECEIVE_BYTES_MAX);
+        let stats = queue.stats();
+        assert_eq!((stats.in_flight, stats.dropped), (2, 0));
+        let second = receive(&queue, 10).await;
+        let offsets: Vec<u64> = second
+            .iter()
+            .map(|d| parse_message_id(&d.id).unwrap().1.0)
+            .collect();
+        assert_eq!(offsets, [2, 3, 4], "the rest, in order");
+        assert!(second.iter().all(|d| d.delivery_count == 1));
+        assert_eq!(second[2].message.value, b"small");
+        let stats = queue.stats();
+        assert_eq!((stats.in_flight, stats.dropped), (5, 0));
         queue.close().unwrap();
     }
 
