@@ -255,7 +255,7 @@ fn join_cluster(
     rest: std::net::SocketAddr,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> (axum::Router, Vec<tokio::task::JoinHandle<()>>) {
-    use crate::cluster::{forward, node, replication_service};
+    use crate::cluster::{dead_letters, forward, node, replication_service};
     let config = &broker.config;
     let ClusterLink {
         hosts,
@@ -295,7 +295,8 @@ fn join_cluster(
     ))
     .add_service(proto::v1::replication_server::ReplicationServer::new(
         replication_service::ReplicationService::new(Arc::clone(&node)),
-    ));
+    ))
+    .add_service(dead_letters::DeadLetterService::new(Arc::clone(&node)).into_server());
     let mut grpc_stop = stop.clone();
     let grpc_task = tokio::spawn(async move {
         let shutdown = async move {

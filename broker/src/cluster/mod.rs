@@ -5,6 +5,7 @@ pub mod auth_sync;
 #[doc(hidden)]
 pub mod conformance;
 pub mod coord;
+pub mod dead_letters;
 pub mod fetcher;
 pub mod forward;
 pub mod layout;

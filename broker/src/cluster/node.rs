@@ -497,7 +497,7 @@ impl ClusterNode {
         replication_factor: u32,
     ) -> Result<(), ApiError> {
         // A queue goes beside its dead-letter queue (same nodes, same order, so the
-        // same node leads both): dead letters are appended where that queue leads.
+        // same node usually leads both): its dead letters then need no network hop.
         let beside = match kind {
             LogKind::Queue => spec.get("dead_letter_queue").and_then(|v| v.as_str()),
             LogKind::Topic => None,

@@ -17,13 +17,14 @@ use super::metrics::Kind;
 use super::subscriptions::WAIT_MS_MAX;
 use super::{AppState, blocking};
 use crate::auth::{Action, Resource};
+use crate::cluster::dead_letters::RoutedQueue;
 use crate::cluster::layout::LogKind;
 use crate::error::{ApiError, ErrorBody};
 use crate::message::NewMessage;
 use crate::names;
 use crate::queue::{
-    MAX_DELIVERIES_DEFAULT, Queue, QueueSpec, RECEIVE_MESSAGES_MAX, Receipt,
-    VISIBILITY_TIMEOUT_MS_DEFAULT, message_id,
+    DeadLetterSink, MAX_DELIVERIES_DEFAULT, Queue, QueueSpec, RECEIVE_MESSAGES_MAX, Receipt,
+    RedriveTarget, VISIBILITY_TIMEOUT_MS_DEFAULT, message_id,
 };
 
 /// `POST /v1/queues`.
@@ -522,7 +523,14 @@ pub async fn receive(
         .spec
         .dead_letter_queue
         .as_deref()
-        .and_then(|dlq| app.broker.find_queue(dlq));
+        .and_then(|dlq| app.broker.find_queue(dlq))
+        .map(|local| -> Arc<dyn DeadLetterSink> {
+            match app.cluster.node() {
+                // Another node may lead the dead-letter queue.
+                Some(node) => Arc::new(RoutedQueue::new(local, Arc::clone(node))),
+                None => local,
+            }
+        });
     let receive = caller.while_allowed(
         &app.broker,
         Action::Consume,
@@ -641,13 +649,19 @@ pub async fn redrive(
         .map_or(usize::MAX, |m| m.try_into().unwrap_or(usize::MAX));
     let queue = lookup(&app, &caller, &name, Action::Admin)?;
     let broker = Arc::clone(&app.broker);
+    let node = app.cluster.node().cloned();
     // A letter goes back only to a queue the caller may send to; the others stay.
     let moved = queue
         .redrive(max, move |origin| {
             let allowed = broker
                 .auth
                 .can(&caller.0, Action::Produce, Resource::Queue(origin));
-            allowed.then(|| broker.find_queue(origin)).flatten()
+            let local = allowed.then(|| broker.find_queue(origin)).flatten()?;
+            Some(match &node {
+                // Another node may lead the origin.
+                Some(node) => Arc::new(RoutedQueue::new(local, Arc::clone(node))),
+                None => local as Arc<dyn RedriveTarget>,
+            })
         })
         .await?;
     Ok(json(StatusCode::OK, &RedriveResponse { moved }))

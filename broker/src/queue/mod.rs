@@ -18,8 +18,8 @@ pub mod state;
 pub use event::{Event, StateSnapshot};
 pub use journal::{Journal, SNAPSHOT_EVERY_EVENTS};
 pub use queue::{
-    Delivery, PartitionStats, Queue, QueueStats, RECEIPTS_MAX, RECEIVE_MESSAGES_MAX, message_id,
-    parse_message_id,
+    DeadLetter, DeadLetterSink, Delivery, PartitionStats, Queue, QueueStats, RECEIPTS_MAX,
+    RECEIVE_BYTES_MAX, RECEIVE_MESSAGES_MAX, RedriveTarget, message_id, parse_message_id,
 };
 pub use receipt::Receipt;
 pub use spec::{

@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures_util::future::select_all;
+use futures_util::future::{BoxFuture, select_all};
 use log_engine::{Clock, Log, Offset, RecordBatchBuilder, RecordRef, SystemClock, TimestampMs};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
@@ -66,6 +66,7 @@ use crate::idempotency::{IdempotencyWindow, Placement};
 use crate::message::{self, NewMessage, StoredMessage};
 use crate::partition::{LogSettings, Partition};
 use crate::partitioner::partition_for_key;
+use crate::topic::Acks;
 
 /// The file that holds a queue's [`QueueSpec`].
 pub const QUEUE_FILE: &str = "queue.json";
@@ -217,21 +218,84 @@ struct Pass {
     now_ms: TimestampMs,
 }
 
-/// A message taken out of a partition to be dead-lettered.
-struct DeadLetter {
-    offset: Offset,
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    headers: Vec<(String, Vec<u8>)>,
-    origin: [(&'static str, String); 5],
+/// A message on its way to a dead-letter queue: its key, value and headers as it
+/// was sent, followed by the `mom.origin.*` headers saying where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The routing key.
+    pub key: Option<Vec<u8>>,
+    /// The payload.
+    pub value: Vec<u8>,
+    /// The message's headers, then the origin headers.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl DeadLetter {
     /// Key, value and header bytes of the message, as it was sent (the origin
     /// headers the broker adds are not counted).
     fn payload_bytes(&self) -> u64 {
-        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let headers: usize = self
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with(ORIGIN_HEADER_PREFIX))
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
         (self.key.as_ref().map_or(0, Vec::len) + self.value.len() + headers) as u64
+    }
+}
+
+/// Where a queue's exhausted messages go: its dead-letter queue, on this node or on
+/// the node that leads it (see `cluster::dead_letters`).
+pub trait DeadLetterSink: Send + Sync {
+    /// The dead-letter queue's name.
+    fn name(&self) -> &str;
+
+    /// Appends `letters`, each to the partition its key picks, and returns once every
+    /// in-sync replica has them (stored as the dead-letter queue's durability says).
+    /// An error may come after some were appended: a retry can duplicate those.
+    fn append<'a>(
+        &'a self,
+        letters: &'a [DeadLetter],
+        now: TimestampMs,
+    ) -> BoxFuture<'a, Result<(), ApiError>>;
+}
+
+/// Where a redrive sends a letter back: its origin queue, on this node or on the node
+/// that leads it (see `cluster::dead_letters`).
+pub trait RedriveTarget: Send + Sync {
+    /// Sends `message` with idempotency key `key`: a retry with the same key sends
+    /// nothing again.
+    fn send_back<'a>(
+        &'a self,
+        message: &'a NewMessage<'static>,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ApiError>>;
+}
+
+impl RedriveTarget for Queue {
+    fn send_back<'a>(
+        &'a self,
+        message: &'a NewMessage<'static>,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            self.send(std::slice::from_ref(message), Some(key)).await?;
+            Ok(())
+        })
+    }
+}
+
+impl DeadLetterSink for Queue {
+    fn name(&self) -> &str {
+        Queue::name(self)
+    }
+
+    fn append<'a>(
+        &'a self,
+        letters: &'a [DeadLetter],
+        now: TimestampMs,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(self.append_dead_letters(letters, now))
     }
 }
 
@@ -485,7 +549,7 @@ impl Queue {
         wait: Duration,
         visibility_timeout_ms: Option<u64>,
         receipt_key: &[u8; 32],
-        dead_letter: Option<Arc<Queue>>,
+        dead_letter: Option<Arc<dyn DeadLetterSink>>,
     ) -> Result<Vec<Delivery>, ApiError> {
         if max == 0 || max > RECEIVE_MESSAGES_MAX {
             return Err(ApiError::bad_request(format!(
@@ -552,7 +616,7 @@ impl Queue {
         max: usize,
         vt_ms: u64,
         receipt_key: &[u8; 32],
-        dead_letter: Option<&Queue>,
+        dead_letter: Option<&dyn DeadLetterSink>,
     ) -> Result<Pass, ApiError> {
         let now = self.clock.now_ms();
         let count = self.partitions.len();
@@ -674,7 +738,7 @@ impl Queue {
         &self,
         claim: &ClaimGuard<'_>,
         so_far: &BTreeMap<Offset, u32>,
-        dlq: &Queue,
+        dlq: &dyn DeadLetterSink,
         now: TimestampMs,
     ) -> usize {
         match self.try_dead_letter(claim, so_far, dlq, now).await {
@@ -692,7 +756,7 @@ impl Queue {
         &self,
         claim: &ClaimGuard<'_>,
         deliveries: &BTreeMap<Offset, u32>,
-        dlq: &Queue,
+        dlq: &dyn DeadLetterSink,
         now: TimestampMs,
     ) -> Result<usize, ApiError> {
         let index = claim.partition;
@@ -701,33 +765,37 @@ impl Queue {
             .get(index)
             .ok_or_else(|| ApiError::internal("dead letter from a missing partition"))?;
         let mut letters = Vec::with_capacity(claim.offsets.len());
+        let mut moving = Vec::with_capacity(claim.offsets.len());
         let damaged = read_records(partition, &claim.offsets, |record| {
             let stored = StoredMessage::from_record(partition.id, &record);
             let so_far = deliveries.get(&record.offset).copied().unwrap_or(0);
-            letters.push(DeadLetter {
-                offset: record.offset,
-                key: stored.key,
-                value: stored.value,
-                headers: stored.headers,
-                origin: [
+            let mut headers = stored.headers;
+            headers.extend(
+                [
                     (message::ORIGIN_QUEUE_HEADER, self.name().to_owned()),
                     (message::ORIGIN_PARTITION_HEADER, partition.id.to_string()),
                     (message::ORIGIN_OFFSET_HEADER, record.offset.0.to_string()),
                     (message::ORIGIN_DELIVERIES_HEADER, so_far.to_string()),
                     (message::ORIGIN_TIME_HEADER, now.to_string()),
-                ],
+                ]
+                .map(|(k, v)| (k.to_owned(), v.into_bytes())),
+            );
+            letters.push(DeadLetter {
+                key: stored.key,
+                value: stored.value,
+                headers,
             });
+            moving.push(record.offset);
             Ok(())
         })?;
-        dlq.append_dead_letters(&letters, now).await?;
+        dlq.append(&letters, now).await?;
         // A damaged message has no readable copy to move: it is dropped, as without
         // a dead-letter queue, and said so.
         for lost in &damaged {
             tracing::error!(queue = %self.name(), partition = partition.id, offset = %lost.offset, error = %lost.error.message, "a damaged message reached max_deliveries and is dropped: it cannot be dead-lettered");
         }
-        let offsets: Vec<Offset> = letters
-            .iter()
-            .map(|l| l.offset)
+        let offsets: Vec<Offset> = moving
+            .into_iter()
             .chain(damaged.iter().map(|d| d.offset))
             .collect();
         let (moved, log) = self.record_done(
@@ -747,7 +815,9 @@ impl Queue {
     }
 
     /// Appends dead letters from another queue, in batches, each to the partition
-    /// its key picks.
+    /// its key picks, each answered once the in-sync replicas have it: the other
+    /// queue records its messages as moved right after, and a failover must not
+    /// lose what it recorded.
     async fn append_dead_letters(
         &self,
         letters: &[DeadLetter],
@@ -766,8 +836,7 @@ impl Queue {
                 let headers = letter
                     .headers
                     .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_slice()))
-                    .chain(letter.origin.iter().map(|(k, v)| (*k, v.as_bytes())));
+                    .map(|(k, v)| (k.as_str(), v.as_slice()));
                 builder
                     .push_with_headers(letter.key.as_deref(), &letter.value, headers, now)
                     .map_err(ApiError::internal)?;
@@ -776,13 +845,17 @@ impl Queue {
                     let full = std::mem::take(&mut builder);
                     let full = full.finish().map_err(ApiError::internal)?;
                     partition
-                        .append(full, std::mem::take(&mut payload_bytes), true)
-                        .await?;
+                        .append_acked(full, std::mem::take(&mut payload_bytes), Acks::All)
+                        .await
+                        .map_err(|failure| failure.error)?;
                 }
             }
             if !builder.is_empty() {
                 let rest = builder.finish().map_err(ApiError::internal)?;
-                partition.append(rest, payload_bytes, true).await?;
+                partition
+                    .append_acked(rest, payload_bytes, Acks::All)
+                    .await
+                    .map_err(|failure| failure.error)?;
             }
         }
         Ok(())
@@ -1020,7 +1093,7 @@ impl Queue {
     pub async fn redrive(
         &self,
         max: usize,
-        resolve: impl Fn(&str) -> Option<Arc<Queue>>,
+        resolve: impl Fn(&str) -> Option<Arc<dyn RedriveTarget>>,
     ) -> Result<usize, ApiError> {
         let mut moved = 0;
         for index in 0..self.partitions.len() {
@@ -1073,7 +1146,7 @@ impl Queue {
     async fn redrive_claimed(
         &self,
         claim: &ClaimGuard<'_>,
-        resolve: &impl Fn(&str) -> Option<Arc<Queue>>,
+        resolve: &impl Fn(&str) -> Option<Arc<dyn RedriveTarget>>,
     ) -> Result<usize, ApiError> {
         let partition = self
             .partitions
@@ -1098,10 +1171,7 @@ impl Queue {
                 continue;
             };
             let key = format!("{key_prefix}:{}", offset.0);
-            match target
-                .send(std::slice::from_ref(&message), Some(&key))
-                .await
-            {
+            match target.send_back(&message, &key).await {
                 Ok(_) => done.push(offset),
                 Err(error) => {
                     failure = Some(error);
@@ -1708,7 +1778,7 @@ mod tests {
         let mut last = Vec::new();
         for count in 1..=2 {
             let got = jobs
-                .receive(2, Duration::ZERO, None, &KEY, Some(Arc::clone(&dlq)))
+                .receive(2, Duration::ZERO, None, &KEY, Some(Arc::clone(&dlq) as _))
                 .await
                 .unwrap();
             let poison: Vec<Delivery> = got
@@ -1726,7 +1796,7 @@ mod tests {
             clock.advance(1_000);
         }
         let got = jobs
-            .receive(2, Duration::ZERO, None, &KEY, Some(Arc::clone(&dlq)))
+            .receive(2, Duration::ZERO, None, &KEY, Some(Arc::clone(&dlq) as _))
             .await
             .unwrap();
         assert!(
@@ -1763,7 +1833,8 @@ mod tests {
         assert!(header(d, message::IDEMPOTENCY_HEADER).is_none());
 
         // Leased in the dead-letter queue: a redrive leaves it alone.
-        let resolve = |name: &str| (name == "jobs").then(|| Arc::clone(&jobs));
+        let resolve =
+            |name: &str| (name == "jobs").then(|| Arc::clone(&jobs) as Arc<dyn RedriveTarget>);
         assert_eq!(dlq.redrive(10, resolve).await.unwrap(), 0);
         dlq.nack(&receipts(&dead), 60_000).await.unwrap();
         assert_eq!(
@@ -1802,7 +1873,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (jobs, clock) = jobs_with_one_delivery(dir.path());
         let jobs = Arc::new(jobs);
-        let resolve = |name: &str| (name == "jobs").then(|| Arc::clone(&jobs));
+        let resolve =
+            |name: &str| (name == "jobs").then(|| Arc::clone(&jobs) as Arc<dyn RedriveTarget>);
         for (incarnation, value) in [(1, "first"), (2, "second")] {
             // Each incarnation starts at offset 0 again, as a deleted and
             // recreated queue does.
@@ -1816,7 +1888,7 @@ mod tests {
             ));
             jobs.send(&[msg(value)], None).await.unwrap();
             for _ in 0..2 {
-                jobs.receive(1, Duration::ZERO, None, &KEY, Some(Arc::clone(&dlq)))
+                jobs.receive(1, Duration::ZERO, None, &KEY, Some(Arc::clone(&dlq) as _))
                     .await
                     .unwrap();
                 clock.advance(2_000);
@@ -1844,7 +1916,7 @@ mod tests {
                 Duration::from_millis(wait_ms),
                 None,
                 &KEY,
-                Some(Arc::clone(dlq)),
+                Some(Arc::clone(dlq) as _),
             )
         };
         assert_eq!(receive_with(&dlq, 0).await.unwrap().len(), 1);
