@@ -119,6 +119,7 @@ pub struct SubscriptionList {
 /// The query of a pull.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct PullQuery {
     /// The most messages to return, 1 to 10000. Defaults to 100.
     pub max: Option<u32>,

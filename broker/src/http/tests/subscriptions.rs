@@ -188,6 +188,9 @@ async fn pull_parameters_out_of_bounds_are_400() {
         "wait_ms=30001",
         "wait_ms=-5",
         "wait_ms=soon",
+        // A misspelt parameter would otherwise be a pull that does not wait.
+        "wait=5000",
+        "max=5&limit=1",
     ] {
         app.get(&format!("/v1/topics/t/subscriptions/s/messages?{query}"))
             .await
