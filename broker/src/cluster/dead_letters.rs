@@ -36,8 +36,10 @@ use crate::message::NewMessage;
 use crate::queue::{DeadLetter, DeadLetterSink, Queue, RedriveTarget};
 
 /// How long one call to a queue's leader may take: it appends and waits for the
-/// in-sync replicas, as an `acks=all` produce does.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// in-sync replicas, as an `acks=all` produce does. Short, since a receive waits for
+/// its dead letters: a leader that does not answer in time is tried again after the
+/// dead-letter pause, by when a frozen one has usually been replaced.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A queue as seen from a node that moves messages into it: the dead-letter queue
 /// from the leader of a queue, the origin from the leader of a dead-letter queue.
