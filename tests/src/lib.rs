@@ -20,6 +20,7 @@
 //!   over a temporary directory, for the cluster scenarios; `start`, `stop`
 //!   (SIGKILL), `restart` (same port and data), `restart_with_fresh_data` (every
 //!   session forgotten); killed when dropped.
+//! - [`dead_letters`]: who leads a queue; running a message out of its deliveries.
 //! - [`Rng`] and [`seed`]: seeded randomness; the seed is printed, and
 //!   `SYSTEM_TESTS_SEED` replays it.
 //!
@@ -33,6 +34,7 @@ pub mod api;
 pub mod binary;
 pub mod cluster;
 pub mod command;
+pub mod dead_letters;
 pub mod process;
 pub mod rng;
 mod scenario;

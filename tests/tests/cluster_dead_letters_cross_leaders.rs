@@ -12,46 +12,13 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
-use system_tests::{Api, Cluster, expect, scenario, unkeyed};
+use system_tests::dead_letters::{exhaust, queue_leader};
+use system_tests::{Api, Cluster, expect, scenario};
 
 const QUEUE: &str = "jobs";
 const DLQ: &str = "jobs.dlq";
 /// The lease of a delivery; one delivery per message.
 const LEASE_MS: u64 = 300;
-
-async fn leader_of(api: &Api, queue: &str) -> anyhow::Result<u32> {
-    let body = api.get_ok(&format!("/v1/queues/{queue}")).await?;
-    let leader = body["partitions"][0]["leader"].as_u64().unwrap_or(0) as u32;
-    ensure!(leader != 0, "{queue} has no leader: {body}");
-    Ok(leader)
-}
-
-/// Sends `value`, receives it once and lets its lease run out, then receives until
-/// the dead-letter queue holds `depth` messages.
-async fn exhaust(api: &Api, value: &str, depth: u64) -> anyhow::Result<()> {
-    api.send(QUEUE, &[unkeyed(value)]).await?;
-    let got = api.receive(QUEUE, 1, 5_000, LEASE_MS).await?;
-    ensure!(
-        got.len() == 1 && got[0].value == value,
-        "first delivery of {value}: {:?}",
-        got.iter().map(|m| &m.value).collect::<Vec<_>>()
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        tokio::time::sleep(Duration::from_millis(LEASE_MS + 100)).await;
-        // The next receive finds the message exhausted and moves it.
-        let again = api.receive(QUEUE, 1, 0, LEASE_MS).await?;
-        ensure!(again.is_empty(), "{value} was delivered a second time");
-        let dlq = api.get_ok(&format!("/v1/queues/{DLQ}")).await?;
-        if dlq["depth"].as_u64() == Some(depth) {
-            return Ok(());
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{value} did not reach {DLQ}: {dlq}"
-        );
-    }
-}
 
 /// Takes the one dead letter, checks where it says it came from, and gives it back.
 async fn check_letter(api: &Api, value: &str) -> anyhow::Result<()> {
@@ -117,13 +84,13 @@ async fn dead_letters_cross_leaders() -> anyhow::Result<()> {
                        "visibility_timeout_ms": LEASE_MS, "dead_letter_queue": DLQ}),
             )
             .await?;
-            let queue_leader = leader_of(&api, QUEUE).await?;
+            let jobs_leader = queue_leader(&api, QUEUE).await?;
             let mut dlq_leader = 0;
             for _ in 0..4 {
                 api.create_queue(DLQ, json!({"replication_factor": 3}))
                     .await?;
-                dlq_leader = leader_of(&api, DLQ).await?;
-                if dlq_leader != queue_leader {
+                dlq_leader = queue_leader(&api, DLQ).await?;
+                if dlq_leader != jobs_leader {
                     break;
                 }
                 expect(
@@ -133,14 +100,14 @@ async fn dead_letters_cross_leaders() -> anyhow::Result<()> {
                 )?;
             }
             ensure!(
-                dlq_leader != queue_leader,
-                "{DLQ} is led by {QUEUE}'s leader {queue_leader} after four creates"
+                dlq_leader != jobs_leader,
+                "{DLQ} is led by {QUEUE}'s leader {jobs_leader} after four creates"
             );
 
             // Through the node that leads the dead-letter queue: the receive is
             // forwarded to the queue's leader, which appends the letter back here.
             let at_dlq = cluster.node(dlq_leader).api().clone();
-            exhaust(&at_dlq, "first", 1).await?;
+            exhaust(&at_dlq, (QUEUE, DLQ), LEASE_MS, "first", 1).await?;
             check_letter(&at_dlq, "first").await?;
             // The redrive runs on the dead-letter queue's leader, which sends the
             // letter to the queue's leader.
@@ -150,7 +117,7 @@ async fn dead_letters_cross_leaders() -> anyhow::Result<()> {
             let survivor = cluster.api_except(&[dlq_leader])?.clone();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             loop {
-                let now = leader_of(&survivor, DLQ).await.unwrap_or(0);
+                let now = queue_leader(&survivor, DLQ).await.unwrap_or(0);
                 if now != 0 && now != dlq_leader {
                     break;
                 }
@@ -160,7 +127,7 @@ async fn dead_letters_cross_leaders() -> anyhow::Result<()> {
                 );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            exhaust(&survivor, "second", 1).await?;
+            exhaust(&survivor, (QUEUE, DLQ), LEASE_MS, "second", 1).await?;
             check_letter(&survivor, "second").await?;
             redrive(&survivor, "second").await?;
             Ok(())

@@ -11,46 +11,13 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use serde_json::{Value, json};
-use system_tests::{Api, Cluster, scenario, unkeyed};
+use system_tests::dead_letters::{exhaust, queue_leader};
+use system_tests::{Cluster, scenario};
 
 const QUEUE: &str = "jobs";
 const DLQ: &str = "jobs.dlq";
 /// The lease of a delivery; one delivery per message.
 const LEASE_MS: u64 = 300;
-
-async fn leader_of(api: &Api, queue: &str) -> anyhow::Result<u32> {
-    let body = api.get_ok(&format!("/v1/queues/{queue}")).await?;
-    let leader = body["partitions"][0]["leader"].as_u64().unwrap_or(0) as u32;
-    ensure!(leader != 0, "{queue} has no leader: {body}");
-    Ok(leader)
-}
-
-/// Receives `value` once and lets its lease run out, then waits until the
-/// dead-letter queue holds `depth` messages.
-async fn exhaust(api: &Api, value: &str, depth: u64) -> anyhow::Result<()> {
-    api.send(QUEUE, &[unkeyed(value)]).await?;
-    let got = api.receive(QUEUE, 1, 5_000, LEASE_MS).await?;
-    ensure!(
-        got.len() == 1 && got[0].value == value,
-        "first delivery of {value}: {:?}",
-        got.iter().map(|m| &m.value).collect::<Vec<_>>()
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        tokio::time::sleep(Duration::from_millis(LEASE_MS + 100)).await;
-        // The next receive finds the message exhausted and moves it.
-        let again = api.receive(QUEUE, 1, 0, LEASE_MS).await?;
-        ensure!(again.is_empty(), "{value} was delivered a second time");
-        let dlq = api.get_ok(&format!("/v1/queues/{DLQ}")).await?;
-        if dlq["depth"].as_u64() == Some(depth) {
-            return Ok(());
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{value} did not reach {DLQ}: {dlq}"
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_reach_their_queue() -> anyhow::Result<()> {
@@ -72,22 +39,22 @@ async fn dead_letters_reach_their_queue() -> anyhow::Result<()> {
                        "visibility_timeout_ms": LEASE_MS, "dead_letter_queue": DLQ}),
                 )
                 .await?;
-            let leader = leader_of(&api, DLQ).await?;
+            let leader = queue_leader(&api, DLQ).await?;
             ensure!(
-                leader_of(&api, QUEUE).await? == leader,
+                queue_leader(&api, QUEUE).await? == leader,
                 "{QUEUE} and {DLQ} are led apart"
             );
             // Through a node that leads neither: requests are forwarded.
             let other = cluster.api_except(&[leader])?.clone();
-            exhaust(&other, "first", 1).await?;
+            exhaust(&other, (QUEUE, DLQ), LEASE_MS, "first", 1).await?;
 
             cluster.node_mut(leader).kill9().await?;
             let survivor = cluster.api_except(&[leader])?.clone();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             let (queue_leader, dlq_leader) = loop {
                 let leaders = (
-                    leader_of(&survivor, QUEUE).await.unwrap_or(0),
-                    leader_of(&survivor, DLQ).await.unwrap_or(0),
+                    queue_leader(&survivor, QUEUE).await.unwrap_or(0),
+                    queue_leader(&survivor, DLQ).await.unwrap_or(0),
                 );
                 if leaders.0 != 0 && leaders.0 != leader && leaders.1 != 0 && leaders.1 != leader {
                     break leaders;
@@ -102,7 +69,7 @@ async fn dead_letters_reach_their_queue() -> anyhow::Result<()> {
                 queue_leader == dlq_leader,
                 "after the failover {QUEUE} is led by {queue_leader} and {DLQ} by {dlq_leader}"
             );
-            exhaust(&survivor, "second", 2).await?;
+            exhaust(&survivor, (QUEUE, DLQ), LEASE_MS, "second", 2).await?;
 
             let (status, moved) = survivor
                 .post(&format!("/v1/queues/{DLQ}/redrive"), &json!({}))
