@@ -284,7 +284,7 @@ fn from_status(name: &str, addr: &str, status: &Status) -> ApiError {
     ApiError::new(
         code,
         format!(
-            "the leader of queue {name} at {addr} refused: {}",
+            "the call to the leader of queue {name} at {addr} failed: {}",
             status.message()
         ),
     )
