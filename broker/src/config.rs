@@ -113,6 +113,11 @@ pub struct BrokerConfig {
     /// The fewest in-sync replicas (the leader included) with which an `acks=all`
     /// produce is accepted. Defaults to 1.
     pub min_insync_replicas: u32,
+    /// How long a topic's or queue's preferred leader (its first replica) must have
+    /// been back in every partition's in-sync replicas before the controller hands
+    /// it the leadership again; 0 turns the rebalancing off. Up to
+    /// [`PERIOD_MS_MAX`]. Defaults to 30000 ms.
+    pub leader_rebalance_delay_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -138,6 +143,7 @@ impl Default for BrokerConfig {
             advertised_grpc_addr: None,
             replica_lag_time_max_ms: 10_000,
             min_insync_replicas: 1,
+            leader_rebalance_delay_ms: 30_000,
         }
     }
 }
@@ -209,6 +215,10 @@ pub struct ServeArgs {
     /// Fewest in-sync replicas for an `acks=all` produce [default: 1].
     #[arg(long, env = "BROKER_MIN_INSYNC_REPLICAS")]
     pub min_insync_replicas: Option<u32>,
+    /// How long a preferred leader must be back in sync before it leads again, in
+    /// ms; 0: never [default: 30000].
+    #[arg(long, env = "BROKER_LEADER_REBALANCE_DELAY_MS")]
+    pub leader_rebalance_delay_ms: Option<u64>,
 }
 
 impl BrokerConfig {
@@ -239,7 +249,8 @@ impl BrokerConfig {
             zookeeper_chroot,
             zookeeper_session_timeout_ms,
             replica_lag_time_max_ms,
-            min_insync_replicas
+            min_insync_replicas,
+            leader_rebalance_delay_ms
         );
         macro_rules! override_option {
             ($($field:ident),*) => {$(
@@ -330,6 +341,12 @@ impl BrokerConfig {
         if self.min_insync_replicas == 0 {
             return fail("min_insync_replicas must be at least 1");
         }
+        in_range(
+            "leader_rebalance_delay_ms",
+            self.leader_rebalance_delay_ms,
+            0,
+            PERIOD_MS_MAX,
+        )?;
         Ok(())
     }
 }
@@ -386,6 +403,7 @@ mod tests {
             ("zookeeper_session_timeout_ms", 999),
             ("zookeeper_session_timeout_ms", u64::MAX),
             ("replica_lag_time_max_ms", 0),
+            ("leader_rebalance_delay_ms", PERIOD_MS_MAX + 1),
             ("token_ttl_secs", u64::MAX),
         ];
         for (name, value) in cases {
@@ -396,6 +414,7 @@ mod tests {
                 "maintenance_interval_ms" => config.maintenance_interval_ms = value,
                 "zookeeper_session_timeout_ms" => config.zookeeper_session_timeout_ms = value,
                 "replica_lag_time_max_ms" => config.replica_lag_time_max_ms = value,
+                "leader_rebalance_delay_ms" => config.leader_rebalance_delay_ms = value,
                 _ => config.token_ttl_secs = value,
             }
             let error = config.validate().unwrap_err().to_string();

@@ -279,6 +279,8 @@ fn join_cluster(
             min_insync_replicas: usize::try_from(config.min_insync_replicas).unwrap_or(usize::MAX),
         },
         session_timeout: session_timeout(config),
+        leader_rebalance_delay: (config.leader_rebalance_delay_ms > 0)
+            .then(|| std::time::Duration::from_millis(config.leader_rebalance_delay_ms)),
     };
     let node = Arc::new(node::ClusterNode::new(
         node_config,

@@ -69,6 +69,9 @@ pub struct NodeConfig {
     /// The coordination session's timeout: a node cut off from the coordination
     /// service for longer stops leading.
     pub session_timeout: Duration,
+    /// As controller, how long a log's preferred leader must have been alive and in
+    /// every partition's in-sync set before it leads again; `None`: never.
+    pub leader_rebalance_delay: Option<Duration>,
 }
 
 /// One topic or queue as the cluster describes it.
@@ -142,6 +145,9 @@ pub struct ClusterNode {
     auth_sync: super::auth_sync::AuthSync,
     /// Why the node refuses to act on the cluster state, if it does.
     lost_cluster: Mutex<Option<String>>,
+    /// As controller: since when each log led by another node has had its
+    /// preferred leader ready to lead again.
+    preferred_ready: Mutex<HashMap<(LogKind, String), Instant>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -182,6 +188,7 @@ impl ClusterNode {
             nudges: tokio::sync::Notify::new(),
             lost_cluster: Mutex::new(None),
             auth_sync: super::auth_sync::AuthSync::new(),
+            preferred_ready: Mutex::new(HashMap::new()),
         }
     }
 
@@ -986,7 +993,9 @@ impl ClusterNode {
             }
         }
         let alive: Vec<NodeId> = meta.brokers.keys().copied().collect();
+        lock(&self.preferred_ready).retain(|key, _| meta.logs.contains_key(key));
         for ((kind, name), log) in &meta.logs {
+            let rebalance = self.rebalance_to(&(*kind, name.clone()), log, &alive);
             // Partition 0's leader, which the others follow so one node leads the log.
             let mut home: Option<NodeId> = None;
             for (p, replicas) in log.assignment.replicas.iter().enumerate() {
@@ -1012,7 +1021,7 @@ impl ClusterNode {
                         }
                     }
                     Some((state, _)) => {
-                        let preferred = if p == 0 { None } else { home };
+                        let preferred = if p == 0 { rebalance } else { home };
                         match decide(state, replicas, &alive, preferred) {
                             Some(next) => next,
                             None => continue,
@@ -1050,6 +1059,40 @@ impl ClusterNode {
             }
         }
         Ok(())
+    }
+
+    /// The preferred leader of `log` (its first replica) when it should lead again:
+    /// another live node leads, and the preferred one has been alive and in every
+    /// partition's in-sync set for the rebalance delay, as this controller saw it.
+    /// As Kafka's preferred-leader election, it gives the leadership back after a
+    /// failover, so that leaders stay spread over the nodes.
+    fn rebalance_to(
+        &self,
+        key: &(LogKind, String),
+        log: &LogMeta,
+        alive: &[NodeId],
+    ) -> Option<NodeId> {
+        let delay = self.config.leader_rebalance_delay?;
+        let preferred = *log.assignment.replicas.first()?.first()?;
+        let leader = log.states.first()?.as_ref()?.0.leader;
+        let in_sync = |s: &Option<(PartitionState, Version)>| {
+            s.as_ref().is_some_and(|(s, _)| s.isr.contains(&preferred))
+        };
+        let ready = leader.is_some_and(|l| l != preferred && alive.contains(&l))
+            && alive.contains(&preferred)
+            && log.states.iter().all(in_sync);
+        let mut since = lock(&self.preferred_ready);
+        if !ready {
+            since.remove(key);
+            return None;
+        }
+        let first = *since.entry(key.clone()).or_insert_with(Instant::now);
+        if first.elapsed() < delay {
+            return None;
+        }
+        since.remove(key);
+        tracing::info!(kind = ?key.0, name = key.1, from = ?leader, to = preferred, "giving the leadership back to the preferred leader");
+        Some(preferred)
     }
 
     /// Creates local copies of new topics and queues, deletes those the cluster
@@ -1433,6 +1476,7 @@ mod tests {
             grpc_addr: "127.0.0.1:9".into(),
             leader: LeaderConfig::default(),
             session_timeout: Duration::from_millis(300),
+            leader_rebalance_delay: None,
         };
         let node = Arc::new(ClusterNode::new(config, coord, Arc::new(broker)));
         let (stop, stopped) = watch::channel(false);
