@@ -146,13 +146,34 @@ impl IdempotencyWindow {
         }
     }
 
-    /// Forgets every finished key (requests in progress keep theirs). A node that
-    /// becomes leader does this before rebuilding the window from its log, whose tail
-    /// may have been cut since it last led.
-    pub fn clear_finished(&self) {
-        self.lock()
-            .entries
-            .retain(|_, entry| matches!(entry, Entry::Pending(_)));
+    /// Makes the keys a scan of the log `found` (see [`rebuild_window`]) the
+    /// window's finished keys, in one step: requests in progress keep theirs, and so
+    /// do requests that finished after the scan began (`scan_started`); every other
+    /// finished key is forgotten, since the log's tail may have been cut since this
+    /// node last led. Between the two, no request finds a key missing that the log
+    /// holds.
+    fn replace_finished(&self, found: Vec<(String, Entry)>, scan_started: TimestampMs) {
+        let mut inner = self.lock();
+        let mut entries = std::mem::take(&mut inner.entries);
+        entries.retain(|_, entry| match entry {
+            Entry::Pending(_) => true,
+            Entry::Done(_, at, _) | Entry::Partial(_, at, _) => *at >= scan_started,
+        });
+        for (key, entry) in found {
+            entries.entry(key).or_insert(entry);
+        }
+        // One place in the order per key, oldest first.
+        let mut order: Vec<(String, TimestampMs)> = entries
+            .iter()
+            .filter_map(|(key, entry)| match entry {
+                Entry::Pending(_) => None,
+                Entry::Done(_, at, _) | Entry::Partial(_, at, _) => Some((key.clone(), *at)),
+            })
+            .collect();
+        order.sort_by_key(|(_, at)| *at);
+        inner.entries = entries;
+        inner.order = order.into();
+        self.expire(&mut inner, now_ms());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -341,8 +362,11 @@ impl IdempotencyWindow {
 /// The most bytes of each partition's tail scanned to rebuild an idempotency window.
 pub const IDEMPOTENCY_SCAN_BYTES_MAX: u64 = 64 << 20;
 
-/// Fills `window` with the idempotency keys found in the partitions' records newer
-/// than `since_ms`, scanning at most [`IDEMPOTENCY_SCAN_BYTES_MAX`] per partition.
+/// Makes the idempotency keys found in the partitions' records newer than
+/// `since_ms` the finished keys of `window` (see
+/// [`IdempotencyWindow::replace_finished`]), scanning at most
+/// [`IDEMPOTENCY_SCAN_BYTES_MAX`] per partition. Called on a start, and by a node
+/// that becomes leader, as the logs hold it then.
 pub fn rebuild_window(
     window: &IdempotencyWindow,
     partitions: &[Arc<crate::partition::Partition>],
@@ -359,6 +383,7 @@ pub fn rebuild_window(
         /// wins, should a retry have stored a request a crash had cut short).
         messages: std::collections::BTreeMap<usize, (u32, Offset, i64)>,
     }
+    let scan_started = now_ms();
     let mut found: std::collections::BTreeMap<String, Seen> = std::collections::BTreeMap::new();
     for partition in partitions {
         let log = &partition.log;
@@ -397,6 +422,7 @@ pub fn rebuild_window(
             from = read.next_offset();
         }
     }
+    let mut entries = Vec::with_capacity(found.len());
     for (key, seen) in found {
         let at = seen
             .messages
@@ -412,7 +438,7 @@ pub fn rebuild_window(
                 .into_values()
                 .map(|(p, o, _)| (p, o))
                 .collect();
-            window.remember_at(&key, Arc::new(placement), at, seen.fingerprint);
+            entries.push((key, Entry::Done(Arc::new(placement), at, seen.fingerprint)));
         } else {
             // A request a crash cut short: its retry appends only what is missing.
             let stored: Stored = seen
@@ -420,9 +446,10 @@ pub fn rebuild_window(
                 .into_iter()
                 .map(|(i, (p, o, _))| (i, (p, o)))
                 .collect();
-            window.remember_partial(&key, Arc::new(stored), at, seen.fingerprint);
+            entries.push((key, Entry::Partial(Arc::new(stored), at, seen.fingerprint)));
         }
     }
+    window.replace_finished(entries, scan_started);
 }
 
 #[cfg(test)]
@@ -509,6 +536,43 @@ mod tests {
             assert_eq!(*task.await.unwrap().unwrap(), vec![(0, Offset(1))]);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    fn found(keys: std::ops::Range<usize>, at: TimestampMs) -> Vec<(String, Entry)> {
+        keys.map(|i| {
+            let placement = Arc::new(vec![(0, Offset(i as u64))]);
+            (format!("k{i}"), Entry::Done(placement, at, Some(1)))
+        })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn a_rebuild_from_the_log_keeps_what_the_log_holds_and_requests_under_way() {
+        let window = IdempotencyWindow::new(60_000);
+        let unserved = |_| async { Err::<Placement, Failed>(ApiError::internal("served").into()) };
+        // Found again by each take-over: more than half the bound, twice, is still
+        // one entry per key, and none is forgotten.
+        let keys = KEYS_MAX / 2 + 1;
+        let at = now_ms() - 1_000;
+        for _ in 0..3 {
+            window.replace_finished(found(0..keys, at), now_ms());
+        }
+        for i in [0, keys / 2, keys - 1] {
+            let answer = window.run(Some(key(&format!("k{i}"), 1)), unserved).await;
+            assert_eq!(*answer.unwrap(), vec![(0, Offset(i as u64))], "k{i}");
+        }
+        // A key finished before the scan and not in the log is forgotten (the log was
+        // cut); one finished while the scan ran stays.
+        window.remember_at("cut", Arc::new(vec![(0, Offset(9))]), now_ms() - 10, None);
+        let scan_started = now_ms();
+        window.remember_at("during", Arc::new(vec![(0, Offset(8))]), scan_started, None);
+        window.replace_finished(found(0..1, at), scan_started);
+        let during = window.run(Some(key("during", 1)), unserved).await;
+        assert_eq!(*during.unwrap(), vec![(0, Offset(8))]);
+        let cut = window
+            .run(Some(key("cut", 1)), |_| async { Ok(vec![(0, Offset(10))]) })
+            .await;
+        assert_eq!(*cut.unwrap(), vec![(0, Offset(10))], "served anew");
     }
 
     #[tokio::test]

@@ -462,7 +462,6 @@ impl Queue {
     /// Rebuilds the idempotency window from the recent tail of each partition, as
     /// the logs hold it now (after a start, or on becoming leader).
     pub fn rebuild_idempotency(&self) {
-        self.idempotency.clear_finished();
         let since = message::now_ms() - self.idempotency.window_ms();
         crate::idempotency::rebuild_window(&self.idempotency, &self.partitions, since);
     }
