@@ -119,6 +119,12 @@ pub struct SubscriptionRecord {
     pub auto_commit: bool,
     /// The committed offset of each partition.
     pub committed: Vec<u64>,
+    /// The leader epoch of the topic's partition 0 under which it was last
+    /// written: a node that takes the topic over writes its own, and a deposed
+    /// leader, whose epoch is older, may no longer write it (0 in records written
+    /// before epochs were kept).
+    #[serde(default)]
+    pub epoch: u32,
 }
 
 /// A member's registration: who it is and where to reach it.

@@ -45,6 +45,9 @@ fn new_cluster_id() -> Result<String, CoordError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// How often a node taking a topic over tries to write a subscription record that
+/// keeps changing under it.
+const CLAIM_ATTEMPTS: usize = 10;
 /// How long a create or delete waits for the cluster to carry it out.
 const CREATE_WAIT: Duration = Duration::from_secs(15);
 /// How often leaders check their followers' lag.
@@ -360,24 +363,47 @@ impl ClusterNode {
     /// Keeps a subscription's settings and committed offsets in the cluster, so
     /// the node that takes the topic over resumes it there. Called by the topic's
     /// leader after every change (create, commit, seek, auto-committing pull).
+    ///
+    /// Fenced by the leader epoch: a 503 `not_leader` when this node does not lead
+    /// the topic's partition 0, or when a node that took the topic over since has
+    /// written the record (see [`ClusterNode::load_subscriptions`]), so that a
+    /// deposed leader that has not heard of it yet cannot acknowledge a commit the
+    /// new leader would not know.
     pub async fn put_subscription(
         &self,
         topic: &str,
         sub: &crate::subscription::Subscription,
     ) -> Result<(), ApiError> {
+        let not_leader = || {
+            ApiError::new(
+                ErrorCode::NotLeader,
+                format!("this node no longer leads topic {topic:?}; retry"),
+            )
+        };
+        let epoch = self
+            .local_partition(LogKind::Topic, topic, 0)
+            .and_then(|p| p.replica.leader_epoch())
+            .ok_or_else(not_leader)?;
         let record = layout::SubscriptionRecord {
             auto_commit: sub.auto_commit,
             committed: sub.committed(),
+            epoch,
         };
         let data = serde_json::to_vec(&record).map_err(ApiError::internal)?;
         let path = layout::subscription_path(topic, &sub.name);
         for _ in 0..3 {
             let written = match self.coord.get(&path, false).await.map_err(coord_error)? {
-                Some((_, version)) => self
-                    .coord
-                    .set(&path, data.clone(), version)
-                    .await
-                    .map(|_| ()),
+                Some((current, version)) => {
+                    let written_by = serde_json::from_slice::<layout::SubscriptionRecord>(&current)
+                        .map_or(0, |r| r.epoch);
+                    if written_by > epoch {
+                        return Err(not_leader());
+                    }
+                    self.coord
+                        .set(&path, data.clone(), version)
+                        .await
+                        .map(|_| ())
+                }
                 None => {
                     self.coord
                         .ensure_path(&layout::subscriptions_path(topic))
@@ -435,8 +461,11 @@ impl ClusterNode {
     }
 
     /// Makes this node's subscriptions of `topic` those the cluster keeps: before it
-    /// starts leading the topic.
-    async fn load_subscriptions(&self, topic: &str) -> Result<(), ApiError> {
+    /// starts leading the topic, in leader epoch `epoch`. Each record is written
+    /// back with that epoch first, so that the deposed leader's writes fail from
+    /// then on (see [`ClusterNode::put_subscription`]) and what it wrote before is
+    /// what this node reads.
+    async fn load_subscriptions(&self, topic: &str, epoch: u32) -> Result<(), ApiError> {
         let Ok(local) = self.broker.topic(topic) else {
             return Ok(());
         };
@@ -448,15 +477,8 @@ impl ClusterNode {
         };
         for name in &names {
             let path = layout::subscription_path(topic, name);
-            let Some((data, _)) = self.coord.get(&path, false).await.map_err(coord_error)? else {
+            let Some(record) = self.claim_subscription(&path, epoch).await? else {
                 continue;
-            };
-            let record: layout::SubscriptionRecord = match serde_json::from_slice(&data) {
-                Ok(record) => record,
-                Err(error) => {
-                    tracing::warn!(%error, path, "unreadable subscription record");
-                    continue;
-                }
             };
             local
                 .restore_subscription(name, record.auto_commit, &record.committed)
@@ -468,6 +490,45 @@ impl ClusterNode {
             }
         }
         Ok(())
+    }
+
+    /// Writes the subscription record at `path` back with leader epoch `epoch`
+    /// (unless a newer epoch wrote it) and returns it; `None` when it is gone or
+    /// unreadable.
+    async fn claim_subscription(
+        &self,
+        path: &str,
+        epoch: u32,
+    ) -> Result<Option<layout::SubscriptionRecord>, ApiError> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let Some((data, version)) = self.coord.get(path, false).await.map_err(coord_error)?
+            else {
+                return Ok(None);
+            };
+            let mut record: layout::SubscriptionRecord = match serde_json::from_slice(&data) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::warn!(%error, path, "unreadable subscription record");
+                    return Ok(None);
+                }
+            };
+            if record.epoch >= epoch {
+                return Ok(Some(record));
+            }
+            record.epoch = epoch;
+            let claimed = serde_json::to_vec(&record).map_err(ApiError::internal)?;
+            match self.coord.set(path, claimed, version).await {
+                Ok(_) => return Ok(Some(record)),
+                // The deposed leader wrote meanwhile: read its write, and try again.
+                Err(CoordError::BadVersion(_)) => continue,
+                Err(CoordError::NoNode(_)) => return Ok(None),
+                Err(e) => return Err(coord_error(e)),
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "a subscription kept changing while this node took its topic over; retrying",
+        ))
     }
 
     /// Waits until the metadata satisfies `done` or `timeout` passes.
@@ -1203,7 +1264,7 @@ impl ClusterNode {
                         continue;
                     }
                     self.stop_fetcher(&key).await;
-                    if let Err(error) = self.take_over(&key).await {
+                    if let Err(error) = self.take_over(&key, state.leader_epoch).await {
                         tracing::warn!(%error, ?key, "cannot take the partition over yet");
                         replica.go_offline();
                         self.nudge();
@@ -1279,7 +1340,7 @@ impl ClusterNode {
     /// state the old leader kept (a queue partition's state from the copied
     /// journal; a topic's subscriptions from the cluster) and the idempotency keys
     /// its log holds.
-    async fn take_over(&self, key: &PartitionKey) -> Result<(), ApiError> {
+    async fn take_over(&self, key: &PartitionKey, epoch: u32) -> Result<(), ApiError> {
         let (kind, name, p) = key;
         match kind {
             LogKind::Queue => {
@@ -1294,7 +1355,7 @@ impl ClusterNode {
             }
             LogKind::Topic => {
                 if *p == 0 {
-                    self.load_subscriptions(name).await?;
+                    self.load_subscriptions(name, epoch).await?;
                 }
                 if let Ok(topic) = self.broker.topic(name) {
                     topic.rebuild_idempotency();
@@ -1527,6 +1588,59 @@ mod tests {
         while !check() {
             assert!(tokio::time::Instant::now() < deadline, "never: {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deposed_leader_cannot_write_a_subscription_the_new_leader_claimed() {
+        let tree = MemoryCoordination::new_tree();
+        let nodes = two_members(&tree).await;
+        nodes[0]
+            .node
+            .create(LogKind::Topic, "t", topic_spec("t", 1, 2), 1, 2)
+            .await
+            .unwrap();
+        let leader = nodes[0].node.home(LogKind::Topic, "t").unwrap();
+        let (old, new) = if leader == 1 {
+            (&nodes[0].node, &nodes[1].node)
+        } else {
+            (&nodes[1].node, &nodes[0].node)
+        };
+        eventually("the leader leads", || {
+            old.local_partition(LogKind::Topic, "t", 0)
+                .is_some_and(|p| p.replica.leader_epoch() == Some(1))
+        })
+        .await;
+        let topic = old.broker().topic("t").unwrap();
+        let sub = topic
+            .subscribe("s", crate::subscription::StartAt::Earliest, false)
+            .unwrap();
+        old.put_subscription("t", &sub).await.unwrap();
+        let messages: Vec<crate::message::NewMessage<'static>> = (0..3)
+            .map(|i| crate::message::NewMessage {
+                value: format!("m{i}").into_bytes().into(),
+                ..Default::default()
+            })
+            .collect();
+        topic
+            .produce(&messages, crate::topic::Acks::Leader, None)
+            .await
+            .unwrap();
+        sub.commit(&[(0, log_engine::Offset(2))]).unwrap();
+        old.put_subscription("t", &sub).await.unwrap();
+
+        // Another node takes the topic over in epoch 2 while the old leader, not
+        // told yet, goes on: the commit it wrote first is what the new one reads,
+        // and its writes after the claim are refused.
+        let path = layout::subscription_path("t", "s");
+        let claimed = new.claim_subscription(&path, 2).await.unwrap().unwrap();
+        assert_eq!((claimed.committed, claimed.epoch), (vec![2], 2));
+        let refused = old.put_subscription("t", &sub).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NotLeader, "{refused:?}");
+        let again = new.claim_subscription(&path, 2).await.unwrap().unwrap();
+        assert_eq!(again.epoch, 2, "a claim in the same epoch changes nothing");
+        for n in &nodes {
+            n.stop.send_replace(true);
         }
     }
 
