@@ -380,6 +380,22 @@ impl Subscription {
         self.cursors.flush().map_err(ApiError::internal)
     }
 
+    /// Moves the position of each partition in `offsets` up to its offset where it
+    /// is behind, after a commit of them: a pull that starts after a commit was
+    /// answered returns nothing below it (a commit past the position, as after a
+    /// pull served by a leader that had just been replaced, says the messages below
+    /// were handled).
+    pub async fn advance_to(&self, offsets: &[(u32, Offset)]) {
+        let mut positions = self.positions.lock().await;
+        for (partition, offset) in offsets {
+            if let Some(next) = positions.next.get_mut(*partition as usize)
+                && *next < *offset
+            {
+                *next = *offset;
+            }
+        }
+    }
+
     fn partition(&self, id: u32) -> Result<&Arc<Partition>, ApiError> {
         self.partitions.get(id as usize).ok_or_else(|| {
             ApiError::bad_request(format!(

@@ -446,7 +446,8 @@ pub async fn pull(
     Ok(body::json_bytes(StatusCode::OK, answer.finish()))
 }
 
-/// Commits offsets durably: after a restart the subscription resumes from them.
+/// Commits offsets durably: after a restart the subscription resumes from them. A
+/// commit past the subscription's position moves the position there too.
 #[utoipa::path(
     post,
     path = "/v1/topics/{topic}/subscriptions/{subscription}/commit",
@@ -479,7 +480,8 @@ pub async fn commit(
         .collect();
     let committing = Arc::clone(&sub);
     let partitions: Vec<u32> = offsets.iter().map(|(p, _)| *p).collect();
-    let committed = blocking(move || committing.commit(&offsets)).await;
+    let to_commit = offsets.clone();
+    let committed = blocking(move || committing.commit(&to_commit)).await;
     if let Some(node) = app.cluster.node() {
         // An offset past this node's end may still be one the topic has: a leader
         // paused past its session has not yet learnt that it was replaced, and its
@@ -500,6 +502,7 @@ pub async fn commit(
     } else {
         committed?;
     }
+    sub.advance_to(&offsets).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -174,6 +174,52 @@ async fn pulls_move_the_position_and_commits_make_it_durable() {
 }
 
 #[tokio::test]
+async fn a_pull_after_a_commit_returns_nothing_below_it() {
+    let app = TestApp::start().await;
+    app.create_topic("t", json!({})).await;
+    app.produce("t", &["m0", "m1", "m2", "m3", "m4"]).await;
+    app.post("/v1/topics/t/subscriptions", json!({"name": "s"}))
+        .await
+        .expect(StatusCode::CREATED);
+    let first = app
+        .get("/v1/topics/t/subscriptions/s/messages?max=1")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(first["messages"][0]["offset"], 0);
+    // A commit past the position (the reader handled up to 3 elsewhere).
+    app.post(
+        "/v1/topics/t/subscriptions/s/commit",
+        json!({"offsets": [{"partition": 0, "offset": 3}]}),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let next = app
+        .get("/v1/topics/t/subscriptions/s/messages")
+        .await
+        .expect(StatusCode::OK);
+    let offsets: Vec<u64> = next["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [3, 4]);
+    // A commit below the position leaves it where it is.
+    app.post(
+        "/v1/topics/t/subscriptions/s/commit",
+        json!({"offsets": [{"partition": 0, "offset": 1}]}),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    app.produce("t", &["m5"]).await;
+    let last = app
+        .get("/v1/topics/t/subscriptions/s/messages")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(last["messages"][0]["offset"], 5);
+}
+
+#[tokio::test]
 async fn pull_parameters_out_of_bounds_are_400() {
     let app = TestApp::start().await;
     app.create_topic("t", json!({})).await;
