@@ -363,8 +363,8 @@ impl IdempotencyWindow {
 pub const IDEMPOTENCY_SCAN_BYTES_MAX: u64 = 64 << 20;
 
 /// Makes the idempotency keys found in the partitions' records newer than
-/// `since_ms` the finished keys of `window` (see
-/// [`IdempotencyWindow::replace_finished`]), scanning at most
+/// `since_ms` the finished keys of `window` (in one step, keeping the requests in
+/// progress and those finished while the scan ran), scanning at most
 /// [`IDEMPOTENCY_SCAN_BYTES_MAX`] per partition. Called on a start, and by a node
 /// that becomes leader, as the logs hold it then.
 pub fn rebuild_window(

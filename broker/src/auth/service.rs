@@ -217,6 +217,12 @@ impl Auth {
         self.authorize(who, action, resource)
     }
 
+    /// The users and grants now: how many tables were published. Read before a
+    /// check, it tells whether anything changed since (see [`Auth::changes`]).
+    pub fn version(&self) -> u64 {
+        *self.published.borrow()
+    }
+
     /// Changes each time the users or grants do (a change here, a reload of the
     /// file, the cluster's copy).
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {

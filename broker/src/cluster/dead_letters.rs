@@ -5,8 +5,8 @@
 //!
 //! - [`RoutedQueue`]: a queue as the node that moves messages into it sees it; a
 //!   [`DeadLetterSink`] and a [`RedriveTarget`] that act on this node's copy when
-//!   it leads the queue and otherwise call `mom.v1.DeadLetters` on the node that
-//!   does.
+//!   it leads the queue (always, standalone) and otherwise call `mom.v1.DeadLetters`
+//!   on the node that does.
 //! - [`DeadLetterService`]: the other side, which acts on the copy it leads.
 //!
 //! A dead-letter call that fails after some letters were appended leaves them
@@ -46,45 +46,55 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RoutedQueue {
     /// This node's copy of the queue.
     local: Arc<Queue>,
-    node: Arc<ClusterNode>,
+    /// The cluster member; `None` standalone, where the copy is the queue.
+    node: Option<Arc<ClusterNode>>,
 }
 
 /// Where a queue is led from.
-enum Leader {
+enum Leader<'a> {
     Here,
-    At(String),
+    /// Another node, reached through this one, at its gRPC address.
+    At(&'a ClusterNode, String),
 }
 
 impl RoutedQueue {
-    /// The queue `local` (this node's copy), reached through `node`.
-    pub fn new(local: Arc<Queue>, node: Arc<ClusterNode>) -> RoutedQueue {
+    /// The queue `local` (this node's copy), reached through `node` in a cluster.
+    pub fn new(local: Arc<Queue>, node: Option<Arc<ClusterNode>>) -> RoutedQueue {
         RoutedQueue { local, node }
     }
 
-    fn leader(&self) -> Result<Leader, ApiError> {
+    fn leader(&self) -> Result<Leader<'_>, ApiError> {
+        let Some(node) = &self.node else {
+            return Ok(Leader::Here);
+        };
         let name = self.local.name();
-        let Some(home) = self.node.home(LogKind::Queue, name) else {
+        let Some(home) = node.home(LogKind::Queue, name) else {
             return Err(ApiError::new(
                 ErrorCode::NotLeader,
                 format!("queue {name} has no leader now"),
             ));
         };
-        if home == self.node.id() {
+        if home == node.id() {
             return Ok(Leader::Here);
         }
-        let addr = self.node.grpc_addr(home).ok_or_else(|| {
+        let addr = node.grpc_addr(home).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotLeader,
                 format!("the leader of queue {name} (node {home}) is not registered"),
             )
         })?;
-        Ok(Leader::At(addr))
+        Ok(Leader::At(node, addr))
     }
 
-    fn client(&self, addr: &str) -> Result<DeadLettersClient<tonic::transport::Channel>, ApiError> {
-        let limit = self.node.broker().config.max_body_bytes;
-        let channel = self
-            .node
+    /// The gRPC client of the leader at `addr`; only called in a cluster (see
+    /// [`RoutedQueue::leader`]).
+    fn client(
+        &self,
+        node: &ClusterNode,
+        addr: &str,
+    ) -> Result<DeadLettersClient<tonic::transport::Channel>, ApiError> {
+        let limit = node.broker().config.max_body_bytes;
+        let channel = node
             .peers
             .channel(addr)
             .map_err(|error| unreachable(self.local.name(), addr, &error.to_string()))?;
@@ -111,12 +121,13 @@ impl RoutedQueue {
     /// each (at least one letter).
     async fn send(
         &self,
+        node: &ClusterNode,
         addr: &str,
         letters: &[DeadLetter],
         now: TimestampMs,
     ) -> Result<(), ApiError> {
-        let mut client = self.client(addr)?;
-        for chunk in chunks(letters, self.node.broker().config.max_body_bytes) {
+        let mut client = self.client(node, addr)?;
+        for chunk in chunks(letters, node.broker().config.max_body_bytes) {
             let request = AppendDeadLettersRequest {
                 queue: self.local.name().to_owned(),
                 letters: chunk.iter().map(letter_to_proto).collect(),
@@ -141,7 +152,7 @@ impl DeadLetterSink for RoutedQueue {
         Box::pin(async move {
             match self.leader()? {
                 Leader::Here => DeadLetterSink::append(&*self.local, letters, now).await,
-                Leader::At(addr) => self.send(&addr, letters, now).await,
+                Leader::At(node, addr) => self.send(node, &addr, letters, now).await,
             }
         })
     }
@@ -154,16 +165,16 @@ impl RedriveTarget for RoutedQueue {
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
-            let addr = match self.leader()? {
+            let (node, addr) = match self.leader()? {
                 Leader::Here => return self.local.send_back(message, key).await,
-                Leader::At(addr) => addr,
+                Leader::At(node, addr) => (node, addr),
             };
             let request = RedriveRequest {
                 queue: self.local.name().to_owned(),
                 message: Some(message_to_proto(message)),
                 idempotency_key: key.to_owned(),
             };
-            let mut client = self.client(&addr)?;
+            let mut client = self.client(node, &addr)?;
             self.answer(&addr, client.redrive(request)).await
         })
     }

@@ -366,7 +366,7 @@ impl ClusterNode {
     ///
     /// Fenced by the leader epoch: a 503 `not_leader` when this node does not lead
     /// the topic's partition 0, or when a node that took the topic over since has
-    /// written the record (see [`ClusterNode::load_subscriptions`]), so that a
+    /// written the record (see `ClusterNode::load_subscriptions`), so that a
     /// deposed leader that has not heard of it yet cannot acknowledge a commit the
     /// new leader would not know.
     pub async fn put_subscription(

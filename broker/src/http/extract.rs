@@ -26,9 +26,10 @@ use crate::registry::Broker;
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// The authenticated caller: a handler that takes one cannot run without a valid
-/// bearer token.
+/// bearer token. With the [`Auth::version`](crate::auth::Auth::version) of the users
+/// and grants its token was checked against.
 #[derive(Clone, Debug)]
-pub struct Caller(pub Principal);
+pub struct Caller(pub Principal, pub u64);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Unauthorized;
@@ -39,10 +40,10 @@ impl FromRequestParts<AppState> for Caller {
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"));
         let token = bearer_token(header).map_err(Unauthorized)?;
-        app.broker
-            .auth
-            .verify(token)
-            .map(Caller)
+        let auth = &app.broker.auth;
+        let checked_against = auth.version();
+        auth.verify(token)
+            .map(|who| Caller(who, checked_against))
             .map_err(Unauthorized)
     }
 }
@@ -91,10 +92,10 @@ impl Caller {
         work: impl Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
         let mut changes = broker.auth.changes();
-        changes.mark_unchanged();
-        // A change between the request's first check and the subscription above
-        // would otherwise go unseen.
-        broker.auth.still_allowed(&self.0, action, resource)?;
+        // A change since the request's first check counts as one made now.
+        if *changes.borrow_and_update() != self.1 {
+            changes.mark_changed();
+        }
         let revoked = async {
             loop {
                 if changes.changed().await.is_err() {
@@ -275,7 +276,7 @@ impl JsonBody {
     }
 
     /// A produce or send body as `T`: one of the plain shape
-    /// ([`super::fast_body::plain_messages`]) made into `T` by `plain`, anything
+    /// (`fast_body::plain_messages`) made into `T` by `plain`, anything
     /// else parsed by serde, whose answer (or 400) then counts.
     pub fn parse_messages<'a, T: Deserialize<'a>>(
         &'a self,

@@ -524,12 +524,10 @@ pub async fn receive(
         .dead_letter_queue
         .as_deref()
         .and_then(|dlq| app.broker.find_queue(dlq))
-        .map(|local| -> Arc<dyn DeadLetterSink> {
-            match app.cluster.node() {
-                // Another node may lead the dead-letter queue.
-                Some(node) => Arc::new(RoutedQueue::new(local, Arc::clone(node))),
-                None => local,
-            }
+        // In a cluster, another node may lead the dead-letter queue.
+        .map(|local| {
+            Arc::new(RoutedQueue::new(local, app.cluster.node().cloned()))
+                as Arc<dyn DeadLetterSink>
         });
     let receive = caller.while_allowed(
         &app.broker,
@@ -657,11 +655,8 @@ pub async fn redrive(
                 .auth
                 .can(&caller.0, Action::Produce, Resource::Queue(origin));
             let local = allowed.then(|| broker.find_queue(origin)).flatten()?;
-            Some(match &node {
-                // Another node may lead the origin.
-                Some(node) => Arc::new(RoutedQueue::new(local, Arc::clone(node))),
-                None => local as Arc<dyn RedriveTarget>,
-            })
+            // In a cluster, another node may lead the origin.
+            Some(Arc::new(RoutedQueue::new(local, node.clone())) as Arc<dyn RedriveTarget>)
         })
         .await?;
     Ok(json(StatusCode::OK, &RedriveResponse { moved }))

@@ -263,7 +263,8 @@ async fn a_change_of_rights_wins_over_work_ready_at_the_same_moment() {
 
     // Revoked between the request's first check and its wait.
     let token = app.user_with("early", std::slice::from_ref(&grant)).await;
-    let caller = Caller(app.broker.auth.verify(&token).unwrap());
+    let version = app.broker.auth.version();
+    let caller = Caller(app.broker.auth.verify(&token).unwrap(), version);
     app.broker.auth.revoke("early", &grant).unwrap();
     let (action, resource) = allowed();
     let ready = async { Ok::<_, crate::error::ApiError>("delivered") };
@@ -275,7 +276,8 @@ async fn a_change_of_rights_wins_over_work_ready_at_the_same_moment() {
     // Revoked while it waits, and its work made ready right after (a message sent
     // once the right is gone), both before the request runs again.
     let token = app.user_with("late", std::slice::from_ref(&grant)).await;
-    let caller = Caller(app.broker.auth.verify(&token).unwrap());
+    let version = app.broker.auth.version();
+    let caller = Caller(app.broker.auth.verify(&token).unwrap(), version);
     let (sent, arrives) = tokio::sync::oneshot::channel::<()>();
     let (action, resource) = allowed();
     let work = async {
