@@ -125,6 +125,15 @@ impl TransportError {
         }
     }
 
+    /// A connection to the broker at `url` that failed with `error` (reset,
+    /// closed early, not HTTP).
+    pub fn failed(url: &str, error: &(dyn std::error::Error + 'static)) -> TransportError {
+        TransportError::Failed {
+            url: url.to_owned(),
+            reason: chain(error),
+        }
+    }
+
     /// Whether the same request may succeed when sent again (with the same
     /// idempotency key): it timed out or the connection broke, but the broker
     /// was reachable.

@@ -9,6 +9,7 @@
 //! that reads the body and answers at once: the cost of HTTP, auth and JSON
 //! with no storage, the baseline `--compare-noop` measures produce against.
 
+mod conn;
 mod report;
 mod worker;
 mod workload;
@@ -23,6 +24,7 @@ use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use self::conn::Endpoint;
 use self::report::{PhaseReport, Progress};
 use self::worker::{ConsumeGoal, ConsumeJob, Counters, SendJob, Totals, Worked};
 use self::workload::{Bodies, Budget, parse_duration};
@@ -326,14 +328,15 @@ impl Run {
         })
     }
 
-    fn send_job(&self, phase: &'static str) -> SendJob {
-        let url = match phase {
-            "noop" => format!("{}/v1/bench/noop", self.api.url()),
-            _ => format!("{}/v1/topics/{}/messages", self.api.url(), self.args.topic),
+    fn send_job(&self, phase: &'static str) -> anyhow::Result<SendJob> {
+        let endpoint = Endpoint::new(self.api.url())?;
+        let target = match phase {
+            "noop" => endpoint.target("/v1/bench/noop")?,
+            _ => endpoint.target(&format!("/v1/topics/{}/messages", self.args.topic))?,
         };
-        SendJob {
-            url,
-            base_url: self.api.url().to_owned(),
+        Ok(SendJob {
+            endpoint,
+            target,
             authorization: self.authorization.clone(),
             bodies: self.bodies.clone(),
             message_size: self.args.message_size,
@@ -341,7 +344,7 @@ impl Run {
             counters: Arc::new(Counters::default()),
             is_produce: phase == "produce",
             durability: OnceLock::new(),
-        }
+        })
     }
 
     /// `--rounds` rounds of produce then the no-op baseline: each mode's phases
@@ -377,7 +380,7 @@ impl Run {
     /// Produces (or posts to the no-op endpoint) with every connection; what
     /// was measured, and the failure that ended the phase early.
     async fn send_phase(&self, phase: &'static str) -> anyhow::Result<PhaseOutcome> {
-        let job = Arc::new(self.send_job(phase));
+        let job = Arc::new(self.send_job(phase)?);
         let progress = Progress::start(
             phase,
             self.args.count,
@@ -421,20 +424,19 @@ impl Run {
         Ok(name)
     }
 
-    fn consume_job(&self, sub: &str, goal: ConsumeGoal) -> ConsumeJob {
-        ConsumeJob {
-            url_before_max: format!(
-                "{}/v1/topics/{}/subscriptions/{sub}/messages?wait_ms={}&max=",
-                self.api.url(),
+    fn consume_job(&self, sub: &str, goal: ConsumeGoal) -> anyhow::Result<ConsumeJob> {
+        Ok(ConsumeJob {
+            endpoint: Endpoint::new(self.api.url())?,
+            path_before_max: format!(
+                "/v1/topics/{}/subscriptions/{sub}/messages?wait_ms={}&max=",
                 self.args.topic,
                 worker::IDLE_WAIT_MS
             ),
             pull_max: self.args.pull_max,
-            base_url: self.api.url().to_owned(),
             authorization: self.authorization.clone(),
             goal,
             counters: Arc::new(Counters::default()),
-        }
+        })
     }
 
     async fn run_consumers(&self, job: &Arc<ConsumeJob>) -> anyhow::Result<Worked> {
@@ -458,7 +460,7 @@ impl Run {
             deadline: self.args.duration.map(|d| Instant::now() + d),
             budget: Budget::new(None, 1, None),
         };
-        let job = Arc::new(self.consume_job(&sub, goal));
+        let job = Arc::new(self.consume_job(&sub, goal)?);
         let progress = Progress::start(
             "consume",
             self.args.count,
@@ -504,7 +506,7 @@ impl Run {
     /// message and stop once they have read everything produced.
     async fn produce_and_consume(&self) -> anyhow::Result<Measured> {
         let sub = self.subscription(StartArg::Latest).await?;
-        let send = Arc::new(self.send_job("produce"));
+        let send = Arc::new(self.send_job("produce")?);
         let goal = ConsumeGoal {
             target: AtomicU64::new(u64::MAX),
             reserved: AtomicU64::new(0),
@@ -515,7 +517,7 @@ impl Run {
                 .map(|d| Instant::now() + d + CONSUMER_CATCH_UP),
             budget: Budget::new(None, 1, None),
         };
-        let consume = Arc::new(self.consume_job(&sub, goal));
+        let consume = Arc::new(self.consume_job(&sub, goal)?);
         let progress = Progress::start(
             "both",
             self.args.count,

@@ -1,22 +1,22 @@
-//! The bench's workers: each owns one HTTP/1.1 connection (a client of its own
-//! with a pool of one) and sends one request at a time, timing each from send to
-//! the answer's last byte into its own HDR histogram; the histograms are merged
-//! when the phase ends.
+//! The bench's workers: each owns one HTTP/1.1 connection ([`Connection`]) and
+//! sends one request at a time, timing each from send to the answer's last byte
+//! into its own HDR histogram; the histograms are merged when the phase ends.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::Uri;
+use hyper::header::HeaderValue;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::conn::{Connection, Endpoint};
 use super::workload::{Bodies, Budget};
-use crate::cli::error::{ApiFailure, TransportError};
+use crate::cli::error::ApiFailure;
 
 /// The longest latency recorded exactly, in microseconds (a minute); longer
 /// ones are recorded as this.
@@ -112,24 +112,13 @@ pub struct Worked {
     pub failure: Option<anyhow::Error>,
 }
 
-/// A client that keeps exactly one connection to the broker.
-pub fn one_connection_client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .http1_only()
-        .pool_max_idle_per_host(1)
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(REQUEST_TIMEOUT)
-        .build()?)
-}
-
 /// What the sending workers of a phase share.
 #[derive(Debug)]
 pub struct SendJob {
-    /// The endpoint: the topic's messages, or the no-op baseline.
-    pub url: String,
-    /// The broker's base URL, for errors.
-    pub base_url: String,
+    /// The broker.
+    pub endpoint: Endpoint,
+    /// The request target: the topic's messages, or the no-op baseline.
+    pub target: Uri,
     /// `Bearer <token>`.
     pub authorization: HeaderValue,
     /// The prebuilt bodies.
@@ -158,12 +147,12 @@ pub async fn send(job: Arc<SendJob>, mut totals: Totals) -> Worked {
 }
 
 async fn send_into(job: &SendJob, totals: &mut Totals) -> anyhow::Result<()> {
-    let client = one_connection_client()?;
+    let mut connection = Connection::new(job.endpoint.clone(), REQUEST_TIMEOUT);
     let mut checked = !job.is_produce;
     while let Some(index) = job.budget.take() {
         let (body, messages) = job.bodies.get(index, job.budget.requests_total);
         let started = Instant::now();
-        let answer = post(&client, job, body).await;
+        let answer = connection.post(&job.target, &job.authorization, body).await;
         match answer {
             Ok(bytes) => {
                 totals.record_latency(started);
@@ -181,32 +170,6 @@ async fn send_into(job: &SendJob, totals: &mut Totals) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// One POST, the whole answer read.
-async fn post(client: &reqwest::Client, job: &SendJob, body: Bytes) -> anyhow::Result<Bytes> {
-    let response = client
-        .post(&job.url)
-        .header(AUTHORIZATION, job.authorization.clone())
-        .header(CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| TransportError::from_reqwest(&job.base_url, REQUEST_TIMEOUT.as_secs(), &e))?;
-    answer(response, &job.base_url).await
-}
-
-/// The body of a success; an [`ApiFailure`] otherwise.
-async fn answer(response: reqwest::Response, base_url: &str) -> anyhow::Result<Bytes> {
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| TransportError::from_reqwest(base_url, REQUEST_TIMEOUT.as_secs(), &e))?;
-    if !status.is_success() {
-        return Err(ApiFailure::from_answer(status.as_u16(), &bytes).into());
-    }
-    Ok(bytes)
 }
 
 /// Counts a failed request. A failure no retry can cure (a 4xx, an unreachable
@@ -252,12 +215,13 @@ fn check_produce_answer(job: &SendJob, bytes: &[u8], messages: u64) -> anyhow::R
 /// What the consuming workers of a phase share.
 #[derive(Debug)]
 pub struct ConsumeJob {
-    /// The pull URL up to the value of `max`, which each pull appends.
-    pub url_before_max: String,
+    /// The broker.
+    pub endpoint: Endpoint,
+    /// The pull's path and query up to the value of `max`, which each pull
+    /// appends.
+    pub path_before_max: String,
     /// The most messages one pull asks for.
     pub pull_max: u64,
-    /// The broker's base URL, for errors.
-    pub base_url: String,
     /// `Bearer <token>`.
     pub authorization: HeaderValue,
     /// When to stop.
@@ -336,13 +300,16 @@ pub async fn consume(job: Arc<ConsumeJob>, mut totals: Totals) -> Worked {
 }
 
 async fn consume_into(job: &ConsumeJob, totals: &mut Totals) -> anyhow::Result<()> {
-    let client = one_connection_client()?;
+    let mut connection = Connection::new(job.endpoint.clone(), REQUEST_TIMEOUT);
     while !job.goal.is_over() {
         let Some(want) = job.goal.reserve(job.pull_max) else {
             break;
         };
         let started = Instant::now();
-        let bytes = match pull(&client, job, want).await {
+        let target = job
+            .endpoint
+            .target(&format!("{}{want}", job.path_before_max))?;
+        let bytes = match connection.get(target, &job.authorization).await {
             Ok(bytes) => bytes,
             Err(error) => {
                 job.goal.release(want);
@@ -375,17 +342,6 @@ async fn consume_into(job: &ConsumeJob, totals: &mut Totals) -> anyhow::Result<(
         job.counters.messages.fetch_add(count, Ordering::Relaxed);
     }
     Ok(())
-}
-
-/// One pull of at most `max` messages.
-async fn pull(client: &reqwest::Client, job: &ConsumeJob, max: u64) -> anyhow::Result<Bytes> {
-    let response = client
-        .get(format!("{}{max}", job.url_before_max))
-        .header(AUTHORIZATION, job.authorization.clone())
-        .send()
-        .await
-        .map_err(|e| TransportError::from_reqwest(&job.base_url, REQUEST_TIMEOUT.as_secs(), &e))?;
-    answer(response, &job.base_url).await
 }
 
 #[cfg(test)]
