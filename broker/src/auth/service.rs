@@ -178,7 +178,7 @@ impl Auth {
     pub fn verify(&self, bearer_token: &str) -> Result<Principal, ApiError> {
         let claims = self.keys.check(bearer_token)?;
         let who = Principal {
-            name: claims.sub,
+            name: claims.sub.clone(),
             issued_at: claims.iat,
         };
         self.check_user(&who)?;

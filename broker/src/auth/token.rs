@@ -6,7 +6,15 @@
 //! looked at, so `alg: none` and every other algorithm (HS384, HS512, RS256 with
 //! the secret as a "public key", ...) are refused; `exp` and `sub` are required;
 //! expiry allows [`JWT_LEEWAY_SECS`] of clock skew between nodes.
+//!
+//! A token whose signature checked out is remembered with its claims (up to
+//! [`VERIFIED_TOKENS_MAX`] of them), so that the next request with the very same
+//! bytes checks only the expiry instead of decoding and signing again: the same
+//! bytes cannot check out differently. A forged or altered token is never found
+//! there (a lookup compares every byte) and is checked in full each time.
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -25,6 +33,10 @@ pub const JWT_LEEWAY_SECS: u64 = 5;
 /// The longest token looked at, in bytes. Ours are about 250; the bound keeps a
 /// hostile header from costing more than it should.
 pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
+
+/// The most tokens remembered as verified. Each takes a few hundred bytes; a broker
+/// with more tokens in use than this checks some of them in full again.
+pub const VERIFIED_TOKENS_MAX: usize = 1024;
 
 /// The `token_type` of every token.
 pub const TOKEN_TYPE: &str = "Bearer";
@@ -82,6 +94,8 @@ pub(crate) struct TokenKeys {
     decoding: DecodingKey,
     /// HS256 only, `exp` and `sub` required, [`JWT_LEEWAY_SECS`] of leeway.
     validation: Validation,
+    /// Tokens this key verified, with their claims (see the module's docs).
+    verified: RwLock<HashMap<Box<str>, Arc<Claims>>>,
 }
 
 impl TokenKeys {
@@ -98,6 +112,7 @@ impl TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            verified: RwLock::new(HashMap::new()),
         }
     }
 
@@ -109,7 +124,42 @@ impl TokenKeys {
 
     /// The claims of a token this key signed and that has not expired; else a 401
     /// whose message says what is wrong with it.
-    pub(crate) fn check(&self, token: &str) -> Result<Claims, ApiError> {
+    pub(crate) fn check(&self, token: &str) -> Result<Arc<Claims>, ApiError> {
+        let known = self
+            .verified
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(token)
+            .cloned();
+        if let Some(claims) = known
+            && !is_expired(&claims, now_unix_secs())
+        {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.check_in_full(token)?);
+        self.remember(token, &claims);
+        Ok(claims)
+    }
+
+    /// Remembers a token that checked out; when the table is full, forgets the
+    /// expired ones first, and everything if that is not enough.
+    fn remember(&self, token: &str, claims: &Arc<Claims>) {
+        let mut verified = self
+            .verified
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= VERIFIED_TOKENS_MAX {
+            let now = now_unix_secs();
+            verified.retain(|_, claims| !is_expired(claims, now));
+            if verified.len() >= VERIFIED_TOKENS_MAX {
+                verified.clear();
+            }
+        }
+        verified.insert(token.into(), Arc::clone(claims));
+    }
+
+    /// Checks the token's length, algorithm, signature and claims.
+    fn check_in_full(&self, token: &str) -> Result<Claims, ApiError> {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(ApiError::unauthorized(format!(
                 "the token is {} bytes long, more than the limit of {TOKEN_BYTES_MAX}",
@@ -148,6 +198,12 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, ApiError> {
             "the Authorization header must be \"Bearer <token>\"",
         )),
     }
+}
+
+/// Whether `claims` are past their expiry and its leeway at `now_unix_secs`, as
+/// `jsonwebtoken` decides it.
+fn is_expired(claims: &Claims, now_unix_secs: u64) -> bool {
+    claims.exp < now_unix_secs.saturating_sub(JWT_LEEWAY_SECS)
 }
 
 /// Seconds since the Unix epoch by the system clock (0 if it is set before 1970).
@@ -288,7 +344,7 @@ pub(crate) mod tests {
         let keys = TokenKeys::new(SECRET);
         let claims = Claims::new("alice", now_unix_secs(), 3600).unwrap();
         let token = keys.sign(&claims).unwrap();
-        assert_eq!(keys.check(&token), Ok(claims.clone()));
+        assert_eq!(keys.check(&token), Ok(Arc::new(claims.clone())));
         assert_eq!(claims.exp - claims.iat, 3600);
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::HS256);
@@ -407,6 +463,57 @@ pub(crate) mod tests {
         assert!(
             message.contains("malformed") && message.contains("`exp`"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_refused_once_it_expires() {
+        let keys = TokenKeys::new(SECRET);
+        // Valid for one more second past the leeway.
+        let token = forge(
+            SECRET,
+            Algorithm::HS256,
+            "alice",
+            10,
+            10 - JWT_LEEWAY_SECS + 1,
+        );
+        assert!(keys.check(&token).is_ok());
+        assert!(keys.check(&token).is_ok(), "remembered");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(refused(&keys, &token).contains("expired"));
+    }
+
+    #[test]
+    fn a_token_altered_after_its_original_was_remembered_is_refused() {
+        let keys = TokenKeys::new(SECRET);
+        let token = keys
+            .sign(&Claims::new("alice", now_unix_secs(), 3600).unwrap())
+            .unwrap();
+        assert!(keys.check(&token).is_ok());
+        let (unsigned, signature) = token.rsplit_once('.').unwrap();
+        let mut altered = signature.as_bytes().to_vec();
+        altered[0] = if altered[0] == b'A' { b'B' } else { b'A' };
+        let altered = format!("{unsigned}.{}", String::from_utf8(altered).unwrap());
+        assert!(refused(&keys, &altered).contains("signature"));
+        let other_key = forge(b"another secret", Algorithm::HS256, "alice", 0, 3600);
+        assert!(refused(&keys, &other_key).contains("signature"));
+        assert!(keys.check(&token).is_ok(), "the original still checks out");
+    }
+
+    #[test]
+    fn the_remembered_tokens_stay_within_their_bound() {
+        let keys = TokenKeys::new(SECRET);
+        let now = now_unix_secs();
+        for i in 0..VERIFIED_TOKENS_MAX + 10 {
+            let token = keys
+                .sign(&Claims::new(&format!("user{i}"), now, 3600).unwrap())
+                .unwrap();
+            assert_eq!(keys.check(&token).unwrap().sub, format!("user{i}"));
+        }
+        let remembered = keys.verified.read().unwrap().len();
+        assert!(
+            (1..=VERIFIED_TOKENS_MAX).contains(&remembered),
+            "{remembered}"
         );
     }
 }
