@@ -15,6 +15,7 @@ pub fn put_u64(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// Appends `value` zigzag-encoded.
+#[inline]
 pub fn put_i64(out: &mut Vec<u8>, value: i64) {
     put_u64(out, ((value << 1) ^ (value >> 63)) as u64);
 }
@@ -27,6 +28,7 @@ pub fn len_u64(value: u64) -> usize {
 }
 
 /// The encoded length of `value` zigzag-encoded.
+#[inline]
 pub fn len_i64(value: i64) -> usize {
     len_u64(((value << 1) ^ (value >> 63)) as u64)
 }
