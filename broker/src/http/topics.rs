@@ -426,14 +426,25 @@ pub async fn produce(
 fn produce_answer(placement: &[(u32, Offset)], durability: DurabilityOutcome) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + 36 * placement.len());
     let mut number = itoa::Buffer::new();
+    // `{"partition":<p>,"offset":`, made again only when the partition changes:
+    // messages of one partition come in runs.
+    let mut entry_start = Vec::with_capacity(40);
+    let mut entry_partition = None;
     out.extend_from_slice(b"{\"offsets\":[");
     for (i, &(partition, offset)) in placement.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+        if entry_partition != Some(partition) {
+            entry_partition = Some(partition);
+            entry_start.clear();
+            entry_start.extend_from_slice(b",{\"partition\":");
+            entry_start.extend_from_slice(number.format(partition).as_bytes());
+            entry_start.extend_from_slice(b",\"offset\":");
         }
-        out.extend_from_slice(b"{\"partition\":");
-        out.extend_from_slice(number.format(partition).as_bytes());
-        out.extend_from_slice(b",\"offset\":");
+        let start = if i == 0 {
+            entry_start.get(1..).unwrap_or_default()
+        } else {
+            &entry_start
+        };
+        out.extend_from_slice(start);
         out.extend_from_slice(number.format(offset.0).as_bytes());
         out.push(b'}');
     }
@@ -454,7 +465,14 @@ mod tests {
             DurabilityOutcome::Interval,
             DurabilityOutcome::None,
         ] {
-            let placement = [(0, Offset(0)), (2, Offset(u64::MAX)), (u32::MAX, Offset(7))];
+            let placement = [
+                (0, Offset(0)),
+                (0, Offset(1)),
+                (2, Offset(u64::MAX)),
+                (u32::MAX, Offset(7)),
+                (u32::MAX, Offset(8)),
+                (0, Offset(2)),
+            ];
             let text = produce_answer(&placement, durability);
             let parsed: ProduceResponse = serde_json::from_slice(&text).unwrap();
             let expected = ProduceResponse {
