@@ -267,13 +267,7 @@ mod tests {
                 held.push(stream);
             }
         });
-        let endpoint = Endpoint::new(&url).unwrap();
-        let mut connection = Connection::new(endpoint.clone(), Duration::from_millis(200));
-        let token = HeaderValue::from_static("Bearer t");
-        let error = connection
-            .get(endpoint.target("/v1/x").unwrap(), &token)
-            .await
-            .unwrap_err();
+        let error = failed_get(&url, Duration::from_millis(200)).await;
         assert!(
             matches!(
                 error.downcast_ref::<TransportError>(),
@@ -285,12 +279,7 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", closed.local_addr().unwrap());
         drop(closed);
-        let endpoint = Endpoint::new(&url).unwrap();
-        let mut connection = Connection::new(endpoint.clone(), Duration::from_secs(5));
-        let error = connection
-            .get(endpoint.target("/v1/x").unwrap(), &token)
-            .await
-            .unwrap_err();
+        let error = failed_get(&url, Duration::from_secs(5)).await;
         assert!(
             matches!(
                 error.downcast_ref::<TransportError>(),
@@ -298,6 +287,19 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    /// The error of a GET to the broker at `url` that must fail.
+    async fn failed_get(url: &str, timeout: Duration) -> anyhow::Error {
+        let endpoint = Endpoint::new(url).unwrap();
+        let mut connection = Connection::new(endpoint.clone(), timeout);
+        connection
+            .get(
+                endpoint.target("/v1/x").unwrap(),
+                &HeaderValue::from_static("Bearer t"),
+            )
+            .await
+            .unwrap_err()
     }
 
     #[test]
