@@ -29,6 +29,16 @@ pub struct PulledJson {
     count: usize,
     /// Key, value and (shown) header bytes of the messages written.
     payload_bytes: u64,
+    /// `{"partition":<p>,"offset":` for the partition of the last message taken:
+    /// the messages of one partition come in runs.
+    partition_start: Vec<u8>,
+    /// The partition `partition_start` is for.
+    partition: Option<u32>,
+    /// `<t>}` for the timestamp of the last message taken: the messages of one
+    /// produce request share theirs.
+    timestamp_end: Vec<u8>,
+    /// The timestamp `timestamp_end` is for.
+    timestamp: Option<i64>,
 }
 
 impl PulledJson {
@@ -43,6 +53,10 @@ impl PulledJson {
             buf,
             count: 0,
             payload_bytes: 0,
+            partition_start: Vec::with_capacity(32),
+            partition: None,
+            timestamp_end: Vec::with_capacity(24),
+            timestamp: None,
         }
     }
 
@@ -70,9 +84,14 @@ impl PullSink for PulledJson {
             out.push(b',');
         }
         self.count += 1;
-        out.extend_from_slice(b"{\"partition\":");
-        push_number(out, partition);
-        out.extend_from_slice(b",\"offset\":");
+        if self.partition != Some(partition) {
+            self.partition = Some(partition);
+            self.partition_start.clear();
+            self.partition_start.extend_from_slice(b"{\"partition\":");
+            push_number(&mut self.partition_start, partition);
+            self.partition_start.extend_from_slice(b",\"offset\":");
+        }
+        out.extend_from_slice(&self.partition_start);
         push_number(out, record.offset.0);
         out.extend_from_slice(b",\"key\":");
         let mut bytes = record.value.len();
@@ -110,8 +129,13 @@ impl PullSink for PulledJson {
             push_str(out, value);
         }
         out.extend_from_slice(b"},\"timestamp\":");
-        push_number(out, record.timestamp);
-        out.push(b'}');
+        if self.timestamp != Some(record.timestamp) {
+            self.timestamp = Some(record.timestamp);
+            self.timestamp_end.clear();
+            push_number(&mut self.timestamp_end, record.timestamp);
+            self.timestamp_end.push(b'}');
+        }
+        out.extend_from_slice(&self.timestamp_end);
         self.payload_bytes += bytes as u64;
     }
 }
@@ -235,8 +259,11 @@ mod tests {
         for (i, record) in batch.as_ref().records().enumerate() {
             let mut record = record.unwrap();
             record.offset = Offset(100 + i as u64);
-            direct.take(3, &record);
-            stored.push(StoredMessage::from_record(3, &record));
+            // Runs of partitions and of timestamps, and changes between them.
+            record.timestamp = 42 + (i / 2) as i64;
+            let partition = if i % 3 == 2 { 0 } else { 3 };
+            direct.take(partition, &record);
+            stored.push(StoredMessage::from_record(partition, &record));
         }
         let bytes = direct.payload_bytes();
         let mut via_serde = b"{\"messages\":".to_vec();
