@@ -147,8 +147,8 @@ enum Content {
 /// Whether a string's content is ASCII; `None` when it holds a control character,
 /// which JSON does not allow raw. Read as signed, a control character and every
 /// byte from 0x80 up are below 0x20, so one comparison per byte, over the whole
-/// string without an early exit (which the compiler turns into wide instructions),
-/// settles the usual case: message values are most of a produce body.
+/// string without an early exit, settles the usual case: message values are most
+/// of a produce body.
 fn content(bytes: &[u8]) -> Option<Content> {
     if !bytes
         .iter()
@@ -233,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn strings_are_read_alike_whatever_falls_where_in_a_word() {
+    fn strings_are_read_alike_wherever_a_special_byte_falls() {
         for special in ["\"", "\\\\", "\u{1}", "\u{1f}", "é", "\u{7f}", "€"] {
             for at in 0..20 {
                 let mut text = "a".repeat(at);
