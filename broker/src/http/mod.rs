@@ -113,13 +113,16 @@ fn app(broker: Arc<Broker>, cluster: ClusterView) -> (Router, Vec<(Method, Strin
         .add::<ops::__path_metrics, _, _>(ops::metrics)
         .add::<ops::__path_openapi, _, _>(ops::openapi)
         .add::<ops::__path_bench_noop, _, _>(ops::bench_noop);
-    let router = routes
-        .router
-        .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(axum::middleware::from_fn_with_state(
+    let mut router = routes.router.method_not_allowed_fallback(method_not_allowed);
+    if state.cluster.node().is_some() {
+        // Standalone, this node leads every log: no layer for requests to pass
+        // through (each layer costs every request a clone of the service below).
+        router = router.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             route::to_leader,
-        ))
+        ));
+    }
+    let router = router
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
             metrics::track,
