@@ -24,13 +24,15 @@
 //! when scraped, by a [`Collector`] that walks the topics and queues. The other
 //! counters are updated once per request, never per message.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -232,19 +234,60 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 /// Middleware: times each request and counts its answer. It runs as a route layer,
 /// where the matched route is known (405s included), and around the router's
 /// fallback, where no route matched and the request counts as [`UNMATCHED_ROUTE`].
-pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(req.method());
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(req).await;
-    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    metrics.observe(
-        method,
-        route,
-        response.status(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+/// A layer of its own rather than `from_fn`, which clones the service below on
+/// every request.
+#[derive(Clone, Debug)]
+pub struct TrackLayer(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            metrics: Arc::clone(&self.0),
+        }
+    }
+}
+
+/// The service [`TrackLayer`] wraps around another.
+#[derive(Clone, Debug)]
+pub struct Track<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> tower::Service<Request> for Track<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let started = Instant::now();
+        let method = method_label(req.method());
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let answer = self.inner.call(req);
+        let metrics = Arc::clone(&self.metrics);
+        Box::pin(async move {
+            let response = answer.await?;
+            let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+            metrics.observe(
+                method,
+                route,
+                response.status(),
+                started.elapsed().as_secs_f64(),
+            );
+            Ok(response)
+        })
+    }
 }
 
 /// `GET /metrics`.

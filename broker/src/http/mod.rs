@@ -123,15 +123,9 @@ fn app(broker: Arc<Broker>, cluster: ClusterView) -> (Router, Vec<(Method, Strin
         ));
     }
     let router = router
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state.metrics),
-            metrics::track,
-        ))
+        .route_layer(metrics::TrackLayer(Arc::clone(&state.metrics)))
         // The fallback is timed and counted too, under the route `unmatched`.
-        .fallback(not_found.layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state.metrics),
-            metrics::track,
-        )))
+        .fallback(not_found.layer(metrics::TrackLayer(Arc::clone(&state.metrics))))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state);
     (router, routes.operations)
