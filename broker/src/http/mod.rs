@@ -113,7 +113,9 @@ fn app(broker: Arc<Broker>, cluster: ClusterView) -> (Router, Vec<(Method, Strin
         .add::<ops::__path_metrics, _, _>(ops::metrics)
         .add::<ops::__path_openapi, _, _>(ops::openapi)
         .add::<ops::__path_bench_noop, _, _>(ops::bench_noop);
-    let mut router = routes.router.method_not_allowed_fallback(method_not_allowed);
+    let mut router = routes
+        .router
+        .method_not_allowed_fallback(method_not_allowed);
     if state.cluster.node().is_some() {
         // Standalone, this node leads every log: no layer for requests to pass
         // through (each layer costs every request a clone of the service below).
