@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use log_engine::{AppendInfo, FlushPolicy, Log, LogConfig, Offset, ReadBound, RecordBatch};
 
@@ -51,6 +51,35 @@ pub struct Partition {
     /// What this node appended as leader since the partition was opened; the
     /// metrics read it.
     pub appended: AppendedCounts,
+    /// Durable appends under way (see [`Partition::append`]).
+    durable_in_flight: AtomicUsize,
+}
+
+/// Whether an append is its request's only one, which lets a durable append run
+/// on the request's own thread (see [`Partition::append`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alone {
+    /// The request appends to this partition only.
+    Yes,
+    /// The request appends to other partitions at the same time.
+    No,
+}
+
+/// Counts one durable append under way until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl InFlight<'_> {
+    /// Counts one more; returns it and how many were under way before.
+    fn enter(count: &AtomicUsize) -> (InFlight<'_>, usize) {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        (InFlight(count), before)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Messages appended to a partition by [`Partition::append`] (produces, sends, dead
@@ -167,19 +196,28 @@ impl Partition {
             replica: Replica::open(dir, settings.clustered)?,
             flush_hint: Arc::clone(&settings.flush_hint),
             appended: AppendedCounts::default(),
+            durable_in_flight: AtomicUsize::new(0),
         })
     }
 
     /// Appends a batch whose messages carry `payload_bytes` of keys, values and
     /// client headers, and counts them in [`Partition::appended`]. With `fsync`
-    /// durability and `wait_durable`, returns after the batch is fsynced (on a
-    /// blocking thread; concurrent appends share the fsync). Consumers see the batch
-    /// once this returns.
+    /// durability and `wait_durable`, returns after the batch is fsynced;
+    /// concurrent appends share the fsync. Consumers see the batch once this
+    /// returns.
+    ///
+    /// The append and its fsync run on a blocking-pool thread, except for a
+    /// request's only append when no other durable append to the partition is
+    /// under way: that one runs on the request's own thread (`block_in_place`),
+    /// which saves the two hand-overs between threads a lone request would
+    /// otherwise wait for. Under concurrency the pool keeps the async workers free
+    /// while appends wait for their shared fsync.
     pub async fn append(
         &self,
         mut batch: RecordBatch,
         payload_bytes: u64,
         wait_durable: bool,
+        alone: Alone,
     ) -> Result<AppendInfo, ApiError> {
         let Some(epoch) = self.replica.leader_epoch() else {
             return Err(ApiError::new(
@@ -191,10 +229,17 @@ impl Partition {
             batch.set_leader_epoch(epoch);
         }
         let info = if wait_durable && self.durability == Durability::Fsync {
-            let log = Arc::clone(&self.log);
-            tokio::task::spawn_blocking(move || log.append_durable(&mut batch))
-                .await
-                .map_err(ApiError::internal)??
+            let (_counted, others) = InFlight::enter(&self.durable_in_flight);
+            let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread;
+            if alone == Alone::Yes && others == 0 && multi_thread {
+                tokio::task::block_in_place(|| self.log.append_durable(&mut batch))?
+            } else {
+                let log = Arc::clone(&self.log);
+                tokio::task::spawn_blocking(move || log.append_durable(&mut batch))
+                    .await
+                    .map_err(ApiError::internal)??
+            }
         } else {
             let info = self.log.append(&mut batch)?;
             self.flush_hint.set();
@@ -219,10 +264,11 @@ impl Partition {
         batch: RecordBatch,
         payload_bytes: u64,
         acks: Acks,
+        alone: Alone,
     ) -> Result<AppendInfo, AckFailure> {
         if acks != Acks::All || self.replica.is_standalone() {
             return self
-                .append(batch, payload_bytes, acks != Acks::None)
+                .append(batch, payload_bytes, acks != Acks::None, alone)
                 .await
                 .map_err(AckFailure::before_append);
         }
@@ -231,7 +277,7 @@ impl Partition {
             .map_err(AckFailure::before_append)?;
         let epoch = self.replica.leader_epoch();
         let info = self
-            .append(batch, payload_bytes, true)
+            .append(batch, payload_bytes, true, alone)
             .await
             .map_err(AckFailure::before_append)?;
         let last = Offset(info.next_offset().0.saturating_sub(1));
@@ -328,6 +374,49 @@ impl Partition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fsync_partition(dir: &Path) -> Arc<Partition> {
+        let settings = LogSettings {
+            segment_bytes: 1 << 20,
+            durability: Durability::Fsync,
+            ..LogSettings::default()
+        };
+        Arc::new(Partition::open(dir, 0, &settings).unwrap())
+    }
+
+    fn batch(value: &str) -> RecordBatch {
+        let mut builder = log_engine::RecordBatchBuilder::with_capacity(64);
+        builder
+            .push_with_headers(None, value.as_bytes(), std::iter::empty(), 1)
+            .unwrap();
+        builder.finish().unwrap()
+    }
+
+    /// A lone durable append runs on the request's thread, concurrent ones on the
+    /// blocking pool; either way each is stored once, in order, and fsynced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn durable_appends_alone_and_together_are_each_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = fsync_partition(dir.path());
+        let first = partition
+            .append(batch("a"), 1, true, Alone::Yes)
+            .await
+            .unwrap();
+        assert_eq!(first.base_offset, Offset(0));
+        let appends = (0..16).map(|i| {
+            let partition = Arc::clone(&partition);
+            let alone = if i % 2 == 0 { Alone::Yes } else { Alone::No };
+            tokio::spawn(async move { partition.append(batch("b"), 1, true, alone).await })
+        });
+        let mut offsets: Vec<u64> = Vec::new();
+        for append in appends {
+            offsets.push(append.await.unwrap().unwrap().base_offset.0);
+        }
+        offsets.sort_unstable();
+        assert_eq!(offsets, (1..17).collect::<Vec<u64>>());
+        assert_eq!(partition.durable_in_flight.load(Ordering::Acquire), 0);
+        assert_eq!(partition.log.durable_offset(), Offset(17));
+    }
 
     #[test]
     fn segments_roll_at_the_retention_age_within_bounds() {

@@ -9,7 +9,7 @@ use log_engine::Offset;
 use crate::error::ApiError;
 use crate::idempotency::{Failed, Placement, RequestKey, Stored};
 use crate::message::{self, NewMessage};
-use crate::partition::Partition;
+use crate::partition::{Alone, Partition};
 use crate::topic::Acks;
 
 /// Appends `messages`, each to partition `route(message)`, skipping those a cut-short
@@ -37,6 +37,11 @@ pub async fn append_routed(
         slot.push((i, m));
     }
     let idempotency = idempotency_key.map(|key| (key, messages.len()));
+    let alone = if routed.iter().filter(|msgs| !msgs.is_empty()).count() == 1 {
+        Alone::Yes
+    } else {
+        Alone::No
+    };
     let appends = routed
         .iter()
         .zip(partitions)
@@ -45,7 +50,10 @@ pub async fn append_routed(
             let batch = message::encode_batch(msgs, idempotency, &[], now_ms)
                 .map_err(|error| (error, None))?;
             let payload_bytes = msgs.iter().map(|(_, m)| m.payload_bytes()).sum();
-            match partition.append_acked(batch, payload_bytes, acks).await {
+            match partition
+                .append_acked(batch, payload_bytes, acks, alone)
+                .await
+            {
                 Ok(info) => Ok((partition.id, info.base_offset, msgs)),
                 Err(failed) => {
                     let appended = failed.appended.map(|i| (partition.id, i.base_offset, msgs));

@@ -64,7 +64,7 @@ use crate::error::{ApiError, BrokerError};
 use crate::fsutil;
 use crate::idempotency::{IdempotencyWindow, Placement};
 use crate::message::{self, NewMessage, StoredMessage};
-use crate::partition::{LogSettings, Partition};
+use crate::partition::{Alone, LogSettings, Partition};
 use crate::partitioner::partition_for_key;
 use crate::topic::Acks;
 
@@ -844,7 +844,12 @@ impl Queue {
                     let full = std::mem::take(&mut builder);
                     let full = full.finish().map_err(ApiError::internal)?;
                     partition
-                        .append_acked(full, std::mem::take(&mut payload_bytes), Acks::All)
+                        .append_acked(
+                            full,
+                            std::mem::take(&mut payload_bytes),
+                            Acks::All,
+                            Alone::No,
+                        )
                         .await
                         .map_err(|failure| failure.error)?;
                 }
@@ -852,7 +857,7 @@ impl Queue {
             if !builder.is_empty() {
                 let rest = builder.finish().map_err(ApiError::internal)?;
                 partition
-                    .append_acked(rest, payload_bytes, Acks::All)
+                    .append_acked(rest, payload_bytes, Acks::All, Alone::No)
                     .await
                     .map_err(|failure| failure.error)?;
             }
