@@ -131,29 +131,26 @@ pub fn encode_batch(
         RecordBatchBuilder::with_capacity(encoded_size_hint(messages, idempotency, extra));
     for &(index, message) in messages {
         let key = message.key.as_deref().map(str::as_bytes);
-        if message.headers.is_empty() && idempotency.is_none() && extra.is_empty() {
+        let pushed = if message.headers.is_empty() && idempotency.is_none() && extra.is_empty() {
             // Most messages: a builder made for no headers at all skips walking
             // the chain below, twice per message.
-            builder
-                .push_with_headers(key, &message.value, std::iter::empty(), now)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            continue;
-        }
-        let idem = idempotency.map(|(request, count)| {
-            format!(
-                "{index}/{count}/{:08x}:{}",
-                request.fingerprint, request.key
-            )
-        });
-        let headers = message
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_ref(), v.as_bytes()))
-            .chain(idem.iter().map(|v| (IDEMPOTENCY_HEADER, v.as_bytes())))
-            .chain(extra.iter().map(|(k, v)| (*k, v.as_bytes())));
-        builder
-            .push_with_headers(key, &message.value, headers, now)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            builder.push_with_headers(key, &message.value, std::iter::empty(), now)
+        } else {
+            let idem = idempotency.map(|(request, count)| {
+                format!(
+                    "{index}/{count}/{:08x}:{}",
+                    request.fingerprint, request.key
+                )
+            });
+            let headers = message
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_ref(), v.as_bytes()))
+                .chain(idem.iter().map(|v| (IDEMPOTENCY_HEADER, v.as_bytes())))
+                .chain(extra.iter().map(|(k, v)| (*k, v.as_bytes())));
+            builder.push_with_headers(key, &message.value, headers, now)
+        };
+        pushed.map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     builder
         .finish()

@@ -52,7 +52,7 @@ pub struct Partition {
     /// metrics read it.
     pub appended: AppendedCounts,
     /// Durable appends under way (see [`Partition::append`]).
-    durable_in_flight: AtomicUsize,
+    durable_in_flight: Arc<AtomicUsize>,
 }
 
 /// Whether an append is its request's only one, which lets a durable append run
@@ -65,18 +65,20 @@ pub enum Alone {
     No,
 }
 
-/// Counts one durable append under way until dropped.
-struct InFlight<'a>(&'a AtomicUsize);
+/// Counts one durable append under way until dropped: it goes with the append to
+/// the blocking pool, so that an append whose request was dropped meanwhile is
+/// still counted while it runs.
+struct InFlight(Arc<AtomicUsize>);
 
-impl InFlight<'_> {
+impl InFlight {
     /// Counts one more; returns it and how many were under way before.
-    fn enter(count: &AtomicUsize) -> (InFlight<'_>, usize) {
+    fn enter(count: &Arc<AtomicUsize>) -> (InFlight, usize) {
         let before = count.fetch_add(1, Ordering::AcqRel);
-        (InFlight(count), before)
+        (InFlight(Arc::clone(count)), before)
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -196,7 +198,7 @@ impl Partition {
             replica: Replica::open(dir, settings.clustered)?,
             flush_hint: Arc::clone(&settings.flush_hint),
             appended: AppendedCounts::default(),
-            durable_in_flight: AtomicUsize::new(0),
+            durable_in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -229,16 +231,22 @@ impl Partition {
             batch.set_leader_epoch(epoch);
         }
         let info = if wait_durable && self.durability == Durability::Fsync {
-            let (_counted, others) = InFlight::enter(&self.durable_in_flight);
+            let (counted, others) = InFlight::enter(&self.durable_in_flight);
             let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
                 == tokio::runtime::RuntimeFlavor::MultiThread;
             if alone == Alone::Yes && others == 0 && multi_thread {
-                tokio::task::block_in_place(|| self.log.append_durable(&mut batch))?
+                let appended = tokio::task::block_in_place(|| self.log.append_durable(&mut batch));
+                drop(counted);
+                appended?
             } else {
                 let log = Arc::clone(&self.log);
-                tokio::task::spawn_blocking(move || log.append_durable(&mut batch))
-                    .await
-                    .map_err(ApiError::internal)??
+                tokio::task::spawn_blocking(move || {
+                    let appended = log.append_durable(&mut batch);
+                    drop(counted);
+                    appended
+                })
+                .await
+                .map_err(ApiError::internal)??
             }
         } else {
             let info = self.log.append(&mut batch)?;
