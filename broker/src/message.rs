@@ -134,7 +134,7 @@ pub fn encode_batch(
         let pushed = if message.headers.is_empty() && idempotency.is_none() && extra.is_empty() {
             // Most messages: a builder made for no headers at all skips walking
             // the chain below, twice per message.
-            builder.push_with_headers(key, &message.value, std::iter::empty(), now)
+            builder.push(key, &message.value, now)
         } else {
             let idem = idempotency.map(|(request, count)| {
                 format!(

@@ -1,6 +1,8 @@
 //! Routing key -> partition: Kafka's murmur2 hash, so a key lands on the partition a
 //! Kafka producer would pick, and messages of one key stay in order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 /// Kafka's murmur2 (seed `0x9747b28c`) of `data`.
 pub fn murmur2(data: &[u8]) -> u32 {
     const SEED: u32 = 0x9747_b28c;
@@ -45,6 +47,17 @@ pub fn murmur2(data: &[u8]) -> u32 {
 /// one): `(murmur2(key) & 0x7fffffff) % partitions`, as Kafka's default partitioner.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// The partition a message goes to among `partitions`: by its key's hash
+/// ([`partition_for_key`]), or without a key each in turn, counted by `keyless`.
+/// With one partition, no shared counter is bumped (and contended for) per message.
+pub fn route(key: Option<&[u8]>, partitions: u32, keyless: &AtomicU64) -> u32 {
+    match key {
+        Some(key) => partition_for_key(key, partitions),
+        None if partitions <= 1 => 0,
+        None => (keyless.fetch_add(1, Ordering::Relaxed) % u64::from(partitions)) as u32,
+    }
 }
 
 #[cfg(test)]

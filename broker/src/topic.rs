@@ -14,7 +14,6 @@ use crate::idempotency::{IdempotencyWindow, Placement};
 use crate::message::{self, NewMessage};
 use crate::names;
 use crate::partition::{LogSettings, Partition};
-use crate::partitioner::partition_for_key;
 use crate::subscription::{StartAt, Subscription};
 
 /// The most partitions a topic or queue may have.
@@ -206,12 +205,7 @@ impl Topic {
     /// The partition a message goes to: by key hash, or in turn without a key.
     pub fn route(&self, key: Option<&str>) -> u32 {
         let count = self.partitions.len() as u32;
-        match key {
-            Some(key) => partition_for_key(key.as_bytes(), count),
-            None => {
-                (self.next_keyless.fetch_add(1, Ordering::Relaxed) % u64::from(count.max(1))) as u32
-            }
-        }
+        crate::partitioner::route(key.map(str::as_bytes), count, &self.next_keyless)
     }
 
     /// Appends messages, each to the partition its key picks, and returns each one's

@@ -23,8 +23,10 @@ pub fn put_i64(out: &mut Vec<u8>, value: i64) {
 /// The encoded length of `value` as unsigned LEB128.
 #[inline]
 pub fn len_u64(value: u64) -> usize {
-    let bits = 64 - (value | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    // One byte per started 7 bits of the highest set bit's position `p`: that is
+    // (p * 9 + 73) / 64 for p in 0..=63, without a division.
+    let highest = 63 - (value | 1).leading_zeros() as usize;
+    (highest * 9 + 73) / 64
 }
 
 /// The encoded length of `value` zigzag-encoded.
@@ -68,6 +70,18 @@ pub fn get_i64(buf: &[u8]) -> Option<(i64, usize)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn lengths_are_right_on_each_side_of_every_power_of_two() {
+        for shift in 0..64 {
+            for value in [(1u64 << shift) - 1, 1u64 << shift, (1u64 << shift) + 1] {
+                let mut buf = Vec::new();
+                put_u64(&mut buf, value);
+                assert_eq!(len_u64(value), buf.len(), "{value}");
+            }
+        }
+        assert_eq!(len_u64(u64::MAX), VARINT_LEN_MAX);
+    }
 
     proptest! {
         #[test]

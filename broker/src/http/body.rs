@@ -173,10 +173,7 @@ impl<'a> MessageIn<'a> {
 /// The messages to store, in request order; a 400 for the first bad one, and for an
 /// empty list.
 pub fn new_messages(messages: Vec<MessageIn<'_>>) -> Result<Vec<NewMessage<'_>>, ApiError> {
-    if messages.is_empty() {
-        return Err(ApiError::bad_request("messages must not be empty"));
-    }
-    messages
+    not_empty(messages)?
         .into_iter()
         .enumerate()
         .map(|(i, m)| {
@@ -186,6 +183,14 @@ pub fn new_messages(messages: Vec<MessageIn<'_>>) -> Result<Vec<NewMessage<'_>>,
             Ok(m)
         })
         .collect()
+}
+
+/// The messages of a request; a 400 when there are none.
+pub fn not_empty<T>(messages: Vec<T>) -> Result<Vec<T>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_request("messages must not be empty"));
+    }
+    Ok(messages)
 }
 
 /// Runs the append of a request that carries an `Idempotency-Key` to its end, even

@@ -275,17 +275,22 @@ impl JsonBody {
         parse(&self.0)
     }
 
-    /// A produce or send body as `T`: one of the plain shape
-    /// (`fast_body::plain_messages`) made into `T` by `plain`, anything
-    /// else parsed by serde, whose answer (or 400) then counts.
+    /// The messages of a produce or send body, ready to store, and the request
+    /// as `T` when serde read it. A body of the plain shape
+    /// (`fast_body::plain_messages`) is read straight into messages (there is
+    /// nothing else in it); anything else is parsed by serde, whose answer (or
+    /// 400) then counts, and `messages_of` takes its messages out. A 400 for an
+    /// empty list and for the first bad message.
     pub fn parse_messages<'a, T: Deserialize<'a>>(
         &'a self,
-        plain: impl FnOnce(Vec<super::body::MessageIn<'a>>) -> T,
-    ) -> Result<T, ApiError> {
-        match super::fast_body::plain_messages(&self.0) {
-            Some(messages) => Ok(plain(messages)),
-            None => self.parse(),
+        messages_of: impl FnOnce(&mut T) -> Vec<super::body::MessageIn<'a>>,
+    ) -> Result<(Vec<crate::message::NewMessage<'a>>, Option<T>), ApiError> {
+        if let Some(messages) = super::fast_body::plain_messages(&self.0) {
+            return super::body::not_empty(messages).map(|messages| (messages, None));
         }
+        let mut request: T = self.parse()?;
+        let messages = super::body::new_messages(messages_of(&mut request))?;
+        Ok((messages, Some(request)))
     }
 }
 

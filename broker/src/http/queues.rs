@@ -455,8 +455,8 @@ pub async fn send(
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let req = body.parse_messages(|messages| SendRequest { messages })?;
-    let messages = body::new_messages(req.messages)?;
+    let (messages, _) =
+        body.parse_messages(|req: &mut SendRequest<'_>| std::mem::take(&mut req.messages))?;
     let queue = lookup(&app, &caller, &name, Action::Produce)?;
     let count = messages.len();
     let placement = match key {

@@ -394,13 +394,10 @@ pub async fn produce(
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let req = body.parse_messages(|messages| ProduceRequest {
-        messages,
-        acks: None,
-    })?;
-    let messages = body::new_messages(req.messages)?;
+    let (messages, req) =
+        body.parse_messages(|req: &mut ProduceRequest<'_>| std::mem::take(&mut req.messages))?;
     let topic = lookup(&app, &caller, &name, Action::Produce)?;
-    let acks: Acks = req.acks.unwrap_or_default().into();
+    let acks: Acks = req.and_then(|req| req.acks).unwrap_or_default().into();
     let placement = match key {
         None => topic.produce(&messages, acks, None).await?,
         Some(key) => {

@@ -65,7 +65,6 @@ use crate::fsutil;
 use crate::idempotency::{IdempotencyWindow, Placement};
 use crate::message::{self, NewMessage, StoredMessage};
 use crate::partition::{Alone, LogSettings, Partition};
-use crate::partitioner::partition_for_key;
 use crate::topic::Acks;
 
 /// The file that holds a queue's [`QueueSpec`].
@@ -489,13 +488,7 @@ impl Queue {
     /// The partition a message goes to: by key hash, or in turn without a key.
     pub fn route(&self, key: Option<&[u8]>) -> u32 {
         let count = self.partitions.len() as u32;
-        match key {
-            Some(key) => partition_for_key(key, count),
-            None => {
-                let n = self.next_keyless.fetch_add(1, Ordering::Relaxed);
-                (n % u64::from(count.max(1))) as u32
-            }
-        }
+        crate::partitioner::route(key, count, &self.next_keyless)
     }
 
     /// Appends messages, each to the partition its key picks, and returns each one's
