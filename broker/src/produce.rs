@@ -26,7 +26,12 @@ pub async fn append_routed(
     stored: &Stored,
     now_ms: i64,
 ) -> Result<Placement, Failed> {
-    let mut routed: Vec<Vec<(usize, &NewMessage<'_>)>> = vec![Vec::new(); partitions.len()];
+    // Room for an even share each (all of them for one partition), so that the
+    // usual request grows no list.
+    let share = messages.len().div_ceil(partitions.len().max(1));
+    let mut routed: Vec<Vec<(usize, &NewMessage<'_>)>> = (0..partitions.len())
+        .map(|_| Vec::with_capacity(share))
+        .collect();
     for (i, m) in messages.iter().enumerate() {
         if stored.contains_key(&i) {
             continue;
