@@ -118,7 +118,7 @@ impl BatchHeader {
         let head: &[u8; HEADER_LEN] = buf
             .get(..HEADER_LEN)
             .and_then(|h| h.try_into().ok())
-            .ok_or_else(|| Error::InvalidBatch {
+            .ok_or(Error::InvalidBatch {
                 reason: "shorter than a batch header",
             })?;
         let header = BatchHeader {
@@ -212,11 +212,9 @@ impl<'a> BatchRef<'a> {
     pub fn parse(buf: &'a [u8], verify_crc: bool) -> Result<(BatchRef<'a>, &'a [u8])> {
         let header = BatchHeader::parse(buf)?;
         let total = header.total_len();
-        let (bytes, rest) = buf
-            .split_at_checked(total)
-            .ok_or_else(|| Error::InvalidBatch {
-                reason: "batch extends past the end of the buffer",
-            })?;
+        let (bytes, rest) = buf.split_at_checked(total).ok_or(Error::InvalidBatch {
+            reason: "batch extends past the end of the buffer",
+        })?;
         let batch = BatchRef { header, bytes };
         if verify_crc {
             batch.verify_crc()?;
@@ -683,11 +681,13 @@ impl RecordBatchBuilder {
             self.first_timestamp = timestamp;
             self.max_timestamp = timestamp;
         }
-        timestamp
-            .checked_sub(self.first_timestamp)
-            .ok_or_else(|| Error::InvalidBatch {
+        // A match, not `ok_or`: that builds (and drops) the error on every record.
+        match timestamp.checked_sub(self.first_timestamp) {
+            Some(delta) => Ok(delta),
+            None => Err(Error::InvalidBatch {
                 reason: "timestamp delta overflows",
-            })
+            }),
+        }
     }
 
     /// Appends a record.

@@ -421,34 +421,75 @@ pub async fn produce(
 /// The JSON of a [`ProduceResponse`], written by hand: it is on every produce, and
 /// serde spends more on its field names than on its numbers.
 fn produce_answer(placement: &[(u32, Offset)], durability: DurabilityOutcome) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + 36 * placement.len());
-    let mut number = itoa::Buffer::new();
-    // `{"partition":<p>,"offset":`, made again only when the partition changes:
-    // messages of one partition come in runs.
-    let mut entry_start = Vec::with_capacity(40);
-    let mut entry_partition = None;
+    let mut out = Vec::with_capacity(48 + 40 * placement.len());
+    let mut entry = OffsetEntry::default();
     out.extend_from_slice(b"{\"offsets\":[");
     for (i, &(partition, offset)) in placement.iter().enumerate() {
-        if entry_partition != Some(partition) {
-            entry_partition = Some(partition);
-            entry_start.clear();
-            entry_start.extend_from_slice(b",{\"partition\":");
-            entry_start.extend_from_slice(number.format(partition).as_bytes());
-            entry_start.extend_from_slice(b",\"offset\":");
-        }
-        let start = if i == 0 {
-            entry_start.get(1..).unwrap_or_default()
+        let text = entry.of(partition, offset);
+        // The first entry without its leading comma.
+        out.extend_from_slice(if i == 0 {
+            text.get(1..).unwrap_or_default()
         } else {
-            &entry_start
-        };
-        out.extend_from_slice(start);
-        out.extend_from_slice(number.format(offset.0).as_bytes());
-        out.push(b'}');
+            text
+        });
     }
     out.extend_from_slice(b"],\"durability\":\"");
     out.extend_from_slice(durability.as_str().as_bytes());
     out.extend_from_slice(b"\"}");
     out
+}
+
+/// One entry of a produce answer, `,{"partition":<p>,"offset":<n>}`, kept written:
+/// a request's messages come in runs of consecutive offsets of one partition, and
+/// for the next offset of a run only its last digits change, in place.
+#[derive(Debug, Default)]
+struct OffsetEntry {
+    text: Vec<u8>,
+    /// Where the offset's digits start in `text`.
+    digits_at: usize,
+    /// The partition and offset `text` holds.
+    holds: Option<(u32, Offset)>,
+}
+
+impl OffsetEntry {
+    /// The entry for `offset` in `partition`.
+    fn of(&mut self, partition: u32, offset: Offset) -> &[u8] {
+        let next_in_run = self
+            .holds
+            .is_some_and(|(p, o)| p == partition && o.0.checked_add(1) == Some(offset.0));
+        if !(next_in_run && self.count_up()) {
+            let mut number = itoa::Buffer::new();
+            self.text.clear();
+            self.text.extend_from_slice(b",{\"partition\":");
+            self.text
+                .extend_from_slice(number.format(partition).as_bytes());
+            self.text.extend_from_slice(b",\"offset\":");
+            self.digits_at = self.text.len();
+            self.text
+                .extend_from_slice(number.format(offset.0).as_bytes());
+            self.text.push(b'}');
+        }
+        self.holds = Some((partition, offset));
+        &self.text
+    }
+
+    /// Adds one to the offset written in `text`; false, leaving `text` to be
+    /// written anew, when that takes another digit (all nines).
+    fn count_up(&mut self) -> bool {
+        let end = self.text.len().saturating_sub(1);
+        let Some(digits) = self.text.get_mut(self.digits_at..end) else {
+            return false;
+        };
+        for digit in digits.iter_mut().rev() {
+            if *digit == b'9' {
+                *digit = b'0';
+            } else {
+                *digit += 1;
+                return true;
+            }
+        }
+        false
+    }
 }
 
 #[cfg(test)]
@@ -462,14 +503,20 @@ mod tests {
             DurabilityOutcome::Interval,
             DurabilityOutcome::None,
         ] {
-            let placement = [
+            let mut placement = vec![
                 (0, Offset(0)),
                 (0, Offset(1)),
                 (2, Offset(u64::MAX)),
                 (u32::MAX, Offset(7)),
                 (u32::MAX, Offset(8)),
                 (0, Offset(2)),
+                (0, Offset(2)),
+                (0, Offset(1)),
             ];
+            // Runs that carry into every digit, and one that takes another digit.
+            for start in [7, 97, 1_997, 9_999_999_997, u64::MAX - 2] {
+                placement.extend((start..=start.saturating_add(4)).map(|o| (1, Offset(o))));
+            }
             let text = produce_answer(&placement, durability);
             let parsed: ProduceResponse = serde_json::from_slice(&text).unwrap();
             let expected = ProduceResponse {
