@@ -630,43 +630,9 @@ impl RecordBatchBuilder {
         self.bytes.len()
     }
 
-    /// Appends a record without headers: the same bytes as
-    /// [`RecordBatchBuilder::push_with_headers`] with none, without the work for
-    /// headers.
+    /// Appends a record without headers.
     pub fn push(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: TimestampMs) -> Result<()> {
-        let delta = self.timestamp_delta(timestamp)?;
-        let key_len: i64 = key.map_or(-1, |k| k.len() as i64);
-        let body_len = 1
-            + varint::len_i64(delta)
-            + varint::len_u64(u64::from(self.count))
-            + varint::len_i64(key_len)
-            + key.map_or(0, <[u8]>::len)
-            + varint::len_u64(value.len() as u64)
-            + value.len()
-            + 1;
-        let total = self.bytes.len() + varint::len_u64(body_len as u64) + body_len;
-        if total > BATCH_BYTES_MAX {
-            return Err(Error::BatchTooLarge {
-                size: total,
-                limit: BATCH_BYTES_MAX as u32,
-            });
-        }
-        let out = &mut self.bytes;
-        out.reserve(total - out.len());
-        varint::put_u64(out, body_len as u64);
-        out.push(0);
-        varint::put_i64(out, delta);
-        varint::put_u64(out, u64::from(self.count));
-        varint::put_i64(out, key_len);
-        if let Some(key) = key {
-            out.extend_from_slice(key);
-        }
-        varint::put_u64(out, value.len() as u64);
-        out.extend_from_slice(value);
-        out.push(0);
-        self.count += 1;
-        self.max_timestamp = self.max_timestamp.max(timestamp);
-        Ok(())
+        self.push_with_headers(key, value, std::iter::empty(), timestamp)
     }
 
     /// The delta of a record's `timestamp` from the batch's first (the record's own
@@ -830,35 +796,6 @@ mod tests {
             let i = 8 + at.index(bytes.len() - 8);
             bytes[i] ^= 1 << bit;
             prop_assert!(RecordBatch::from_bytes(bytes).is_err());
-        }
-
-        #[test]
-        fn records_without_headers_encode_alike_by_either_push(
-            records in proptest::collection::vec((
-                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
-                proptest::collection::vec(any::<u8>(), 0..300),
-                -(1i64 << 40)..1 << 40,
-            ), 1..20),
-        ) {
-            let mut plain = RecordBatchBuilder::new();
-            let mut general = RecordBatchBuilder::new();
-            for (key, value, ts) in &records {
-                let timestamp = (1i64 << 41) + ts;
-                plain.push(key.as_deref(), value, timestamp).unwrap();
-                general
-                    .push_with_headers(key.as_deref(), value, std::iter::empty(), timestamp)
-                    .unwrap();
-            }
-            let plain = plain.finish().unwrap();
-            let general = general.finish().unwrap();
-            prop_assert_eq!(plain.as_bytes(), general.as_bytes());
-            let values: Vec<Vec<u8>> = plain
-                .as_ref()
-                .records()
-                .map(|r| r.unwrap().value.to_vec())
-                .collect();
-            let expected: Vec<Vec<u8>> = records.iter().map(|(_, v, _)| v.clone()).collect();
-            prop_assert_eq!(values, expected);
         }
 
         #[test]
