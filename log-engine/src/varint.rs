@@ -23,8 +23,8 @@ pub fn put_i64(out: &mut Vec<u8>, value: i64) {
 /// The encoded length of `value` as unsigned LEB128.
 #[inline]
 pub fn len_u64(value: u64) -> usize {
-    // One byte per started 7 bits of the highest set bit's position `p`: that is
-    // (p * 9 + 73) / 64 for p in 0..=63, without a division.
+    // One byte per 7 bits up to the highest set bit, at position `p`: p / 7 + 1,
+    // which (p * 9 + 73) / 64 equals for every p in 0..=63, without a division.
     let highest = 63 - (value | 1).leading_zeros() as usize;
     (highest * 9 + 73) / 64
 }

@@ -2,11 +2,10 @@
 //! `{"messages": [{"value": "...", "key": "..."}, ...]}` with plain strings (no
 //! escapes) and no other fields. It reads that shape straight into borrowed
 //! [`NewMessage`]s, the messages to store, without serde's field matching per
-//! message. Anything else
-//! (headers, encodings, `acks`, escapes, numbers, a second field of the same name,
-//! bad UTF-8) gives `None`, and the caller parses with serde, whose answer then
-//! counts; a property test checks that whenever this gives messages, serde gives
-//! the same.
+//! message. Anything else (headers, encodings, `acks`, escapes, numbers, a second
+//! field of the same name, bad UTF-8) gives `None`, and the caller parses with
+//! serde, whose answer then counts; a property test checks that whenever this
+//! gives messages, serde gives the same.
 
 use std::borrow::Cow;
 
@@ -95,17 +94,17 @@ impl<'a> Scanner<'a> {
             self.at += stop + 1;
             return Some(text);
         }
+        // A backslash, a control character or a non-ASCII byte came first.
         let len = memchr::memchr2(b'"', b'\\', rest)?;
         if rest.get(len) != Some(&b'"') {
             return None;
         }
         let raw = rest.get(..len)?;
-        let text = match content(raw)? {
-            // SAFETY: `content` found every byte of `raw` below 0x80: ASCII, which
-            // is valid UTF-8.
-            Content::Ascii => unsafe { std::str::from_utf8_unchecked(raw) },
-            Content::Other => std::str::from_utf8(raw).ok()?,
-        };
+        // JSON allows no raw control character; the rest must be valid UTF-8.
+        if raw.iter().any(|&b| b < 0x20) {
+            return None;
+        }
+        let text = std::str::from_utf8(raw).ok()?;
         self.at += len + 1;
         Some(text)
     }
@@ -207,32 +206,6 @@ fn first_special_sse2(bytes: &[u8]) -> Option<usize> {
 #[cfg(not(target_arch = "x86_64"))]
 fn first_special(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| is_special(b))
-}
-
-/// What a string's bytes hold, besides no control character.
-enum Content {
-    /// ASCII only.
-    Ascii,
-    /// Some byte at or above 0x80: UTF-8 to validate.
-    Other,
-}
-
-/// Whether a string's content is ASCII; `None` when it holds a control character,
-/// which JSON does not allow raw. Read as signed, a control character and every
-/// byte from 0x80 up are below 0x20, so one comparison per byte, over the whole
-/// string without an early exit, settles the usual case: message values are most
-/// of a produce body.
-fn content(bytes: &[u8]) -> Option<Content> {
-    if !bytes
-        .iter()
-        .fold(false, |seen, &b| seen | ((b as i8) < 0x20))
-    {
-        return Some(Content::Ascii);
-    }
-    if bytes.iter().any(|&b| b < 0x20) {
-        return None;
-    }
-    Some(Content::Other)
 }
 
 #[cfg(test)]
