@@ -394,9 +394,7 @@ mod tests {
 
     fn batch(value: &str) -> RecordBatch {
         let mut builder = log_engine::RecordBatchBuilder::with_capacity(64);
-        builder
-            .push_with_headers(None, value.as_bytes(), std::iter::empty(), 1)
-            .unwrap();
+        builder.push(None, value.as_bytes(), 1).unwrap();
         builder.finish().unwrap()
     }
 
