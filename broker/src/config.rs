@@ -81,6 +81,12 @@ pub struct BrokerConfig {
     pub flush_interval_ms: u64,
     /// The size at which a partition's segment rolls. Defaults to 256 MiB.
     pub segment_bytes: u64,
+    /// The newest bytes of each partition's log kept in the page cache once
+    /// fsynced: consumers near the end read from memory, older reads go to the
+    /// disk, and a fast producer recycles a bounded set of cached pages instead of
+    /// filling memory with its log. 0 leaves the page cache to the kernel. Defaults
+    /// to 256 MiB.
+    pub cache_window_bytes: u64,
     /// How long an `Idempotency-Key` is remembered: 1 ms to
     /// [`IDEMPOTENCY_WINDOW_MS_MAX`]. Defaults to 10 minutes.
     pub idempotency_window_ms: u64,
@@ -132,6 +138,7 @@ impl Default for BrokerConfig {
             durability: Durability::Fsync,
             flush_interval_ms: 100,
             segment_bytes: 256 << 20,
+            cache_window_bytes: 256 << 20,
             idempotency_window_ms: 10 * 60 * 1000,
             maintenance_interval_ms: 1000,
             zookeeper: None,
@@ -178,6 +185,10 @@ pub struct ServeArgs {
     /// Segment size in bytes [default: 256 MiB].
     #[arg(long, env = "BROKER_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
+    /// Newest bytes of each partition kept in the page cache once fsynced; 0: the
+    /// kernel decides [default: 256 MiB].
+    #[arg(long, env = "BROKER_CACHE_WINDOW_BYTES")]
+    pub cache_window_bytes: Option<u64>,
     /// How long idempotency keys are remembered, in ms, at most 7 days
     /// [default: 600000].
     #[arg(long, env = "BROKER_IDEMPOTENCY_WINDOW_MS")]
@@ -244,6 +255,7 @@ impl BrokerConfig {
             durability,
             flush_interval_ms,
             segment_bytes,
+            cache_window_bytes,
             idempotency_window_ms,
             maintenance_interval_ms,
             zookeeper_chroot,
@@ -280,6 +292,11 @@ impl BrokerConfig {
     pub fn from_file(path: &Path) -> Result<BrokerConfig, BrokerError> {
         let text = std::fs::read_to_string(path).map_err(|e| BrokerError::io(path, e))?;
         toml::from_str(&text).map_err(|e| BrokerError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The page cache window of partition logs, `None` when the kernel decides.
+    pub fn cache_window(&self) -> Option<u64> {
+        (self.cache_window_bytes > 0).then_some(self.cache_window_bytes)
     }
 
     /// The settings of [`crate::auth::Auth`] this configuration gives.

@@ -141,6 +141,9 @@ pub struct LogSettings {
     pub retention_bytes: Option<u64>,
     /// Durability of appends.
     pub durability: Durability,
+    /// The newest bytes of each log kept in the page cache once fsynced; `None`:
+    /// the kernel decides ([`LogConfig::cache_window_bytes`]).
+    pub cache_window_bytes: Option<u64>,
     /// Raised by appends the flusher must fsync; shared by a broker's partitions.
     pub flush_hint: Arc<FlushHint>,
     /// Whether the broker is a cluster member: its partitions then open offline and
@@ -184,6 +187,7 @@ impl Partition {
             // The broker locks its whole data directory instead: one descriptor
             // per log fewer.
             lock_directory: false,
+            cache_window_bytes: settings.cache_window_bytes,
             ..LogConfig::default()
         };
         let log = Log::open(dir, config)?;

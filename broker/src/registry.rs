@@ -152,6 +152,7 @@ impl Broker {
             retention_ms: None,
             retention_bytes: None,
             durability: self.config.durability,
+            cache_window_bytes: self.config.cache_window(),
             flush_hint: Arc::clone(&self.flush_hint),
             clustered: self.config.zookeeper.is_some(),
         }

@@ -82,6 +82,13 @@ pub struct LogConfig {
     /// a parent directory itself (the broker locks its data directory) turns it off.
     /// Defaults to true.
     pub lock_directory: bool,
+    /// Once data is fsynced, the log asks the kernel to drop it from the page cache
+    /// except for the newest this many bytes of the log, which readers near the end
+    /// still find in memory; older reads go to the disk. A log written fast then
+    /// recycles a bounded set of cached pages instead of growing the cache into
+    /// memory it has not touched. Defaults to none: the kernel decides, as it does
+    /// for any file.
+    pub cache_window_bytes: Option<u64>,
 }
 
 /// 1 GiB.
@@ -103,6 +110,7 @@ impl Default for LogConfig {
             retention_bytes_max: None,
             retention_ms_max: Some(WEEK_MS),
             lock_directory: true,
+            cache_window_bytes: None,
         }
     }
 }

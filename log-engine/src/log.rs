@@ -27,6 +27,11 @@ const RECOVERY_POINT_INTERVAL_MS: i64 = 1000;
 /// bound, since each truncation is a new chance of the same race.
 const READ_ATTEMPTS_MAX: u32 = 3;
 
+/// The fewest bytes of the active segment [`Log::release_cache`] asks the kernel to
+/// drop at once: each call costs about 40 us per MiB here, and fewer, larger calls
+/// keep it off the appends' way.
+pub const CACHE_DROP_MIN: u64 = 4 << 20;
+
 /// Which watermark bounds a read or a wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadBound {
@@ -269,6 +274,9 @@ impl Log {
             // honest. After a clean close everything already is.
             active.sync()?;
             checkpoint::sync_dir(&dir)?;
+        }
+        for segment in &segments {
+            segment.adopt();
         }
         recovery_point.store(end)?;
         let now = clock.now_ms();
@@ -603,15 +611,52 @@ impl Log {
         by_count || by_time
     }
 
-    /// Fsyncs everything appended so far.
+    /// Fsyncs everything appended so far; then drops what the cache window no
+    /// longer holds ([`Log::release_cache`]).
     pub fn flush(&self) -> Result<()> {
         loop {
             let since = self.truncations.load(Ordering::Acquire);
             match self.sync_to(self.log_end_offset(), since) {
                 // Cut meanwhile: sync what is left.
                 Err(Error::Truncated { .. }) => continue,
-                other => return other,
+                Err(error) => return Err(error),
+                Ok(()) => {
+                    self.release_cache();
+                    return Ok(());
+                }
             }
+        }
+    }
+
+    /// With [`LogConfig::cache_window_bytes`] set, asks the kernel to drop from the
+    /// page cache the fsynced bytes older than the newest `cache_window_bytes` of
+    /// the log, at least [`CACHE_DROP_MIN`] at a time (or a sealed segment's rest).
+    /// [`Log::flush`] and [`Log::checkpoint`] call it; it walks the segments from the
+    /// newest and stops at the first one already dropped whole, so it costs a few
+    /// atomic loads when there is nothing to drop.
+    pub fn release_cache(&self) {
+        let Some(window) = self.config.cache_window_bytes else {
+            return;
+        };
+        let segments = self.snapshot();
+        let Some(last) = segments.len().checked_sub(1) else {
+            return;
+        };
+        let mut newer = 0u64;
+        for (i, segment) in segments.iter().enumerate().rev() {
+            let size = segment.size();
+            let dropped = segment.cache_dropped();
+            let sealed = i < last;
+            if sealed && dropped >= size {
+                // Older segments were dropped whole before this one.
+                break;
+            }
+            let keep_from = size.saturating_sub(window.saturating_sub(newer));
+            let end = keep_from.min(segment.synced());
+            if end >= dropped.saturating_add(CACHE_DROP_MIN) || (sealed && end == size) {
+                segment.drop_cache_below(end);
+            }
+            newer = newer.saturating_add(size);
         }
     }
 
@@ -726,13 +771,15 @@ impl Log {
 
     /// Writes the recovery point if the rate limit held it back (a sync made more of
     /// the log durable than the file says) and a second has passed since its last
-    /// write. Costs two atomic loads when nothing is pending, so a caller's periodic
-    /// timer can call it often: the log owns no thread, and after a burst of syncs
-    /// followed by silence no later sync would write it. A stale recovery point loses
+    /// write, and drops what the cache window no longer holds
+    /// ([`Log::release_cache`]). Costs a few atomic loads when nothing is pending, so
+    /// a caller's periodic timer can call it often: the log owns no thread, and after
+    /// a burst of syncs followed by silence no later sync would write it. A stale recovery point loses
     /// nothing but makes recovery after a crash scan more, and treat damage in synced
     /// records as a torn tail. An error (the write failed) is only reported: the log
     /// goes on, and a later call tries again.
     pub fn checkpoint(&self) -> Result<()> {
+        self.release_cache();
         let now = self.clock.now_ms();
         if !self.recovery_point_due(now) {
             return Ok(());

@@ -47,6 +47,11 @@ pub(crate) struct Segment {
     /// The end of the file's space reserved ahead of its size (only the writer
     /// touches it); `u64::MAX` once the file system refused.
     preallocated: AtomicU64,
+    /// Bytes from the start known to be on disk: the size before the last fsync.
+    synced: AtomicU64,
+    /// Bytes from the start the page cache was asked to drop (see
+    /// [`Segment::drop_cache_below`]).
+    cache_dropped: AtomicU64,
 }
 
 /// The least and the most space an active segment reserves ahead of its end at a
@@ -54,6 +59,10 @@ pub(crate) struct Segment {
 /// little traffic reserves little.
 const PREALLOCATE_MIN: u64 = 64 * 1024;
 const PREALLOCATE_MAX: u64 = 4 * 1024 * 1024;
+
+/// The page size the cache is dropped in (4 KiB on the usual systems; a larger
+/// page only leaves a page more in the cache).
+const PAGE_BYTES: u64 = 4096;
 
 /// Where a scan of a segment's batches stopped.
 #[derive(Debug)]
@@ -96,6 +105,8 @@ impl Segment {
             next_offset: AtomicU64::new(base.0),
             max_timestamp: AtomicI64::new(i64::MIN),
             preallocated: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            cache_dropped: AtomicU64::new(0),
         })
     }
 
@@ -498,6 +509,10 @@ impl Segment {
 
     /// Cuts the file at `size` (the end of the last good batch) and syncs it.
     pub(crate) fn truncate_file(&self, size: u64) -> Result<()> {
+        // Appends rewrite the positions past the cut: they are neither on disk nor
+        // dropped from the cache.
+        self.synced.fetch_min(size, Ordering::AcqRel);
+        self.cache_dropped.fetch_min(size, Ordering::AcqRel);
         self.file.set_len(size).at(&self.log_path)?;
         self.file.sync_all().at(&self.log_path)?;
         self.index
@@ -510,7 +525,45 @@ impl Segment {
 
     /// Syncs the log file's data to disk.
     pub(crate) fn sync(&self) -> Result<()> {
-        self.file.sync_data().at(&self.log_path)
+        // Every batch below the size was written before the size was stored, so
+        // the fsync covers it.
+        let size = self.size();
+        self.file.sync_data().at(&self.log_path)?;
+        self.synced.fetch_max(size, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Bytes from the start known to be on disk.
+    pub(crate) fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Treats what the segment holds now as on disk and its cached pages as not
+    /// this process's to drop: for segments found on disk when the log opens.
+    pub(crate) fn adopt(&self) {
+        let size = self.size();
+        self.synced.fetch_max(size, Ordering::AcqRel);
+        self.cache_dropped.fetch_max(size, Ordering::AcqRel);
+    }
+
+    /// Bytes from the start the page cache was asked to drop.
+    pub(crate) fn cache_dropped(&self) -> u64 {
+        self.cache_dropped.load(Ordering::Acquire)
+    }
+
+    /// Asks the kernel to drop the cached pages of the bytes below `end` that are on
+    /// disk (`POSIX_FADV_DONTNEED`; dirty pages would stay, so only synced bytes
+    /// are named), from where the last call stopped. Best effort: the data stays in
+    /// the file whatever the kernel does, and a reader of it reads it back in.
+    pub(crate) fn drop_cache_below(&self, end: u64) {
+        let end = end.min(self.synced());
+        let from = self.cache_dropped.fetch_max(end, Ordering::AcqRel);
+        if end > from {
+            // The kernel drops whole pages only: starting at the page of `from` takes
+            // the one the last call had to leave, half of it then still to come.
+            let start = from & !(PAGE_BYTES - 1);
+            drop_cached(&self.file, start, end - start);
+        }
     }
 
     /// Shrinks the indexes to their entries: the segment is no longer active. The
@@ -585,6 +638,26 @@ fn preallocate(file: &File, offset: u64, len: u64) -> bool {
         unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) };
     result == 0
 }
+
+/// Asks the kernel to drop the cached pages of `len` bytes of `file` from
+/// `offset`.
+#[cfg(target_os = "linux")]
+fn drop_cached(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: posix_fadvise reads no memory of ours; the descriptor is open for as
+    // long as `file` is borrowed.
+    let result =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+    if result != 0 {
+        tracing::debug!(error = result, "posix_fadvise(DONTNEED) failed");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_cached(_file: &File, _offset: u64, _len: u64) {}
 
 #[cfg(not(target_os = "linux"))]
 fn preallocate(_file: &File, _offset: u64, _len: u64) -> bool {

@@ -1458,6 +1458,7 @@ mod tests {
             retention_ms: None,
             retention_bytes: None,
             durability: Durability::Fsync,
+            cache_window_bytes: None,
             flush_hint: Arc::default(),
             clustered: false,
         }
