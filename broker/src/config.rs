@@ -408,6 +408,23 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_window_defaults_to_256_mib_and_zero_leaves_the_cache_to_the_kernel() {
+        assert_eq!(BrokerConfig::default().cache_window(), Some(256 << 20));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, "cache_window_bytes = 0\n").unwrap();
+        let config = BrokerConfig::from_file(&path).unwrap();
+        assert_eq!(config.cache_window(), None);
+        let args = ServeArgs {
+            config: Some(path),
+            cache_window_bytes: Some(64 << 20),
+            ..ServeArgs::default()
+        };
+        let config = BrokerConfig::load(&args).unwrap();
+        assert_eq!(config.cache_window(), Some(64 << 20));
+    }
+
+    #[test]
     fn durations_out_of_range_are_refused_by_name() {
         let cases = [
             ("idempotency_window_ms", 0),
