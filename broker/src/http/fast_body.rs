@@ -79,9 +79,26 @@ impl<'a> Scanner<'a> {
         self.expect(close).map(|()| false)
     }
 
+    /// Takes `token` if the bytes at hand start with it (no whitespace skipped).
+    fn take(&mut self, token: &[u8]) -> bool {
+        let found = self
+            .bytes
+            .get(self.at..)
+            .is_some_and(|rest| rest.starts_with(token));
+        if found {
+            self.at += token.len();
+        }
+        found
+    }
+
     /// A string without escapes or control characters, as valid UTF-8.
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
+        self.string_rest()
+    }
+
+    /// The rest of a string whose opening quote was taken: [`Scanner::string`].
+    fn string_rest(&mut self) -> Option<&'a str> {
         let rest = self.bytes.get(self.at..)?;
         // One pass finds the closing quote of an ASCII string; any other special
         // byte first leaves the string to the careful reading below.
@@ -126,6 +143,11 @@ impl<'a> Scanner<'a> {
 
     /// `{"value": "...", "key": "..."}`, the key optional, in either order.
     fn message(&mut self) -> Option<NewMessage<'a>> {
+        let start = self.at;
+        if let Some(message) = self.compact_message() {
+            return Some(message);
+        }
+        self.at = start;
         self.expect(b'{')?;
         let mut value = None;
         let mut key = None;
@@ -151,6 +173,41 @@ impl<'a> Scanner<'a> {
         Some(NewMessage {
             key: key.map(Cow::Borrowed),
             value: Cow::Borrowed(value?.as_bytes()),
+            headers: Vec::new(),
+        })
+    }
+}
+
+impl<'a> Scanner<'a> {
+    /// A message in one of the shapes programs write, without whitespace:
+    /// `{"key":"..","value":".."}`, `{"value":".."}` or `{"value":"..","key":".."}`,
+    /// each run of punctuation and field name compared whole. `None` for anything
+    /// else, with the position left anywhere: [`Scanner::message`] then reads the
+    /// message again the general way.
+    fn compact_message(&mut self) -> Option<NewMessage<'a>> {
+        let (key, value) = if self.take(b"{\"key\":\"") {
+            let key = self.string_rest()?;
+            if !self.take(b",\"value\":\"") {
+                return None;
+            }
+            (Some(key), self.string_rest()?)
+        } else if self.take(b"{\"value\":\"") {
+            let value = self.string_rest()?;
+            let key = if self.take(b",\"key\":\"") {
+                Some(self.string_rest()?)
+            } else {
+                None
+            };
+            (key, value)
+        } else {
+            return None;
+        };
+        if !self.take(b"}") {
+            return None;
+        }
+        Some(NewMessage {
+            key: key.map(Cow::Borrowed),
+            value: Cow::Borrowed(value.as_bytes()),
             headers: Vec::new(),
         })
     }
@@ -262,12 +319,30 @@ mod tests {
         );
         assert!(matches!(messages[0].value, Cow::Borrowed(_)));
         assert_eq!(plain_messages(br#"{"messages":[]}"#).unwrap().len(), 0);
+        // The compact shapes, and compact messages that turn out otherwise part way.
+        let compact = r#"{"messages":[{"key":"k","value":"a"},{"value":"b"},{"value":"c","key":""},{"key":"k2","value":"é"},{"value":"d" ,"key":"k3"},{"key":"k4","value":"e" }]}"#;
+        assert_eq!(
+            comparable(&plain_messages(compact.as_bytes()).unwrap()),
+            vec![
+                (Some("k".to_owned()), "a".to_owned()),
+                (None, "b".to_owned()),
+                (Some(String::new()), "c".to_owned()),
+                (Some("k2".to_owned()), "é".to_owned()),
+                (Some("k3".to_owned()), "d".to_owned()),
+                (Some("k4".to_owned()), "e".to_owned()),
+            ]
+        );
         for other in [
             &br#"{"messages":[{"value":"a\"b"}]}"#[..],
             br#"{"messages":[{"value":"a","headers":{}}]}"#,
             br#"{"messages":[{"value":"YQ==","value_encoding":"base64"}]}"#,
             br#"{"messages":[{"value":"a"}],"acks":"none"}"#,
             br#"{"messages":[{"value":"a","value":"b"}]}"#,
+            br#"{"messages":[{"key":"a","value":"b","key":"c"}]}"#,
+            br#"{"messages":[{"value":"a","key":"b","key":"c"}]}"#,
+            br#"{"messages":[{"value":"a","key":"b","value":"c"}]}"#,
+            br#"{"messages":[{"key":"a","key":"b"}]}"#,
+            br#"{"messages":[{"key":"a","value":"b"c"}]}"#,
             br#"{"messages":[{"key":"k"}]}"#,
             br#"{"messages":[{"value":null}]}"#,
             br#"{"messages":[{"value":"a"},]}"#,
@@ -326,13 +401,27 @@ mod tests {
             1 => Just("value_encoding"),
             1 => Just("Value"),
         ];
-        let message = prop::collection::vec((field, text), 0..4).prop_map(|fields| {
-            let inner: Vec<String> = fields
-                .iter()
-                .map(|(name, text)| format!("\"{name}\" : \"{text}\""))
-                .collect();
-            format!("{{ {} }}", inner.join(","))
-        });
+        // Spaced, or compact as programs write it (the shapes the compact reading
+        // takes whole).
+        let message = (prop::collection::vec((field, text), 0..4), any::<bool>()).prop_map(
+            |(fields, compact)| {
+                let inner: Vec<String> = fields
+                    .iter()
+                    .map(|(name, text)| {
+                        if compact {
+                            format!("\"{name}\":\"{text}\"")
+                        } else {
+                            format!("\"{name}\" : \"{text}\"")
+                        }
+                    })
+                    .collect();
+                if compact {
+                    format!("{{{}}}", inner.join(","))
+                } else {
+                    format!("{{ {} }}", inner.join(","))
+                }
+            },
+        );
         let body =
             (prop::collection::vec(message, 0..5), any::<bool>()).prop_map(|(messages, spaces)| {
                 let sep = if spaces { ",\n " } else { "," };
