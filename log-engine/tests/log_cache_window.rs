@@ -45,6 +45,18 @@ fn can_drop(dir: &Path) -> bool {
     result == 0 && resident_bytes(&path) < MIB / 2
 }
 
+/// A temporary directory on a file system that drops clean pages when asked;
+/// `None`, after saying so, where it does not.
+fn droppable_dir() -> Option<tempfile::TempDir> {
+    let dir = tempfile::tempdir().unwrap();
+    if can_drop(tempfile::tempdir_in(dir.path()).unwrap().path()) {
+        Some(dir)
+    } else {
+        eprintln!("this file system keeps dropped pages; nothing to check");
+        None
+    }
+}
+
 /// Appends `mib` MiB in batches of 16 records of 4000 bytes, each record's first
 /// bytes its index.
 fn append_mib(log: &Log, mib: u64, first: &mut u64) {
@@ -72,11 +84,9 @@ fn config(window: Option<u64>) -> LogConfig {
 
 #[test]
 fn flushed_segments_behind_the_window_leave_the_cache_and_still_read_back() {
-    let dir = tempfile::tempdir().unwrap();
-    if !can_drop(tempfile::tempdir_in(dir.path()).unwrap().path()) {
-        eprintln!("this file system keeps dropped pages; nothing to check");
+    let Some(dir) = droppable_dir() else {
         return;
-    }
+    };
     let log = Log::open(dir.path().join("log"), config(Some(4 * MIB))).unwrap();
     let mut written = 0;
     append_mib(&log, 14, &mut written);
@@ -130,11 +140,9 @@ fn without_a_window_the_kernel_keeps_what_it_keeps() {
 
 #[test]
 fn unflushed_bytes_are_never_named_and_checkpoint_drops_after_a_durable_append() {
-    let dir = tempfile::tempdir().unwrap();
-    if !can_drop(tempfile::tempdir_in(dir.path()).unwrap().path()) {
-        eprintln!("this file system keeps dropped pages; nothing to check");
+    let Some(dir) = droppable_dir() else {
         return;
-    }
+    };
     let log = Log::open(dir.path().join("log"), config(Some(MIB))).unwrap();
     let mut written = 0;
     // Three sealed segments and some, none fsynced: nothing is dropped.

@@ -131,14 +131,7 @@ impl<'a> Scanner<'a> {
     /// serde reads such a body.
     fn field(&mut self, quoted: &[u8]) -> bool {
         self.skip_whitespace();
-        let found = self
-            .bytes
-            .get(self.at..)
-            .is_some_and(|rest| rest.starts_with(quoted));
-        if found {
-            self.at += quoted.len();
-        }
-        found
+        self.take(quoted)
     }
 
     /// `{"value": "...", "key": "..."}`, the key optional, in either order.
