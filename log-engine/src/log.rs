@@ -30,7 +30,7 @@ const READ_ATTEMPTS_MAX: u32 = 3;
 /// The fewest bytes of the active segment [`Log::release_cache`] asks the kernel to
 /// drop at once: each call costs about 40 us per MiB here, and fewer, larger calls
 /// keep it off the appends' way.
-pub const CACHE_DROP_MIN: u64 = 4 << 20;
+const CACHE_DROP_MIN: u64 = 4 << 20;
 
 /// Which watermark bounds a read or a wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -630,7 +630,8 @@ impl Log {
 
     /// With [`LogConfig::cache_window_bytes`] set, asks the kernel to drop from the
     /// page cache the fsynced bytes older than the newest `cache_window_bytes` of
-    /// the log, at least [`CACHE_DROP_MIN`] at a time (or a sealed segment's rest).
+    /// the log, at least 4 MiB of the active segment at a time (or a sealed
+    /// segment's whole rest).
     /// [`Log::flush`] and [`Log::checkpoint`] call it; it walks the segments from the
     /// newest and stops at the first one already dropped whole, so it costs a few
     /// atomic loads when there is nothing to drop.
@@ -774,10 +775,10 @@ impl Log {
     /// write, and drops what the cache window no longer holds
     /// ([`Log::release_cache`]). Costs a few atomic loads when nothing is pending, so
     /// a caller's periodic timer can call it often: the log owns no thread, and after
-    /// a burst of syncs followed by silence no later sync would write it. A stale recovery point loses
-    /// nothing but makes recovery after a crash scan more, and treat damage in synced
-    /// records as a torn tail. An error (the write failed) is only reported: the log
-    /// goes on, and a later call tries again.
+    /// a burst of syncs followed by silence no later sync would write it. A stale
+    /// recovery point loses nothing but makes recovery after a crash scan more, and
+    /// treat damage in synced records as a torn tail. An error (the write failed) is
+    /// only reported: the log goes on, and a later call tries again.
     pub fn checkpoint(&self) -> Result<()> {
         self.release_cache();
         let now = self.clock.now_ms();

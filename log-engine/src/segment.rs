@@ -48,6 +48,8 @@ pub(crate) struct Segment {
     /// touches it); `u64::MAX` once the file system refused.
     preallocated: AtomicU64,
     /// Bytes from the start known to be on disk: the size before the last fsync.
+    /// Only the cache window reads it: a sync that ran across a truncation may leave
+    /// it past the cut, which at worst names dirty pages the kernel then keeps.
     synced: AtomicU64,
     /// Bytes from the start the page cache was asked to drop (see
     /// [`Segment::drop_cache_below`]).
