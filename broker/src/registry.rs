@@ -520,6 +520,33 @@ mod tests {
     }
 
     #[test]
+    fn partitions_of_topics_reopened_or_new_keep_the_configured_cache_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let windows = |broker: &Broker| -> Vec<Option<u64>> {
+            broker
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().to_vec())
+                .map(|p| p.log.config().cache_window_bytes)
+                .collect()
+        };
+        let mut config = config(dir.path());
+        config.cache_window_bytes = 8 << 20;
+        let (broker, _) = Broker::open(config.clone()).unwrap();
+        broker.create_topic(topic_spec("t", 2)).unwrap();
+        assert_eq!(windows(&broker), [Some(8 << 20); 2]);
+        broker.close().unwrap();
+        drop(broker);
+        config.cache_window_bytes = 0;
+        let (broker, _) = Broker::open(config).unwrap();
+        assert_eq!(
+            windows(&broker),
+            [None; 2],
+            "0 leaves the cache to the kernel"
+        );
+    }
+
+    #[test]
     fn a_second_broker_on_one_data_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
