@@ -132,8 +132,8 @@ pub fn encode_batch(
     for &(index, message) in messages {
         let key = message.key.as_deref().map(str::as_bytes);
         let pushed = if message.headers.is_empty() && idempotency.is_none() && extra.is_empty() {
-            // Most messages: a builder made for no headers at all skips walking
-            // the chain below, twice per message.
+            // Most messages: the builder's step for a record without headers skips
+            // walking the chain below, twice per message.
             builder.push(key, &message.value, now)
         } else {
             let idem = idempotency.map(|(request, count)| {

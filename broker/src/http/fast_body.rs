@@ -169,9 +169,7 @@ impl<'a> Scanner<'a> {
             headers: Vec::new(),
         })
     }
-}
 
-impl<'a> Scanner<'a> {
     /// A message in one of the shapes programs write, without whitespace:
     /// `{"key":"..","value":".."}`, `{"value":".."}` or `{"value":"..","key":".."}`,
     /// each run of punctuation and field name compared whole. `None` for anything
