@@ -11,6 +11,8 @@
 //! - Damage above it is a torn tail (the process died before those bytes were
 //!   synced, and a roll does not sync): the file is cut at the first bad byte, later
 //!   segments are removed, and the indexes are rebuilt for everything scanned.
+//! - Zeros after the last batch, and nothing else, are room the writer wrote
+//!   ahead of its batches: the file is cut there, wherever the segment is.
 //! - A clean-shutdown marker makes the recovery point the log end: only the bytes
 //!   after the last index entry are checked.
 
@@ -103,6 +105,8 @@ fn recover_active(segment: &Segment, trusted_below: Offset, config: &LogConfig) 
             "truncating the damaged tail of the active segment"
         );
         segment.truncate_file(outcome.valid_size)?;
+    } else if outcome.zero_tail {
+        cut_zero_tail(segment, outcome.valid_size)?;
     }
     // The indexes are not synced here (an msync is an fsync): they are hints that the
     // next recovery checks again, so opening an idle log writes nothing.
@@ -120,6 +124,10 @@ fn check_sealed(
     let (start, start_offset) = segment.recovery_start(trusted_below);
     let outcome = segment.recover_from(start, start_offset, config.index_interval_bytes)?;
     match outcome.damage {
+        None if outcome.zero_tail => {
+            cut_zero_tail(segment, outcome.valid_size)?;
+            Ok(None)
+        }
         None => Ok(None),
         Some(_) if segment.next_offset() >= trusted_below => Ok(Some(outcome.valid_size)),
         Some(reason) => Err(Error::Corrupt {
@@ -128,6 +136,17 @@ fn check_sealed(
             reason: format!("{reason} (in a sealed segment: data after it would be lost)"),
         }),
     }
+}
+
+/// Cuts the zeros an append wrote ahead of the batches, which the process did not
+/// live to cut itself.
+fn cut_zero_tail(segment: &Segment, valid_size: u64) -> Result<()> {
+    tracing::debug!(
+        file = %segment.path().display(),
+        position = valid_size,
+        "cutting the room written ahead of the last batch"
+    );
+    segment.truncate_file(valid_size)
 }
 
 /// Deletes index files whose `.log` is gone (a crash in the middle of deleting a

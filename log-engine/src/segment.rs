@@ -47,6 +47,10 @@ pub(crate) struct Segment {
     /// The end of the file's space reserved ahead of its size (only the writer
     /// touches it); `u64::MAX` once the file system refused.
     preallocated: AtomicU64,
+    /// The end of the zeros written ahead of the batches (only the writer touches
+    /// it; 0 until the first append after opening): the file's length as the writer
+    /// left it.
+    prefilled: AtomicU64,
     /// Bytes from the start known to be on disk: the size before the last fsync.
     /// Only the cache window reads it: a sync that ran across a truncation may leave
     /// it past the cut, which at worst names dirty pages the kernel then keeps.
@@ -62,6 +66,21 @@ pub(crate) struct Segment {
 const PREALLOCATE_MIN: u64 = 64 * 1024;
 const PREALLOCATE_MAX: u64 = 4 * 1024 * 1024;
 
+/// The least and the most an active segment writes zeros ahead of its end at a
+/// time, in the same way: within the space it reserves (`PREALLOCATE_MIN` and up),
+/// and small enough that each stretch of zeros is one large write.
+const PREFILL_MIN: u64 = 16 * 1024;
+const PREFILL_MAX: u64 = 256 * 1024;
+
+/// What the zeros written ahead come from: `PREFILL_MAX` and a batch's worth of
+/// room. A zeroed static costs no memory until read, and reading it maps the
+/// system's shared zero page.
+static ZEROS: [u8; 2 * PREFILL_MAX as usize] = [0; 2 * PREFILL_MAX as usize];
+
+/// The longest all-zero tail that recovery takes for room written ahead rather
+/// than for damage.
+const ZERO_TAIL_MAX: u64 = 4 * 1024 * 1024;
+
 /// The page size the cache is dropped in (4 KiB on the usual systems; a larger
 /// page only leaves a page more in the cache).
 const PAGE_BYTES: u64 = 4096;
@@ -71,8 +90,12 @@ const PAGE_BYTES: u64 = 4096;
 pub(crate) struct ScanOutcome {
     /// The position after the last good batch.
     pub(crate) valid_size: u64,
-    /// What was wrong at `valid_size`, if the file goes on past it.
+    /// What was wrong at `valid_size`, if the file goes on past it with anything
+    /// but zeros.
     pub(crate) damage: Option<String>,
+    /// The file goes on past `valid_size` with zeros only: room written ahead of
+    /// the batches ([`Segment::append`]), to cut without a warning.
+    pub(crate) zero_tail: bool,
 }
 
 impl Segment {
@@ -107,6 +130,7 @@ impl Segment {
             next_offset: AtomicU64::new(base.0),
             max_timestamp: AtomicI64::new(i64::MIN),
             preallocated: AtomicU64::new(0),
+            prefilled: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             cache_dropped: AtomicU64::new(0),
         })
@@ -142,7 +166,9 @@ impl Segment {
     /// when `index_due`.
     pub(crate) fn append(&self, bytes: &[u8], header: &BatchHeader, index_due: bool) -> Result<()> {
         let position = self.size.load(Ordering::Relaxed);
-        self.reserve(position, position + bytes.len() as u64);
+        let end = position + bytes.len() as u64;
+        self.reserve(position, end);
+        self.prefill(position, end);
         self.file.write_all_at(bytes, position).at(&self.log_path)?;
         let max_ts = self
             .max_timestamp
@@ -177,6 +203,35 @@ impl Segment {
         } else {
             self.preallocated.store(u64::MAX, Ordering::Relaxed);
         }
+    }
+
+    /// Writes zeros ahead of the end before a write to `[position, end)` reaches
+    /// past the last ones, up to `PREFILL_MIN`..`PREFILL_MAX` beyond `end`. One large
+    /// write lets the page cache hold the coming bytes in large pages, which later
+    /// appends only copy into: an append of 11 KiB then costs the kernel about half
+    /// of what it costs when it makes its own pages (docs/performance.md). The file
+    /// grows past its batches by at most `PREFILL_MAX`: sealing and closing cut it
+    /// back, and recovery takes an all-zero tail for this room, not for damage.
+    /// Best effort, like the reserve: a failed write of zeros only leaves the
+    /// appends to make their own pages.
+    fn prefill(&self, position: u64, end: u64) {
+        let filled = self.prefilled.load(Ordering::Relaxed);
+        if end <= filled {
+            return;
+        }
+        let ahead = position.clamp(PREFILL_MIN, PREFILL_MAX);
+        let until = ((end + ahead) & !(PREFILL_MIN - 1)).max(end);
+        // A batch larger than the zeros is one large write of its own: the zeros
+        // then cover its end and the room after it.
+        let from = filled
+            .max(position)
+            .max(until.saturating_sub(ZEROS.len() as u64));
+        let zeros = ZEROS.get(..(until - from) as usize).unwrap_or_default();
+        if let Err(error) = self.file.write_all_at(zeros, from) {
+            tracing::debug!(path = %self.log_path.display(), %error, "cannot write zeros ahead of the end");
+        }
+        // Stored even after a failure: the file may have grown, and the seal cuts it.
+        self.prefilled.store(until, Ordering::Relaxed);
     }
 
     fn add_index_entries(&self, base_offset: Offset, position: u64, max_ts: TimestampMs) {
@@ -449,13 +504,38 @@ impl Segment {
             position += total;
             next = header.next_offset();
         };
+        let zero_tail = damage.is_some() && self.is_zero_tail(position, file_len)?;
         self.max_timestamp.store(max_ts, Ordering::Release);
         self.next_offset.store(next.0, Ordering::Release);
         self.size.store(position, Ordering::Release);
         Ok(ScanOutcome {
             valid_size: position,
-            damage,
+            damage: damage.filter(|_| !zero_tail),
+            zero_tail,
         })
+    }
+
+    /// Whether the file holds only zeros from `position` to `file_len`, at most
+    /// `ZERO_TAIL_MAX` of them: the room an append wrote ahead (see
+    /// [`Segment::prefill`]).
+    fn is_zero_tail(&self, position: u64, file_len: u64) -> Result<bool> {
+        let len = file_len.saturating_sub(position);
+        if len == 0 || len > ZERO_TAIL_MAX {
+            return Ok(false);
+        }
+        let mut buf = vec![0u8; (len as usize).min(SCAN_CHUNK_BYTES)];
+        let mut at = position;
+        while at < file_len {
+            let want = ((file_len - at) as usize).min(buf.len());
+            let chunk = buf.get_mut(..want).unwrap_or_default();
+            let n = self.pread_full(chunk, at)?;
+            let read = chunk.get(..n).unwrap_or_default();
+            if n == 0 || read.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n as u64;
+        }
+        Ok(true)
     }
 
     /// Makes `[position, position + len)` of the file available in `buf` (reading a
@@ -515,6 +595,7 @@ impl Segment {
         // dropped from the cache.
         self.synced.fetch_min(size, Ordering::AcqRel);
         self.cache_dropped.fetch_min(size, Ordering::AcqRel);
+        self.prefilled.fetch_min(size, Ordering::Relaxed);
         self.file.set_len(size).at(&self.log_path)?;
         self.file.sync_all().at(&self.log_path)?;
         self.index
@@ -576,15 +657,16 @@ impl Segment {
         self.time_index.trim()
     }
 
-    /// Gives back the space reserved past the end (cutting a file at its own size
-    /// frees the blocks beyond it). Best effort, like the reserve: a failure leaves
-    /// at most one reserve unused until the segment is deleted, and must not stop
-    /// the log the way a failed write does.
+    /// Gives back the space reserved past the end and cuts the zeros written
+    /// ahead (cutting a file at its own size frees the blocks beyond it). Best
+    /// effort, like the reserve: a failure leaves at most one reserve unused until
+    /// the segment is deleted, and zeros that recovery cuts, and must not stop the
+    /// log the way a failed write does.
     fn release_reserve(&self) {
         let reserved = self.preallocated.swap(0, Ordering::Relaxed);
+        let prefilled = self.prefilled.swap(0, Ordering::Relaxed);
         let size = self.size();
-        if reserved > size
-            && reserved != u64::MAX
+        if ((reserved > size && reserved != u64::MAX) || prefilled > size)
             && let Err(error) = self.file.set_len(size)
         {
             tracing::warn!(

@@ -369,7 +369,9 @@ struct Tally {
     kills: u64,
     kills_before_open: u64,
     rounds_with_acks: u64,
-    torn_tails_cut: u64,
+    /// Opens that cut the file after its last whole batch: a torn batch, or the
+    /// zeros the writer wrote ahead.
+    tails_cut: u64,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -440,7 +442,7 @@ fn run_round(
     let acked = reports.iter().map(|r| r.acked).max().unwrap_or_default();
     let file_bytes = segment_file_bytes(dir)?;
     let log = Log::open(dir, config(FlushPolicy::MANUAL))?;
-    tally.torn_tails_cut += u64::from(log.size_bytes() < file_bytes);
+    tally.tails_cut += u64::from(log.size_bytes() < file_bytes);
     let end = log.log_end_offset();
     println!("round {round}: log end {end}, {file_bytes} bytes of segment files");
     ensure!(
@@ -493,7 +495,7 @@ fn check_child_opened(report: &ChildReport, earlier: &[ChildReport], model: &Mod
     Ok(())
 }
 
-/// The bytes of every `.log` file, torn tails included.
+/// The bytes of every `.log` file, torn tails and zeros written ahead included.
 fn segment_file_bytes(dir: &Path) -> TestResult<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {

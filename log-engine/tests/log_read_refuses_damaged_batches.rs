@@ -58,14 +58,15 @@ struct BatchAt {
     next: Offset,
 }
 
-/// Every batch of every segment, oldest first.
+/// Every batch of every segment, oldest first. An open log's active segment ends
+/// in the zeros written ahead of its batches.
 fn layout(dir: &Path) -> Result<Vec<BatchAt>> {
     let mut out = Vec::new();
     for path in common::segment_files(dir) {
         let bytes = std::fs::read(&path)?;
         let mut rest = bytes.as_slice();
         let mut position = 0;
-        while !rest.is_empty() {
+        while rest.iter().any(|&b| b != 0) {
             let (batch, tail) = BatchRef::parse(rest, true)?;
             out.push(BatchAt {
                 path: path.clone(),

@@ -29,12 +29,13 @@ fn active_segment(dir: &Path) -> PathBuf {
     common::segment_files(dir).pop().unwrap()
 }
 
-/// (end position in the file, next offset) of every batch in a segment file.
+/// (end position in the file, next offset) of every batch in a segment file (which
+/// may end in the zeros written ahead of its batches).
 fn batch_ends(bytes: &[u8]) -> Vec<(usize, Offset)> {
     let mut ends = Vec::new();
     let mut rest = bytes;
     let mut position = 0;
-    while !rest.is_empty() {
+    while rest.iter().any(|&b| b != 0) {
         let (batch, tail) = BatchRef::parse(rest, true).unwrap();
         position += batch.as_bytes().len();
         ends.push((position, batch.next_offset()));
