@@ -139,14 +139,15 @@ fn check_sealed(
 }
 
 /// Cuts the zeros an append wrote ahead of the batches, which the process did not
-/// live to cut itself.
+/// live to cut itself. Not synced: a cut lost in a crash is made again by the next
+/// recovery (and the open's sync of the active segment covers it).
 fn cut_zero_tail(segment: &Segment, valid_size: u64) -> Result<()> {
     tracing::debug!(
         file = %segment.path().display(),
         position = valid_size,
         "cutting the room written ahead of the last batch"
     );
-    segment.truncate_file(valid_size)
+    segment.cut_file(valid_size)
 }
 
 /// Deletes index files whose `.log` is gone (a crash in the middle of deleting a

@@ -591,13 +591,19 @@ impl Segment {
 
     /// Cuts the file at `size` (the end of the last good batch) and syncs it.
     pub(crate) fn truncate_file(&self, size: u64) -> Result<()> {
+        self.cut_file(size)?;
+        self.file.sync_all().at(&self.log_path)
+    }
+
+    /// Cuts the file at `size` without syncing it: for zeros after the batches,
+    /// which the next recovery would cut again if this cut were lost.
+    pub(crate) fn cut_file(&self, size: u64) -> Result<()> {
         // Appends rewrite the positions past the cut: they are neither on disk nor
         // dropped from the cache.
         self.synced.fetch_min(size, Ordering::AcqRel);
         self.cache_dropped.fetch_min(size, Ordering::AcqRel);
         self.prefilled.fetch_min(size, Ordering::Relaxed);
         self.file.set_len(size).at(&self.log_path)?;
-        self.file.sync_all().at(&self.log_path)?;
         self.index
             .truncate_to_position(FilePosition(size.min(u64::from(u32::MAX)) as u32));
         if let Some(relative) = self.next_offset().relative_to(self.base) {
