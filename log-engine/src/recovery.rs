@@ -12,7 +12,8 @@
 //!   synced, and a roll does not sync): the file is cut at the first bad byte, later
 //!   segments are removed, and the indexes are rebuilt for everything scanned.
 //! - Zeros after the last batch, and nothing else, are room the writer wrote
-//!   ahead of its batches: the file is cut there, wherever the segment is.
+//!   ahead of its batches: the active segment keeps it for its next appends (a
+//!   seal cuts it), a sealed segment is cut there.
 //! - A clean-shutdown marker makes the recovery point the log end: only the bytes
 //!   after the last index entry are checked.
 
@@ -105,9 +106,9 @@ fn recover_active(segment: &Segment, trusted_below: Offset, config: &LogConfig) 
             "truncating the damaged tail of the active segment"
         );
         segment.truncate_file(outcome.valid_size)?;
-    } else if outcome.zero_tail {
-        cut_zero_tail(segment, outcome.valid_size)?;
     }
+    // A zero tail stays: the next appends write into it. Cutting it would cost the
+    // open's sync a journal commit per log.
     // The indexes are not synced here (an msync is an fsync): they are hints that the
     // next recovery checks again, so opening an idle log writes nothing.
     Ok(())
@@ -138,9 +139,9 @@ fn check_sealed(
     }
 }
 
-/// Cuts the zeros an append wrote ahead of the batches, which the process did not
-/// live to cut itself. Not synced: a cut lost in a crash is made again by the next
-/// recovery (and the open's sync of the active segment covers it).
+/// Cuts the zeros an append wrote ahead of the batches of a segment that a roll
+/// sealed without cutting them. Not synced: a cut lost in a crash is made again by
+/// the next recovery.
 fn cut_zero_tail(segment: &Segment, valid_size: u64) -> Result<()> {
     tracing::debug!(
         file = %segment.path().display(),

@@ -66,11 +66,13 @@ pub(crate) struct Segment {
 const PREALLOCATE_MIN: u64 = 64 * 1024;
 const PREALLOCATE_MAX: u64 = 4 * 1024 * 1024;
 
-/// The least and the most an active segment writes zeros ahead of its end at a
-/// time, in the same way: within the space it reserves (`PREALLOCATE_MIN` and up),
-/// and small enough that each stretch of zeros is one large write.
-const PREFILL_MIN: u64 = 16 * 1024;
+/// An active segment writes zeros ahead of its end once it holds `PREFILL_FROM`
+/// bytes (a log with little traffic writes none), as much as it holds and at most
+/// `PREFILL_MAX` at a time: within the space it reserves, and small enough that
+/// each stretch of zeros is one large write. Stretches end on `PREFILL_ALIGN`.
+const PREFILL_FROM: u64 = 64 * 1024;
 const PREFILL_MAX: u64 = 256 * 1024;
+const PREFILL_ALIGN: u64 = 16 * 1024;
 
 /// What the zeros written ahead come from: `PREFILL_MAX` and a batch's worth of
 /// room. A zeroed static costs no memory until read, and reading it maps the
@@ -94,7 +96,8 @@ pub(crate) struct ScanOutcome {
     /// but zeros.
     pub(crate) damage: Option<String>,
     /// The file goes on past `valid_size` with zeros only: room written ahead of
-    /// the batches ([`Segment::append`]), to cut without a warning.
+    /// the batches ([`Segment::append`]), which the active segment keeps for its
+    /// appends and a sealed one cuts, without a warning.
     pub(crate) zero_tail: bool,
 }
 
@@ -206,7 +209,8 @@ impl Segment {
     }
 
     /// Writes zeros ahead of the end before a write to `[position, end)` reaches
-    /// past the last ones, up to `PREFILL_MIN`..`PREFILL_MAX` beyond `end`. One large
+    /// past the last ones, as much as the segment holds and at most `PREFILL_MAX`
+    /// beyond `end`, once it holds `PREFILL_FROM`. One large
     /// write lets the page cache hold the coming bytes in large pages, which later
     /// appends only copy into: an append of 11 KiB then costs the kernel about half
     /// of what it costs when it makes its own pages (docs/performance.md). The file
@@ -216,11 +220,11 @@ impl Segment {
     /// appends to make their own pages.
     fn prefill(&self, position: u64, end: u64) {
         let filled = self.prefilled.load(Ordering::Relaxed);
-        if end <= filled {
+        if end <= filled || position < PREFILL_FROM {
             return;
         }
-        let ahead = position.clamp(PREFILL_MIN, PREFILL_MAX);
-        let until = ((end + ahead) & !(PREFILL_MIN - 1)).max(end);
+        let ahead = position.min(PREFILL_MAX);
+        let until = ((end + ahead) & !(PREFILL_ALIGN - 1)).max(end);
         // A batch larger than the zeros is one large write of its own: the zeros
         // then cover its end and the room after it.
         let from = filled
@@ -505,6 +509,11 @@ impl Segment {
             next = header.next_offset();
         };
         let zero_tail = damage.is_some() && self.is_zero_tail(position, file_len)?;
+        if zero_tail {
+            // Room an append wrote ahead: appends can write into it as into their
+            // own, and a seal cuts it (or a caller cuts it now).
+            self.prefilled.store(file_len, Ordering::Relaxed);
+        }
         self.max_timestamp.store(max_ts, Ordering::Release);
         self.next_offset.store(next.0, Ordering::Release);
         self.size.store(position, Ordering::Release);

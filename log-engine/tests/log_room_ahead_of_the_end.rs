@@ -1,8 +1,9 @@
 //! The active segment reserves disk space ahead of its end and writes zeros into
 //! the first of it; a roll or close cuts both back, so that sealed and closed
 //! segment files hold their batches and nothing more. Zeros after the last batch,
-//! as a killed writer leaves them, are cut by the next open without loss, in the
-//! active segment or a sealed one; anything else there is still damage.
+//! as a killed writer leaves them, are not damage: the next open keeps them for the
+//! active segment's appends and cuts them after a sealed segment; anything else
+//! there is still damage.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(target_os = "linux")]
 
@@ -140,7 +141,7 @@ fn numbered(count: u64) -> Vec<(u64, Vec<u8>)> {
 }
 
 #[test]
-fn a_killed_writer_leaves_zeros_that_the_next_open_cuts() {
+fn a_killed_writers_zeros_are_kept_for_the_next_appends_and_cut_by_close() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
@@ -149,18 +150,25 @@ fn a_killed_writer_leaves_zeros_that_the_next_open_cuts() {
     }
     let [active] = common::segment_files(dir.path()).try_into().unwrap();
     let length = usage(&active).0;
-
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let data = log.size_bytes();
+        assert!(
+            length > data,
+            "zeros were written ahead: {length} for {data}"
+        );
+        assert_eq!(usage(&active).0, length, "the open keeps them");
+        assert!(zeros_from(&active, data));
+        assert_eq!(log.log_end_offset(), Offset(300));
+        assert_eq!(values(&log), numbered(300));
+        append_numbered(&log, 10);
+        // Killed again, after appends into those zeros.
+    }
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(values(&log), numbered(310));
     let data = log.size_bytes();
-    assert!(
-        length > data,
-        "zeros were written ahead: {length} for {data}"
-    );
-    assert_eq!(usage(&active).0, data, "the open cut the zeros");
-    assert_eq!(log.log_end_offset(), Offset(300));
-    assert_eq!(values(&log), numbered(300));
-    append_numbered(&log, 10);
     log.close().unwrap();
+    assert_eq!(usage(&active).0, data, "close cut the zeros");
     drop(log);
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
     assert_eq!(values(&log), numbered(310));
