@@ -107,8 +107,9 @@ fn recover_active(segment: &Segment, trusted_below: Offset, config: &LogConfig) 
         );
         segment.truncate_file(outcome.valid_size)?;
     }
-    // A zero tail stays: the next appends write into it. Cutting it would cost the
-    // open's sync a journal commit per log.
+    // A zero tail stays: the next appends write into it, and cutting it would cost
+    // the open's sync a journal commit per log.
+    //
     // The indexes are not synced here (an msync is an fsync): they are hints that the
     // next recovery checks again, so opening an idle log writes nothing.
     Ok(())

@@ -210,14 +210,14 @@ impl Segment {
 
     /// Writes zeros ahead of the end before a write to `[position, end)` reaches
     /// past the last ones, as much as the segment holds and at most `PREFILL_MAX`
-    /// beyond `end`, once it holds `PREFILL_FROM`. One large
-    /// write lets the page cache hold the coming bytes in large pages, which later
-    /// appends only copy into: an append of 11 KiB then costs the kernel about half
-    /// of what it costs when it makes its own pages (docs/performance.md). The file
-    /// grows past its batches by at most `PREFILL_MAX`: sealing and closing cut it
-    /// back, and recovery takes an all-zero tail for this room, not for damage.
-    /// Best effort, like the reserve: a failed write of zeros only leaves the
-    /// appends to make their own pages.
+    /// beyond `end`, once it holds `PREFILL_FROM`. One large write lets the page
+    /// cache hold the coming bytes in large pages, which later appends only copy
+    /// into: an append of 11 KiB then costs the kernel about half of what it costs
+    /// when it makes its own pages (docs/performance.md). The file grows past its
+    /// batches by at most `PREFILL_MAX`: sealing and closing cut it back, and
+    /// recovery takes an all-zero tail for this room, not for damage. Best effort,
+    /// like the reserve: a failed write of zeros only leaves the appends to make
+    /// their own pages.
     fn prefill(&self, position: u64, end: u64) {
         let filled = self.prefilled.load(Ordering::Relaxed);
         if end <= filled || position < PREFILL_FROM {
