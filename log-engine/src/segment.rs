@@ -48,8 +48,8 @@ pub(crate) struct Segment {
     /// touches it); `u64::MAX` once the file system refused.
     preallocated: AtomicU64,
     /// The end of the zeros written ahead of the batches (only the writer touches
-    /// it; 0 until the first append after opening): the file's length as the writer
-    /// left it.
+    /// it): the file's length as the writer left it. At open, the end of the zeros
+    /// recovery found after the batches, or 0.
     prefilled: AtomicU64,
     /// Bytes from the start known to be on disk: the size before the last fsync.
     /// Only the cache window reads it: a sync that ran across a truncation may leave
